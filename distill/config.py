@@ -83,11 +83,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # a failed write (unencodable text, full disk, path is a directory) leaves no temp file
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save_config(config: Any, path: str | os.PathLike) -> None:
@@ -95,5 +100,5 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
 
 
 def load_config(cls: type[C], path: str | os.PathLike) -> C:
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         return config_from_dict(cls, json.load(handle), str(path))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -112,12 +113,13 @@ class DataSpec:
     seed: int = 0  # seed of that subset
 
 
-def _label_sort_key(label: str) -> tuple[int, float | str]:
-    # integer-looking labels sort numerically ("2" < "10"), others lexically, ints first
+def _label_sort_key(label: str) -> tuple[int, int, str]:
+    # integer-looking labels sort numerically ("2" < "10"), others lexically, ints first; the
+    # string breaks ties ("01" vs "1") so the order never depends on set iteration order
     try:
-        return (0, float(int(label)))
+        return (0, int(label), label)
     except ValueError:
-        return (1, label)
+        return (1, 0, label)
 
 
 def _normalise_label(value: object, path: Path, line: int) -> str:
@@ -145,11 +147,14 @@ def _read_bytes_as_text(path: Path) -> str:
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(path, "file is empty")
+    # strip the BOM ourselves (not "utf-8-sig") so that error offsets count the file's own bytes
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
     try:
-        return raw.decode("utf-8-sig")
+        return raw[bom:].decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(path, f"bytes that are not UTF-8 at byte {err.start}", line) from err
+        at = bom + err.start
+        line = raw[:at].count(b"\n") + 1
+        raise DataError(path, f"bytes that are not UTF-8 at byte {at}", line) from err
 
 
 def _read_records(path: Path) -> list[tuple[int, dict]]:
@@ -157,7 +162,9 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
     text = _read_bytes_as_text(path)
     records: list[tuple[int, dict]] = []
     if path.suffix == ".jsonl":
-        for line_no, line in enumerate(text.splitlines(), start=1):
+        # split on "\n" only: str.splitlines also breaks at U+2028, U+0085, \x0c ..., which
+        # JSON strings may hold raw (json.dumps(..., ensure_ascii=False) writes them)
+        for line_no, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -174,12 +181,25 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
     delimiter = "\t" if path.suffix == ".tsv" else ","
     # TSV as GLUE writes it: no quoting (sentences contain bare quotes); CSV: standard quoting
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=quoting)
-    header = next(reader, None)
+    # a stream with newline="" (not str.splitlines): quoted fields keep their line breaks, only
+    # \r / \n end a row, and reader.line_num counts the file's physical lines
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    try:
+        header = next(reader, None)
+    except csv.Error as err:
+        raise DataError(path, f"unreadable {kind} header ({err})", 1) from err
     if not header or not any(h.strip() for h in header):
         raise DataError(path, "missing header row", 1)
     header = [h.strip() for h in header]
-    for line_no, fields in enumerate(reader, start=2):
+    while True:
+        line_no = reader.line_num + 1  # where the next row starts (a quoted field may span lines)
+        try:
+            fields = next(reader, None)
+        except csv.Error as err:
+            raise DataError(path, f"unreadable {kind} row ({err})", line_no) from err
+        if fields is None:
+            break
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
         if len(fields) != len(header):
@@ -280,6 +300,8 @@ def load_dataset(spec: DataSpec) -> Dataset:
         files = []
     label_map = LabelMap.from_labels(train.labels, train.source)
     label_map.encode(dev)  # fail now, naming the dev line, if dev has a label training never saw
+    if spec.max_train_rows is not None and spec.max_train_rows < 2:
+        raise DataError(train.source, f"max_train_rows={spec.max_train_rows}: need at least 2 rows")
     if spec.max_train_rows is not None and spec.max_train_rows < len(train):
         rng = np.random.default_rng(spec.seed)
         train = train.subset(np.sort(rng.choice(len(train), size=spec.max_train_rows, replace=False)))
