@@ -88,6 +88,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary readable outputs
         os.replace(tmp, path)
     except BaseException:
         # a failed write (unencodable text, full disk, path is a directory) leaves no temp file

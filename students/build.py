@@ -1,0 +1,88 @@
+"""Three ways to make a student classifier.
+
+- ``subset``:     a layer subset of the teacher (DistilBERT-style): keep N of its encoder layers,
+                  evenly spaced by default (first and last included) or listed explicitly; the
+                  embeddings and the head come along with their fine-tuned weights.
+- ``pretrained``: any other pretrained model (folder or hub name), with its own tokenizer: the
+                  cache holds per-example logits, so each model tokenises the raw text itself.
+- ``fresh``:      the teacher's architecture family with a new size (layers, hidden, heads),
+                  randomly initialised, trained from scratch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from distill.modeling import encoder_layers, load_classifier, resolve_model_name, set_dropout
+
+STUDENT_KINDS = ("subset", "pretrained", "fresh")
+
+
+def evenly_spaced_layers(total: int, keep: int) -> list[int]:
+    """``keep`` layer indices out of ``total``, spread evenly, first and last included
+    (6 -> 3 gives [0, 2, 5]; DistilBERT's every-other-layer choice is ``layer_ids=0,2,4``)."""
+    if not 0 < keep <= total:
+        raise ValueError(f"cannot keep {keep} of {total} layers")
+    if keep == 1:
+        return [total - 1]
+    return sorted({int(round(i * (total - 1) / (keep - 1))) for i in range(keep)})
+
+
+def layer_subset(teacher_dir: Path, *, keep: int, layer_ids: list[int] | None, id2label: dict[int, str],
+                 dropout: float | None) -> tuple[nn.Module, list[int], int]:
+    """The teacher with only some encoder layers; returns (model, kept indices, teacher's layer count)."""
+    model = load_classifier(str(teacher_dir), id2label=id2label, dropout=dropout)
+    layers = encoder_layers(model)
+    total = len(layers)
+    kept = list(layer_ids) if layer_ids else evenly_spaced_layers(len(layers), keep)
+    bad = [i for i in kept if not 0 <= i < len(layers)]
+    if bad or len(set(kept)) != len(kept):
+        raise ValueError(f"layer_ids {kept}: must be distinct indices in [0, {len(layers)})")
+    blocks = [layers[i] for i in kept]
+    for i in reversed(range(len(layers))):  # empty the list in place: its parent keeps the same object
+        del layers[i]
+    layers.extend(blocks)
+    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
+        if hasattr(model.config, attr):
+            setattr(model.config, attr, len(kept))
+    return model, kept, total
+
+
+def fresh_model(teacher_dir: Path, *, layers: int, hidden: int, heads: int, id2label: dict[int, str],
+                dropout: float | None) -> nn.Module:
+    """A random-initialised model of the teacher's family with a new size."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(teacher_dir)
+    if hidden % heads:
+        raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
+    config.num_hidden_layers, config.hidden_size, config.num_attention_heads = layers, hidden, heads
+    if hasattr(config, "intermediate_size"):
+        config.intermediate_size = 4 * hidden
+    config.num_labels = len(id2label)
+    config.id2label, config.label2id = dict(id2label), {v: k for k, v in id2label.items()}
+    if dropout is not None:
+        set_dropout(config, dropout)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def build_student(kind: str, *, teacher_dir: Path, id2label: dict[int, str], keep_layers: int,
+                  layer_ids: list[int] | None, pretrained: str, fresh_layers: int, fresh_hidden: int,
+                  fresh_heads: int, dropout: float | None) -> tuple[nn.Module, str, dict]:
+    """(model, tokenizer source, description for metrics.json)."""
+    if kind == "subset":
+        model, kept, total = layer_subset(teacher_dir, keep=keep_layers, layer_ids=layer_ids, id2label=id2label,
+                                          dropout=dropout)
+        return model, str(teacher_dir), {"kind": kind, "layers_kept": kept, "teacher_layers": total}
+    if kind == "pretrained":
+        model = load_classifier(pretrained, id2label=id2label, dropout=dropout)
+        return model, resolve_model_name(pretrained), {"kind": kind, "pretrained": pretrained}
+    if kind == "fresh":
+        model = fresh_model(teacher_dir, layers=fresh_layers, hidden=fresh_hidden, heads=fresh_heads,
+                            id2label=id2label, dropout=dropout)
+        return model, str(teacher_dir), {"kind": kind, "layers": fresh_layers, "hidden": fresh_hidden,
+                                         "heads": fresh_heads}
+    raise ValueError(f"unknown student kind {kind!r}; choose one of {', '.join(STUDENT_KINDS)}")
+
