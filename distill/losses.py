@@ -115,3 +115,29 @@ def kd_loss(
         temperature=temperature, w_kd=w_kd, w_ce=w_ce,
         ignore_index=ignore_index, row_mask=row_mask,
     )
+
+
+class KDLoss(torch.nn.Module):
+    """Module form of ``kd_loss`` with its settings taken from a ``KDLossConfig``
+    (defaults and convention as above). ``forward`` returns a ``KDLossOutput``."""
+
+    def __init__(self, config: KDLossConfig | None = None):
+        super().__init__()
+        self.config = KDLossConfig() if config is None else config
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor,
+        row_mask: torch.Tensor | None = None,
+    ) -> KDLossOutput:
+        c = self.config
+        return kd_loss(
+            student_logits, teacher_logits, labels,
+            temperature=c.temperature, w_kd=c.w_kd, w_ce=c.w_ce,
+            ignore_index=c.ignore_index, row_mask=row_mask,
+        )
+
+    def extra_repr(self) -> str:
+        return repr(self.config)
