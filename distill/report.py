@@ -1,0 +1,104 @@
+"""``<run-dir>/report.md``: teacher, KD student and CE-only student side by side, plus the ONNX
+benchmark when it has run. Reads the stages' JSON outputs; measures nothing itself.
+
+    python -m distill report --run-dir runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from distill.config import atomic_write_text
+
+MODELS = (("teacher", "Teacher"), ("student", "KD student"), ("student_ce", "CE-only student"))
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_report(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    metrics = {name: _load(run_dir / name / "metrics.json") for name, _ in MODELS}
+    rates = (_load(run_dir / "inference.json") or {}).get("cpu_inference_samples_per_s", {})
+    teacher = metrics["teacher"]
+    lines = [f"# Distillation report: `{run_dir}`", ""]
+    if teacher is None:
+        lines += ["No teacher yet: run `make teacher`."]
+    else:
+        lines += ["| model | dev accuracy | macro-F1 | parameters | % of teacher acc. | CPU inference samples/s | "
+                  "train samples/s | train time (s) |", "|---|---|---|---|---|---|---|---|"]
+        for name, title in MODELS:
+            m = metrics[name]
+            if m is None:
+                continue
+            rate = rates.get(name)
+            lines.append(
+                f"| {title} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['parameters'] / 1e6:.2f} M | "
+                f"{100 * m['accuracy'] / teacher['accuracy']:.1f}% | {rate if rate is not None else '–'} | "
+                f"{m['train_samples_per_s']:.1f} | {m['train_time_s']:.0f} |"
+            )
+        student, control = metrics["student"], metrics["student_ce"]
+        if student and control:
+            gain = student["accuracy"] - control["accuracy"]
+            lines += ["", f"**KD gain over CE-only** (same student, data, steps and seed): "
+                          f"{100 * gain:+.2f} points of dev accuracy "
+                          f"({100 * (student['macro_f1'] - control['macro_f1']):+.2f} macro-F1)."]
+        if student:
+            s = student["student"]
+            lines += ["", f"Student: `{s['kind']}`" + (f", teacher layers kept {s['layers_kept']} of "
+                                                       f"{s['teacher_layers']}" if s["kind"] == "subset" else "")
+                      + f"; T = {student['temperature']}, w_kd = {student['w_kd']}, w_ce = {student['w_ce']}, "
+                        f"{student['labelled_rows']} labelled rows + "
+                        f"{student['train_rows'] - student['labelled_rows']} teacher-labelled rows "
+                        f"({', '.join(student['augment']) or 'no augmentation'})."]
+        if rates:
+            info = _load(run_dir / "inference.json")
+            lines += ["", f"CPU inference: PyTorch eager fp32, batch {info['batch_size']}, {info['threads']} threads, "
+                          f"{info['rows']} dev rows, median of 3 passes, measured back to back in one process."]
+        png = plot_models(run_dir, metrics, rates)
+        lines += ["", f"![models]({png.name})"]
+    bench = run_dir / "bench" / "bench.md"
+    if bench.exists():
+        lines += ["", "## ONNX Runtime on CPU", "", bench.read_text().strip()]
+        if (run_dir / "bench" / "bench.png").exists():
+            lines += ["", "![accuracy vs latency](bench/bench.png)"]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def plot_models(run_dir: Path, metrics: dict, rates: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [(n, t) for n, t in MODELS if metrics[n] is not None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    xs = range(len(names))
+    accuracies = [100 * metrics[n]["accuracy"] for n, _ in names]
+    left.bar(xs, accuracies, color=["#555", "#2a7", "#c83"][: len(names)])
+    left.set_ylim(max(0.0, min(accuracies) - 5), min(100.0, max(accuracies) + 2))
+    left.set_ylabel("dev accuracy (%)")
+    for x, a in zip(xs, accuracies, strict=True):
+        left.text(x, a, f"{a:.1f}", ha="center", va="bottom")
+    right.bar(xs, [rates.get(n, 0) for n, _ in names], color=["#555", "#2a7", "#c83"][: len(names)])
+    right.set_ylabel("CPU inference samples/s")
+    for axis in (left, right):
+        axis.set_xticks(list(xs), [t for _, t in names], rotation=10)
+    fig.tight_layout()
+    path = run_dir / "models.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill report")
+    parser.add_argument("--run-dir", default="runs/demo")
+    args = parser.parse_args(argv)
+    print(f"report: {write_report(Path(args.run_dir))}")
+    return 0
