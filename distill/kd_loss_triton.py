@@ -74,7 +74,8 @@ MIN_BLOCK_V = 16  # tests lower MAX_BLOCK_V (read at each call) to force the mul
 #   d KL_i / d s_v = (p_s^T(v) − p_t^T(v)) / T
 #   d CE_i / d s_v = p_s^1(v) − 1[v = y_i]
 #   d loss / d s_v = w_kd T / n_valid · (p_s^T − p_t^T) + [labelled] w_ce / n_labelled · (p_s^1 − 1[v = y])
-# and 0 for rows with row_mask False.
+# and 0 for rows with row_mask False. A row whose teacher is −inf everywhere takes no KD term and
+# no KD gradient, like the reference.
 
 
 @triton.jit
@@ -153,8 +154,13 @@ def _kd_loss_fwd_kernel(
         shift_t = tl.where(m_t == -float("inf"), 0.0, m_t)
         log_z_sT = tl.log(z_sT)  # lse_sT = shift_s/T + log_z_sT
         log_z_s1 = tl.log(z_s1)  # lse_s1 = shift_s + log_z_s1
-        log_z_t = tl.log(z_t)  # lse_t = shift_t + log_z_t
-        kl = a_t / z_t - (shift_t + log_z_t) + (shift_s * inv_T + log_z_sT)
+        # A teacher row that is −inf everywhere has no distribution (Z_t = 0). The reference
+        # gives it KL = 0 and no KD gradient (its p_t > 0 guard is false on NaN); match that
+        # rather than produce 0/0, and keep log Z_t finite so pass 2's p_t is 0, not NaN.
+        has_teacher = z_t > 0
+        safe_z_t = tl.where(has_teacher, z_t, 1.0)
+        log_z_t = tl.log(safe_z_t)  # lse_t = shift_t + log_z_t
+        kl = tl.where(has_teacher, a_t / safe_z_t - (shift_t + log_z_t) + (shift_s * inv_T + log_z_sT), 0.0)
         kd_row = kl / n_valid
 
         # CE needs s_y; a label outside [0, V) loads NaN so the error shows in the loss.
@@ -164,7 +170,7 @@ def _kd_loss_fwd_kernel(
 
         # ---- pass 2: gradient w.r.t. the student logits -----------------------------------------
         if WRITE_GRAD:
-            kd_scale = kd_grad_scale / n_valid
+            kd_scale = tl.where(has_teacher, kd_grad_scale / n_valid, 0.0)
             ce_scale = tl.where(labelled, w_ce / n_labelled, 0.0)
             for v0 in range(0, V, BLOCK_V):
                 cols = v0 + offs  # (BLOCK_V,)

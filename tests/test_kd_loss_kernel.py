@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.losses import IGNORE_INDEX, KDLoss, KDLossConfig, kd_loss_reference
+from distill.losses import DEFAULT_W_CE, IGNORE_INDEX, KDLoss, KDLossConfig, kd_loss_reference
 
 triton = pytest.importorskip("triton")
 
@@ -230,6 +230,30 @@ def test_teacher_neg_inf(dtype_tol, max_block):
     t[20, :] = -float("inf")
     t[20, 1000] = 5.0  # one finite entry: p_t is one-hot
     _check(s, t, labels, row_mask, grad_tol=(atol, rtol), temperature=2.0)
+
+
+@needs_kernel
+def test_teacher_row_all_neg_inf(max_block):
+    """A teacher row with no finite entry has no distribution. The reference gives it KL = 0 but a
+    NaN gradient (its p_t > 0 guard is false on NaN, and 0·NaN in backward); the kernel gives
+    KL = 0 and no KD gradient, consistent with that loss. Other rows must match the reference."""
+    n, v, block = MULTIBLOCK
+    max_block(block)
+    s, t, labels, _ = _inputs(n, v, torch.float32, _seed("teacher-all-inf"))
+    row = 5
+    t[row] = -float("inf")
+    ref, ref_grad = _run(kd_loss_reference, s, t, labels, None, 1.0)
+    out, grad = _run(kd_loss_fused, s, t, labels, None, 1.0)
+    for name in ("loss", "kd", "ce"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), **LOSS_TOL)
+    grad, ref_grad = grad.cpu(), ref_grad.cpu()  # (N, V), compared with CPU-built expectations
+    others = torch.arange(n) != row
+    torch.testing.assert_close(grad[others], ref_grad[others], atol=FP32[1], rtol=FP32[2])
+    assert torch.isnan(ref_grad[row]).all()  # if the reference changes, revisit this test
+    # The row keeps its CE gradient only: w_ce / n_labelled · (softmax(s) − onehot(y)).
+    ce_grad = torch.softmax(s[row].double(), dim=-1)
+    ce_grad[labels[row]] -= 1
+    torch.testing.assert_close(grad[row].double(), ce_grad * (DEFAULT_W_CE / n), atol=FP32[1], rtol=FP32[2])
 
 
 @needs_kernel
