@@ -78,12 +78,13 @@ def kd_loss_reference(
     kl_terms = torch.where(p_t_T > 0, p_t_T * (log_p_t_T - log_p_s_T), torch.zeros_like(p_t_T))
     kl_rows = kl_terms.sum(dim=-1)  # (N,)
     n_valid = valid.sum()
-    kd = (kl_rows * valid).sum() / n_valid.clamp(min=1)
+    # torch.where, not a multiply: a dropped row contributes nothing even if it holds NaN
+    kd = torch.where(valid, kl_rows, 0.0).sum() / n_valid.clamp(min=1)
 
     safe_labels = torch.where(labelled, labels, torch.zeros_like(labels))
     ce_rows = -F.log_softmax(s, dim=-1).gather(1, safe_labels[:, None]).squeeze(1)  # (N,)
     n_labelled = labelled.sum()
-    ce = (ce_rows * labelled).sum() / n_labelled.clamp(min=1)
+    ce = torch.where(labelled, ce_rows, 0.0).sum() / n_labelled.clamp(min=1)
 
     loss = w_kd * temperature**2 * kd + w_ce * ce
     return KDLossOutput(loss=loss, kd=kd.detach(), ce=ce.detach())

@@ -1,0 +1,184 @@
+"""The teacher and student stages end to end on a tiny random BERT and a slice of SST-2:
+outputs, seed-exact repeat, stale-cache refusal, resume after SIGKILL, and DDP == one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distill.cache import CacheError
+from distill.config import ConfigError
+from students import distill as student_stage
+from teachers.finetune import TeacherConfig
+from teachers.finetune import run as run_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def teacher_config(sst2_small: Path, tiny_bert_dir: Path, **changes) -> TeacherConfig:
+    base = TeacherConfig(data=str(sst2_small), base_model=str(tiny_bert_dir), max_length=32, epochs=2,
+                         batch_size=16, lr=1e-3, evals_per_epoch=1, patience=0, eval_batch_size=64,
+                         unlabeled=[str(sst2_small / "test_unlabeled.tsv")], progress=False)
+    return TeacherConfig(**{**base.__dict__, **changes})
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, sst2_small, tiny_bert_dir) -> Path:
+    run_dir = tmp_path_factory.mktemp("run")
+    run_teacher(teacher_config(sst2_small, tiny_bert_dir), run_dir)
+    return run_dir
+
+
+def student_args(run_dir: Path, *extra: str) -> list[str]:
+    return ["--run-dir", str(run_dir), "--max_length=32", "--epochs=2", "--batch_size=16", "--lr=1e-3",
+            "--eval_batch_size=64", "--progress=false", *extra]
+
+
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(directory / "model.safetensors")
+
+
+def test_teacher_outputs(teacher_run):
+    out = teacher_run / "teacher"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "train_time_s", "train_samples_per_s"):
+        assert key in metrics
+    assert sum(map(sum, metrics["confusion_matrix"])) == 64  # the whole dev slice
+    assert set(metrics["per_class"]) == {"0", "1"}
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
+    assert json.loads((out / "train_config.json").read_text())["max_length"] == 32
+    assert (out / "tokenizer.json").exists() or (out / "vocab.txt").exists()
+    assert metrics["cache"]["train"]["rows"] == 256 and metrics["cache"]["test_unlabeled"]["rows"] == 32
+    assert not (out / "checkpoint").exists()  # removed once the stage completed
+
+
+def test_teacher_repeats_exactly_on_cpu(teacher_run, tmp_path, sst2_small, tiny_bert_dir):
+    run_teacher(teacher_config(sst2_small, tiny_bert_dir, unlabeled=[]), tmp_path)
+    first, second = weights(teacher_run / "teacher"), weights(tmp_path / "teacher")
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    a = (teacher_run / "teacher" / "logits" / "train.npy").read_bytes()
+    assert a == (tmp_path / "teacher" / "logits" / "train.npy").read_bytes()
+
+
+def test_teacher_strategies_train_only_their_parameters(tmp_path, sst2_small, tiny_bert_dir):
+    base = weights(tiny_bert_dir)
+    run_teacher(teacher_config(sst2_small, tiny_bert_dir, strategy="frozen", epochs=1, unlabeled=[]), tmp_path)
+    trained = weights(tmp_path / "teacher")
+    # the encoder stayed as it was; only pooler and classifier could move
+    for key, value in base.items():
+        mapped = "bert." + key if "bert." + key in trained else key
+        if "pooler" not in key and mapped in trained:
+            assert torch.equal(trained[mapped], value), key
+
+
+def test_student_stage_outputs_and_report(teacher_run):
+    assert student_stage.main(student_args(teacher_run, "--augment=test_unlabeled")) == 0
+    student = json.loads((teacher_run / "student" / "metrics.json").read_text())
+    control = json.loads((teacher_run / "student_ce" / "metrics.json").read_text())
+    assert student["student"]["layers_kept"] == [0, 2, 3]  # 3 of the tiny teacher's 4, evenly spaced
+    assert json.loads((teacher_run / "student" / "config.json").read_text())["num_hidden_layers"] == 3
+    assert student["train_rows"] == 256 + 32 and student["labelled_rows"] == 256
+    assert (control["w_kd"], control["w_ce"]) == (0.0, 1.0)
+    assert student["parameters"] < json.loads((teacher_run / "teacher" / "metrics.json").read_text())["parameters"]
+    assert student["total_steps"] == control["total_steps"]
+    report = (teacher_run / "report.md").read_text()
+    assert "KD gain over CE-only" in report and "KD student" in report
+    assert (teacher_run / "models.png").stat().st_size > 1000
+    rates = json.loads((teacher_run / "inference.json").read_text())["cpu_inference_samples_per_s"]
+    assert set(rates) == {"teacher", "student", "student_ce"} and min(rates.values()) > 0
+
+
+def test_student_refuses_a_stale_cache(teacher_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(teacher_run / "teacher", run_dir / "teacher")
+    teacher_weights = weights(run_dir / "teacher")
+    key = next(k for k in teacher_weights if k.endswith("classifier.weight"))
+    teacher_weights[key] = teacher_weights[key] + 0.01  # the teacher changed after caching
+    from safetensors.torch import save_file
+
+    save_file(teacher_weights, run_dir / "teacher" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CacheError, match="stale logit cache.*teacher_weights"):
+        student_stage.main(student_args(run_dir, "--baseline=false", "--epochs=1"))
+
+
+def test_student_rejects_other_data_than_the_teachers(teacher_run, tmp_path):
+    with pytest.raises(ConfigError, match="rows the teacher cached"):
+        student_stage.parse_args(student_args(teacher_run, f"--data={tmp_path}"))
+
+
+def _run_student(run_dir: Path, *extra: str, env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           **(env_extra or {})}
+    args = [sys.executable, "-m", "distill", "distill", *student_args(run_dir, "--baseline=false", "--augment=",
+                                                                      "--dropout=0.1", *extra)]
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _clone_teacher(teacher_run: Path, run_dir: Path) -> Path:
+    shutil.copytree(teacher_run / "teacher", run_dir / "teacher")
+    return run_dir
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(teacher_run, tmp_path):
+    straight = _clone_teacher(teacher_run, tmp_path / "straight")
+    killed = _clone_teacher(teacher_run, tmp_path / "killed")
+    extra = ("--epochs=3", "--save_every_steps=5")  # 16 steps an epoch: checkpoints at 5, 10, 15, 16, ...
+    first = _run_student(straight, *extra)
+    victim = _run_student(killed, *extra)
+    state = killed / "student" / "checkpoint" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if state.exists() and json.loads(state.read_text())["state"]["step"] >= 20:
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run ended before it could be killed:\n" + victim.stdout.read()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    step_at_kill = json.loads(state.read_text())["state"]["step"]
+    assert 20 <= step_at_kill < 48
+    resumed = _run_student(killed, *extra)
+    out_resumed, out_first = resumed.communicate(timeout=600)[0], first.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, out_resumed
+    assert first.returncode == 0, out_first
+    assert f"resumed from {killed / 'student' / 'checkpoint'} at step {step_at_kill}" in out_resumed
+    a, b = weights(straight / "student"), weights(killed / "student")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ma = json.loads((straight / "student" / "metrics.json").read_text())
+    mb = json.loads((killed / "student" / "metrics.json").read_text())
+    assert (ma["accuracy"], ma["best_step"]) == (mb["accuracy"], mb["best_step"])
+    assert [h["dev_accuracy"] for h in ma["history"]] == [h["dev_accuracy"] for h in mb["history"]]
+
+
+def test_two_process_ddp_matches_one_process(teacher_run, tmp_path):
+    single = _clone_teacher(teacher_run, tmp_path / "single")
+    ddp = _clone_teacher(teacher_run, tmp_path / "ddp")
+    common = ["--baseline=false", "--augment=", "--dropout=0", "--epochs=1", "--progress=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    one = subprocess.run([sys.executable, "-m", "distill", "distill", *student_args(single, *common)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+                          "-m", "distill", "distill", *student_args(ddp, *common)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout + two.stderr
+    ma = json.loads((single / "student" / "metrics.json").read_text())
+    mb = json.loads((ddp / "student" / "metrics.json").read_text())
+    assert mb["world_size"] == 2 and ma["world_size"] == 1
+    assert ma["total_steps"] == mb["total_steps"]
+    a, b = weights(single / "student"), weights(ddp / "student")
+    for key in a:  # same updates; only the order of float sums differs (all-reduce vs one batch)
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
+    assert abs(ma["accuracy"] - mb["accuracy"]) <= 1 / 64
