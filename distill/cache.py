@@ -113,10 +113,17 @@ def write_logit_cache(
     fingerprint = fingerprint_of(parts)
     final, manifest_path = directory / f"{name}.npy", directory / f"{name}.manifest.json"
     partial, progress_path = directory / f"{name}.npy.partial", directory / f"{name}.progress.json"
+    hashes_path = directory / f"{name}.texthash.npy"
     rows = len(split)
-    if manifest_path.exists() and final.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("fingerprint") == fingerprint and file_digest(final) == manifest.get("file_sha256"):
+    if manifest_path.exists() and final.exists() and hashes_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            complete = (manifest.get("fingerprint") == fingerprint
+                        and file_digest(final) == manifest.get("file_sha256")
+                        and np.array_equal(np.load(hashes_path), text_hashes(split)))
+        except (OSError, ValueError, EOFError):  # an unreadable manifest or hash file: rebuild
+            complete = False
+        if complete:
             return manifest_path  # already complete and intact
     layout = {"fingerprint": fingerprint, "rows": rows, "num_labels": num_labels, "dtype": dtype,
               "chunk_rows": chunk_rows}
@@ -154,7 +161,10 @@ def write_logit_cache(
         "label_names": label_names, "source": split.source, "fingerprint": fingerprint, "parts": parts,
         "file_sha256": file_digest(partial), "file_bytes": partial.stat().st_size,
     }
-    os.replace(hashes_tmp, directory / f"{name}.texthash.npy")
+    # the old manifest goes first: a crash between the renames below must not leave it vouching
+    # for a mix of old and new files (a reader then sees an unfinished write, and a rerun resumes)
+    manifest_path.unlink(missing_ok=True)
+    os.replace(hashes_tmp, hashes_path)
     os.replace(partial, final)
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     progress_path.unlink()
@@ -194,7 +204,10 @@ def open_logit_cache(directory: Path, name: str, *, expected_parts: dict | None,
     if list(logits.shape) != manifest["shape"] or str(logits.dtype) != manifest["dtype"]:
         raise CacheError(f"{final}: array is {logits.shape} {logits.dtype}, manifest says "
                          f"{manifest['shape']} {manifest['dtype']}")
-    hashes = np.load(directory / f"{name}.texthash.npy")
+    try:
+        hashes = np.load(directory / f"{name}.texthash.npy")
+    except (OSError, ValueError, EOFError) as err:
+        raise CacheError(f"{directory / f'{name}.texthash.npy'}: missing or unreadable ({err})") from err
     if hashes.shape != (manifest["rows"], 8):
         raise CacheError(f"{directory / f'{name}.texthash.npy'}: wrong shape {hashes.shape}")
     return LogitCache(directory=directory, name=name, manifest=manifest, logits=logits, text_hashes=hashes)
