@@ -53,10 +53,19 @@ def fingerprint_parts(*, teacher_dir: Path, max_length: int, data_files: list[st
         "teacher_weights": hashlib.sha256("".join(file_digest(w) for w in weights).encode()).hexdigest(),
         "tokenizer": tokenizer.hexdigest(),
         "max_length": int(max_length),
-        "data_files": {Path(f).name: file_digest(f) for f in data_files},
+        "data_files": _data_digests(data_files),
         "rows": rows,
         "row_count": len(split),
     }
+
+
+def _data_digests(files: list[str]) -> dict[str, str]:
+    # keyed by the path below the files' common folder: class folders hold many "1.txt"s, and
+    # where the dataset directory sits must not change the fingerprint
+    if not files:
+        return {}
+    root = Path(os.path.commonpath([str(Path(f).resolve().parent) for f in files]))
+    return {str(Path(f).resolve().relative_to(root)): file_digest(f) for f in files}
 
 
 def fingerprint_of(parts: dict) -> str:

@@ -93,13 +93,13 @@ def apply_strategy(model: nn.Module, *, strategy: str, top_n: int = 2, lora_r: i
 
         config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout)
         return get_peft_model(model, config)
+    if strategy == "top-n" and not 0 < top_n <= len(encoder_layers(model)):
+        raise ValueError(f"top_n={top_n} but the model has {len(encoder_layers(model))} encoder layers")
     model.requires_grad_(False)
     for module in head_modules(model):
         module.requires_grad_(True)
     if strategy == "top-n":
         layers = encoder_layers(model)
-        if not 0 < top_n <= len(layers):
-            raise ValueError(f"top_n={top_n} but the model has {len(layers)} encoder layers")
         for layer in layers[len(layers) - top_n:]:
             layer.requires_grad_(True)
     return model
