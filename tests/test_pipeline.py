@@ -170,7 +170,7 @@ def test_two_process_ddp_matches_one_process(teacher_run, tmp_path):
     one = subprocess.run([sys.executable, "-m", "distill", "distill", *student_args(single, *common)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stdout + one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "distill", "distill", *student_args(ddp, *common)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stdout + two.stderr
