@@ -53,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW weight decay (not on biases and LayerNorm)
     warmup_ratio: float = 0.1  # fraction of steps with linear warm-up; then linear decay to 0
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    bucket_batches: int = 50  # batches per length-sorted bucket (less padding); 1: plain shuffle
     dropout: float | None = None  # override the model's dropout probabilities (None: keep)
     # evaluation, early stopping, checkpoints
     evals_per_epoch: int = 1  # dev evaluations per epoch
@@ -109,14 +110,26 @@ def encode(tokenizer, split: Split, labels: np.ndarray, max_length: int) -> Enco
     )
 
 
-def epoch_batches(n_rows: int, *, epoch: int, seed: int, batch_size: int, rank: int = 0,
-                  world: int = 1) -> list[np.ndarray]:
-    """This rank's row indices for each step of ``epoch``: a permutation seeded by seed + epoch,
-    cut into global batches (the last incomplete one dropped), each strided across ranks."""
+def epoch_batches(lengths: np.ndarray, *, epoch: int, seed: int, batch_size: int, bucket_batches: int = 1,
+                  rank: int = 0, world: int = 1) -> list[np.ndarray]:
+    """This rank's row indices for each step of ``epoch``. lengths: (R,) tokens per row.
+
+    A permutation seeded by ``seed`` and ``epoch`` is cut into buckets of ``bucket_batches``
+    global batches; each bucket is sorted by length before it is cut into batches (less padding:
+    rows of similar length share a batch), and the batch order is shuffled again. The last
+    incomplete global batch is dropped; each global batch is strided across ranks."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n_rows, generator=generator).numpy()
-    steps = n_rows // batch_size
-    return [order[s * batch_size:(s + 1) * batch_size][rank::world] for s in range(steps)]
+    order = torch.randperm(len(lengths), generator=generator).numpy()
+    steps = len(lengths) // batch_size
+    order = order[: steps * batch_size]
+    bucket = batch_size * max(1, bucket_batches)
+    if bucket_batches > 1:
+        order = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")]
+                                for chunk in np.split(order, range(bucket, len(order), bucket))])
+    batches = order.reshape(steps, batch_size)
+    if bucket_batches > 1:
+        batches = batches[torch.randperm(steps, generator=generator).numpy()]
+    return [batch[rank::world] for batch in batches]
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -256,11 +269,15 @@ def train(
     bar = tqdm(total=total_steps, initial=state.step, disable=not cfg.progress or rank != 0,
                dynamic_ncols=True, mininterval=1.0, desc=out_dir.name)
     model.train()
+    lengths = np.array([len(ids) for ids in train_set.input_ids])  # (R,)
+    batches: list[np.ndarray] = []
     window = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "n": 0, "samples": 0, "seconds": 0.0}
     while state.step < total_steps and not state.stopped_early:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
-        rows = epoch_batches(len(train_set), epoch=epoch, seed=cfg.seed, batch_size=cfg.batch_size,
-                             rank=rank, world=world)[step_in_epoch]
+        if step_in_epoch == 0 or not batches:  # the epoch's order: regenerated, never stored
+            batches = epoch_batches(lengths, epoch=epoch, seed=cfg.seed, batch_size=cfg.batch_size,
+                                    bucket_batches=cfg.bucket_batches, rank=rank, world=world)
+        rows = batches[step_in_epoch]
         t0 = time.perf_counter()
         lr = get_lr(state.step, lr=cfg.lr, warmup_steps=warmup_steps, total_steps=total_steps)
         for group in optimizer.param_groups:

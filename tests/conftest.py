@@ -46,9 +46,8 @@ def minilm_path() -> Path:
 def tiny_bert_dir(tmp_path_factory, minilm_path) -> Path:
     """A random-initialised 4-layer, 32-hidden BERT with MiniLM's tokenizer, saved in HF format.
     Built offline from a config; about 1M parameters, almost all in the embedding table."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny_bert")

@@ -1,0 +1,67 @@
+"""Pure pieces of the training loop: the schedule, the data order, metrics, the log line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distill.metrics import classification_metrics
+from distill.trainer import epoch_batches, format_log_line, get_lr
+
+
+def test_get_lr_warms_up_then_decays_to_zero():
+    lrs = [get_lr(s, lr=1.0, warmup_steps=10, total_steps=100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert get_lr(100, lr=1.0, warmup_steps=10, total_steps=100) == 0.0
+    assert get_lr(55, lr=2.0, warmup_steps=10, total_steps=100) == pytest.approx(2.0 * 45 / 90)
+
+
+@pytest.mark.parametrize("bucket_batches", [1, 8])
+def test_epoch_batches_cover_rows_once_and_repeat_for_a_seed(bucket_batches):
+    lengths = np.random.default_rng(1).integers(2, 80, size=1000)
+    batches = epoch_batches(lengths, epoch=0, seed=3, batch_size=32, bucket_batches=bucket_batches)
+    rows = np.concatenate(batches)
+    assert len(batches) == 1000 // 32 and all(len(b) == 32 for b in batches)
+    assert len(np.unique(rows)) == len(rows)  # no row twice in an epoch
+    again = epoch_batches(lengths, epoch=0, seed=3, batch_size=32, bucket_batches=bucket_batches)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    other = epoch_batches(lengths, epoch=1, seed=3, batch_size=32, bucket_batches=bucket_batches)
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
+
+
+def test_bucketing_cuts_padding():
+    lengths = np.random.default_rng(2).integers(2, 80, size=4000)
+    padded = {k: sum(lengths[b].max() * len(b) for b in epoch_batches(lengths, epoch=0, seed=0, batch_size=32,
+                                                                       bucket_batches=k)) for k in (1, 50)}
+    assert padded[50] < 0.8 * padded[1]
+
+
+def test_ranks_split_each_global_batch():
+    lengths = np.arange(64)
+    whole = epoch_batches(lengths, epoch=0, seed=0, batch_size=8, bucket_batches=4)
+    r0 = epoch_batches(lengths, epoch=0, seed=0, batch_size=8, bucket_batches=4, rank=0, world=2)
+    r1 = epoch_batches(lengths, epoch=0, seed=0, batch_size=8, bucket_batches=4, rank=1, world=2)
+    for w, a, b in zip(whole, r0, r1, strict=True):
+        assert sorted(np.concatenate([a, b])) == sorted(w) and len(a) == len(b) == 4
+
+
+def test_classification_metrics_by_hand():
+    labels = np.array([0, 0, 1, 1, 2])
+    logits = np.eye(3)[[0, 1, 1, 1, 0]]  # predictions 0, 1, 1, 1, 0
+    m = classification_metrics(logits, labels, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["per_class"]["a"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3) and m["per_class"]["b"]["recall"] == 1.0
+    assert m["per_class"]["c"]["f1"] == 0.0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_log_line_shows_the_parts_the_stage_has():
+    row = {"step": 5, "epoch": 0.5, "loss": 0.4, "ce": 0.3, "kd": None, "lr": 1e-4, "samples_per_s": 30.0,
+           "dev_accuracy": 0.8, "dev_macro_f1": 0.79, "best": True}
+    line = format_log_line(row, 10, early_stop=False)
+    assert "ce 0.3000" in line and "kd" not in line and line.endswith("best")
+    line = format_log_line({**row, "kd": 0.1, "best": False}, 10, early_stop=True)
+    assert "kd 0.1000" in line and line.endswith("early stop")
