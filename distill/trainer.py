@@ -249,7 +249,9 @@ def train(
         raise ValueError(f"{len(train_set)} training rows is fewer than one batch of {cfg.batch_size}")
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = max(1, int(cfg.warmup_ratio * total_steps))
-    eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
+    # evaluate evals_per_epoch times an epoch, evenly, the last at the epoch's end
+    eval_steps = {epoch * steps_per_epoch + round(k * steps_per_epoch / cfg.evals_per_epoch)
+                  for epoch in range(cfg.epochs) for k in range(1, cfg.evals_per_epoch + 1)}
     optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckpt_dir = out_dir / "checkpoint"
@@ -304,7 +306,7 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
 
-        if state.step % eval_every == 0 or state.step == total_steps:
+        if state.step in eval_steps:
             logits_dev = predict_logits(model, dev_set, batch_size=cfg.eval_batch_size, device=device, amp=amp)
             metrics = classification_metrics(logits_dev, dev_set.labels, label_names)
             improved = metrics["accuracy"] > state.best_accuracy
