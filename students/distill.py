@@ -65,7 +65,7 @@ class StudentConfig(TrainConfig):
 
 
 PRESETS = {
-    "quick": StudentConfig(max_length=64, epochs=3, batch_size=32, lr=1e-4, evals_per_epoch=1, patience=2,
+    "quick": StudentConfig(max_length=64, epochs=2, batch_size=32, lr=1e-4, evals_per_epoch=1, patience=2,
                            augment=["test_unlabeled"]),
     "full": StudentConfig(max_length=128, epochs=4, batch_size=32, lr=5e-5, evals_per_epoch=2, patience=4,
                           save_every_steps=500, augment=["test_unlabeled"]),

@@ -47,7 +47,7 @@ class TeacherConfig(TrainConfig):
 # The presets. quick: sized for a 2-core CPU (about 5 minutes, measured in docs/RESULTS.md);
 # full: the whole training split for several epochs, meant for a GPU.
 PRESETS = {
-    "quick": TeacherConfig(max_train_rows=6000, max_length=64, epochs=2, batch_size=32, lr=1e-4,
+    "quick": TeacherConfig(max_train_rows=8000, max_length=64, epochs=2, batch_size=32, lr=1e-4,
                            evals_per_epoch=2, patience=2),
     "full": TeacherConfig(max_train_rows=None, max_length=128, epochs=3, batch_size=32, lr=5e-5,
                           evals_per_epoch=4, patience=4, save_every_steps=500),
