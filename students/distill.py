@@ -190,7 +190,7 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, ce_only: 
         return out.loss, {"ce": out.ce.item(), "kd": out.kd.item()}
 
     run_cfg = dataclasses.replace(cfg, w_kd=w_kd, w_ce=w_ce, teacher_dir=str(teacher_dir))
-    print(f"{out.name}: {description} | {count_parameters(model)['parameters']:,} parameters | "
+    print(f"{out.name}: {', '.join(f'{k}={v}' for k, v in description.items())} | {count_parameters(model)['parameters']:,} parameters | "
           f"{len(data.train)} labelled + {len(train_set) - len(data.train)} KD-only rows | w_kd {w_kd} w_ce {w_ce} "
           f"T {cfg.temperature} | {'online teacher' if cfg.online else 'cached logits'} | {device}")
     out.mkdir(parents=True, exist_ok=True)
@@ -242,8 +242,11 @@ def main(argv: list[str]) -> int:
     train_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student", ce_only=False)
     if cfg.baseline:
         train_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", ce_only=True)
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-        return 0
+    if torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return 0
     measure_inference(run_dir, cfg)
     from distill.report import write_report
 

@@ -175,4 +175,6 @@ def parse_args(argv: list[str]) -> tuple[TeacherConfig, Path]:
 def main(argv: list[str]) -> int:
     cfg, run_dir = parse_args(argv)
     run(cfg, run_dir)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
