@@ -104,6 +104,23 @@ def check_load(cores: int, fraction: float) -> tuple[float, str | None]:
     return load, None
 
 
+def gemm_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
+    """The machine's practical fp32 limit: median GFLOP/s of an n x n x n torch matmul on
+    ``threads`` threads. Every variant's achieved GFLOP/s is read against this."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / sorted(times)[len(times) // 2] / 1e9
+
+
 def cpu_model() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -262,6 +279,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         "threads": threads, "date": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     pct = lambda xs, q: float(np.percentile(np.asarray(xs) * 1e3, q))  # noqa: E731  seconds -> ms
+    common["machine_fp32_gemm_gflops"] = round(gemm_gflops(threads), 1)
 
     rows: list[dict] = []
     for model in models:
@@ -355,12 +373,15 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
         "- speed-ups are ratios against teacher / pytorch_fp32 in this run (>1: faster)",
         "- GFLOP/ex: analytic, N(8LH²+4L²H+4LHI)+2H²+2HC, at the mean dev length / at "
         f"{cfg.fixed_len}; GFLOP/s b32 counts the padded batch",
+        f"- the machine's limit: an fp32 1024³ torch matmul on {r0['threads']} threads ran at "
+        f"{r0['machine_fp32_gemm_gflops']:.1f} GFLOP/s; '% of GEMM' is the batch-32 GFLOP/s against it "
+        "(int8 kernels can exceed it: their limit is higher)",
         "",
     ]
     lines += [f"> WARNING: {w}" for w in warnings] + ([""] if warnings else [])
     head = ["model", "variant", "dev acc", "MB", "b1 p50/p90/p99 ms", f"{cfg.fixed_len} tok p50/p90/p99 ms",
             f"b{cfg.batch_size} ex/s", "GFLOP/ex (mean/fixed)", "GFLOP/s b1/fixed/batch",
-            "speed-up b1/fixed/batch", "load after"]
+            "% of GEMM", "speed-up b1/fixed/batch", "load after"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
@@ -370,6 +391,7 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
             f"{r['throughput_ex_s']:.1f}",
             f"{r['gflop_per_ex_mean_len']:.4g} / {r['gflop_per_ex_fixed']:.4g}",
             f"{r['gflops_b1']:.1f} / {r['gflops_fixed']:.1f} / {r['gflops_batch']:.1f}",
+            f"{100 * r['gflops_batch'] / r['machine_fp32_gemm_gflops']:.0f}%",
             f"{r['speedup_p50_b1']:.2f}x / {r['speedup_p50_fixed']:.2f}x / {r['speedup_throughput']:.2f}x",
             f"{r['loadavg_1m_after_row']:.2f}",
         ]) + " |")
