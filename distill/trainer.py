@@ -82,6 +82,12 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def slice(self, start: int, stop: int) -> Encoded:
+        """Rows start:stop as their own ``Encoded``."""
+        return Encoded(input_ids=self.input_ids[start:stop],
+                       token_type_ids=None if self.token_type_ids is None else self.token_type_ids[start:stop],
+                       labels=self.labels[start:stop], pad_token_id=self.pad_token_id)
+
     def batch(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """rows: (B,) indices -> input_ids, attention_mask (, token_type_ids): (B, L_max)."""
         seqs = [self.input_ids[i] for i in rows]

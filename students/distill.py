@@ -114,11 +114,7 @@ def concat(parts: list[Encoded]) -> Encoded:
 
 def inference_rate(model, encoded: Encoded, *, device: torch.device, batch_size: int = 32, repeats: int = 3) -> float:
     """Median dev-set samples/s in eval mode (dynamic padding, rows sorted by length)."""
-    predict_logits(model, dataclasses.replace(encoded, input_ids=encoded.input_ids[:batch_size],
-                                              token_type_ids=None if encoded.token_type_ids is None
-                                              else encoded.token_type_ids[:batch_size],
-                                              labels=encoded.labels[:batch_size]),
-                   batch_size=batch_size, device=device)  # warm-up
+    predict_logits(model, encoded.slice(0, batch_size), batch_size=batch_size, device=device)  # warm-up
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -110,7 +110,7 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
                                   data_files=data.files if name == "train" else [split.source], split=split)
         t0 = time.perf_counter()
         manifest = write_logit_cache(
-            lambda a, b, enc=encoded: predict_logits(best, _rows(enc, a, b), batch_size=cfg.eval_batch_size,
+            lambda a, b, enc=encoded: predict_logits(best, enc.slice(a, b), batch_size=cfg.eval_batch_size,
                                                      device=device, amp=cfg.amp),
             directory=cache_dir, name=name, split=split, num_labels=len(names), label_names=names,
             parts=parts, dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows,
@@ -151,13 +151,6 @@ def _copy_for_merge(model, strategy: str):
     import copy
 
     return copy.deepcopy(model)
-
-
-def _rows(encoded, start: int, stop: int):
-    return dataclasses.replace(encoded, input_ids=encoded.input_ids[start:stop],
-                               token_type_ids=None if encoded.token_type_ids is None
-                               else encoded.token_type_ids[start:stop],
-                               labels=encoded.labels[start:stop])
 
 
 def parse_args(argv: list[str]) -> tuple[TeacherConfig, Path]:

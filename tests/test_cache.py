@@ -479,7 +479,6 @@ def test_real_tiny_teacher(tmp_path, tiny_bert_dir, sst2_small):
     from distill.data import DataSpec, load_dataset
     from distill.modeling import load_classifier
     from distill.trainer import encode, predict_logits
-    from teachers.finetune import _rows
 
     data = load_dataset(DataSpec(path=str(sst2_small), max_train_rows=24, seed=0))
     split = data.train
@@ -499,7 +498,7 @@ def test_real_tiny_teacher(tmp_path, tiny_bert_dir, sst2_small):
 
     def score(a: int, b: int) -> np.ndarray:
         calls.append((a, b))
-        return predict_logits(teacher, _rows(encoded, a, b), batch_size=4, device=device)
+        return predict_logits(teacher, encoded.slice(a, b), batch_size=4, device=device)
 
     parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=32, data_files=data.files, split=split)
     assert set(parts["data_files"]) == {"train.tsv", "dev.tsv"}
