@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from distill.config import atomic_write_text, save_config
-from distill.data import Split
+from distill.data import DataSpec, Split
 from distill.metrics import classification_metrics
 
 
@@ -65,6 +65,12 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     progress: bool = True  # show a progress bar
+
+    def data_spec(self, *, subset_seed: int) -> DataSpec:
+        """Where the rows come from; ``subset_seed`` picks the ``max_train_rows`` subset (the
+        teacher's seed, so every stage sees the rows the teacher cached)."""
+        return DataSpec(path=self.data, text_column=self.text_column, text_pair_column=self.text_pair_column,
+                        label_column=self.label_column, max_train_rows=self.max_train_rows, seed=subset_seed)
 
 
 # ----------------------------------------------------------------------------- data

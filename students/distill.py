@@ -27,7 +27,7 @@ import torch
 
 from distill.cache import fingerprint_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config
-from distill.data import DataSpec, load_dataset, read_unlabeled
+from distill.data import load_dataset, read_unlabeled
 from distill.losses import DEFAULT_TEMPERATURE, DEFAULT_W_CE, DEFAULT_W_KD, IGNORE_INDEX, kd_loss
 from distill.metrics import classification_metrics
 from distill.modeling import PACKAGED, count_parameters, load_classifier
@@ -129,9 +129,7 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, ce_only: 
 
     device = setup_distributed(cfg.device)
     teacher_cfg = teacher_config(teacher_dir)
-    data = load_dataset(DataSpec(path=cfg.data, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
-                                 label_column=cfg.label_column, max_train_rows=cfg.max_train_rows,
-                                 seed=teacher_cfg.seed))
+    data = load_dataset(cfg.data_spec(subset_seed=teacher_cfg.seed))
     names = data.label_map.names
 
     # Teacher logits: checked against the fingerprint (teacher weights, tokenizer, max length, data
@@ -255,8 +253,8 @@ def measure_inference(run_dir: Path, cfg: StudentConfig) -> dict:
     back to back in one process (same machine state), into <run-dir>/inference.json."""
     from transformers import AutoTokenizer
 
-    data = load_dataset(DataSpec(path=cfg.data, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
-                                 label_column=cfg.label_column))
+    # only the dev split is used here; the subset seed does not matter
+    data = load_dataset(cfg.data_spec(subset_seed=0))
     rates = {}
     for name in ("teacher", "student", "student_ce"):
         directory = run_dir / name

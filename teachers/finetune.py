@@ -23,10 +23,17 @@ import torch.nn.functional as F
 
 from distill.cache import fingerprint_parts, write_logit_cache
 from distill.config import apply_overrides, atomic_write_text
-from distill.data import DataSpec, load_dataset, read_unlabeled
+from distill.data import load_dataset, read_unlabeled
 from distill.losses import IGNORE_INDEX
 from distill.metrics import classification_metrics
-from distill.modeling import PACKAGED, apply_strategy, count_parameters, load_classifier, merge_for_saving
+from distill.modeling import (
+    PACKAGED,
+    apply_strategy,
+    count_parameters,
+    load_classifier,
+    merge_for_saving,
+    resolve_model_name,
+)
 from distill.trainer import TrainConfig, encode, predict_logits, save_model_dir, setup_distributed, train
 
 
@@ -66,11 +73,10 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     device = setup_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
-    data = load_dataset(DataSpec(path=cfg.data, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
-                                 label_column=cfg.label_column, max_train_rows=cfg.max_train_rows, seed=cfg.seed))
+    data = load_dataset(cfg.data_spec(subset_seed=cfg.seed))
     unlabeled = {Path(f).stem: read_unlabeled(f, cfg.unlabeled_text_column) for f in cfg.unlabeled}
     names = data.label_map.names
-    tokenizer = AutoTokenizer.from_pretrained(_resolve(cfg.base_model))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(cfg.base_model))
     model = load_classifier(cfg.base_model, id2label=data.label_map.id2label, dropout=cfg.dropout)
     model = apply_strategy(model, strategy=cfg.strategy, top_n=cfg.top_n, lora_r=cfg.lora_r,
                            lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout).to(device)
@@ -136,12 +142,6 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     print(f"teacher done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
           f"train {result['train_time_s']:.0f}s at {result['train_samples_per_s']:.1f} samples/s -> {out}")
     return result
-
-
-def _resolve(name: str) -> str:
-    from distill.modeling import resolve_model_name
-
-    return resolve_model_name(name)
 
 
 def _copy_for_merge(model, strategy: str):
