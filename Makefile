@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DATA   ?= ../shared/data/sst2
+DATA   ?= data/sst2
 RUN    ?= runs/demo
 PRESET ?= quick
 ARGS   ?=
@@ -18,8 +18,6 @@ TEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-
-UNLABELED := $(wildcard $(DATA)/test_unlabeled.tsv)
 
 .PHONY: setup teacher distill export bench report demo test lint clean
 
@@ -35,8 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 teacher: setup
-	$(PY) -m distill teacher --data $(DATA) --run-dir $(RUN) --preset $(PRESET) \
-		$(if $(UNLABELED),--unlabeled=$(UNLABELED)) $(ARGS)
+	$(PY) -m distill teacher --data $(DATA) --run-dir $(RUN) --preset $(PRESET) $(ARGS)
 
 distill: setup
 	$(PY) -m distill distill --run-dir $(RUN) --preset $(PRESET) $(ARGS)

@@ -1,43 +1,62 @@
-"""``python -m distill <stage> [options]``: teacher | distill | export | bench | report.
+"""``python -m distill <stage> [options]``: teacher | score | distill | compare | export | bench |
+predict | report.
 
 Stage modules are imported only once chosen: the benchmark must set thread counts before torch
-and onnxruntime are imported.
+and onnxruntime are imported. An error in the input (data, options, a cache, another stage's
+output) prints one line, ``error: <file>, line <n>: <problem>``, and exits with status 2; the
+traceback only with ``--debug`` (or ``DISTILL_DEBUG=1``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
-USAGE = """usage: python -m distill <stage> [--data DIR] [--run-dir DIR] [--preset quick|full] [--key=value ...]
+USAGE = """usage: python -m distill <stage> [--data DIR] [--run-dir DIR] [--preset quick|full] [--key=value ...] [--debug]
 
 stages:
-  teacher   fine-tune the teacher and cache its logits       (teachers/finetune.py)
-  distill   train the student on the cached logits          (students/distill.py)
-  export    export teacher and student to ONNX, validate     (export/onnx_export.py)
-  bench     benchmark PyTorch vs ONNX Runtime on CPU         (export/bench.py)
-  report    gather the run into <run-dir>/report.md          (distill/report.py)
+  teacher   fine-tune the teacher, cache its logits on the training rows and transfer sets
+  score     score more label-free text with a finished teacher (its transfer sets)
+  distill   train the student on the cached logits, and the CE-only control
+  compare   KD against its controls over several seeds (one table, one plot)
+  export    export teacher and students to ONNX (fp32, O2, int8) and validate them
+  bench     benchmark PyTorch vs ONNX Runtime on CPU
+  predict   label text with a trained model (ONNX variant or PyTorch directory)
+  report    gather the run into <run-dir>/report.md
 """
+
+STAGES = {
+    "teacher": "teachers.finetune",
+    "score": "teachers.score",
+    "distill": "students.distill",
+    "compare": "students.compare",
+    "export": "export.onnx_export",
+    "bench": "export.bench",
+    "predict": "distill.predict",
+    "report": "distill.report",
+}
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    stage, rest = argv[0], argv[1:]
-    if stage == "teacher":
-        from teachers.finetune import main as run
-    elif stage == "distill":
-        from students.distill import main as run
-    elif stage == "export":
-        from export.onnx_export import main as run
-    elif stage == "bench":
-        from export.bench import main as run
-    elif stage == "report":
-        from distill.report import main as run
-    else:
-        print(f"unknown stage {stage!r}\n\n{USAGE}", file=sys.stderr)
+    debug = "--debug" in argv or os.environ.get("DISTILL_DEBUG", "") not in ("", "0")
+    stage, rest = argv[0], [a for a in argv[1:] if a != "--debug"]
+    if stage not in STAGES:
+        print(f"error: unknown stage {stage!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return run(rest)
+    from distill.errors import PipelineError
+
+    try:
+        module = __import__(STAGES[stage], fromlist=["main"])
+        return module.main(rest)
+    except PipelineError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

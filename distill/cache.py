@@ -7,10 +7,10 @@ Files in the cache directory, for a split ``name``:
     name.texthash.npy    (R, 8) uint8: first 8 bytes of sha256 of each row's text, to line rows up
     name.manifest.json   shape, dtype, label names, fingerprint and its parts, sha256 of name.npy
 
-While writing, ``name.npy.partial`` holds the array and ``name.progress.json`` the chunks done
-(with a sha256 per chunk). An interrupted write resumes at the first unfinished chunk, after
-checking the finished ones; chunks are scored in a fixed order and composition, so the resumed
-file is byte-identical to an uninterrupted one. The final rename happens only when every chunk
+While writing, ``name.npy.partial`` holds the array and ``name.progress.<rank>.json`` the chunks
+each process finished (with a sha256 per chunk). An interrupted write resumes with the chunks not
+done (or damaged since), under any number of processes; chunks are scored in a fixed composition,
+so the resumed file is byte-identical to an uninterrupted one. The final rename happens only when every chunk
 is in, so a reader never sees a partial cache under the final name.
 """
 
@@ -27,13 +27,14 @@ import numpy as np
 
 from distill.config import atomic_write_text
 from distill.data import Split, file_digest, text_hashes
+from distill.errors import PipelineError
 
 CACHE_FORMAT = 1
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
                    "merges.txt", "vocab.json", "spm.model", "sentencepiece.bpe.model", "added_tokens.json")
 
 
-class CacheError(RuntimeError):
+class CacheError(RuntimeError, PipelineError):
     """A logit cache that is missing, stale, truncated, corrupted or does not fit the data."""
 
 
@@ -111,46 +112,46 @@ def write_logit_cache(
     parts: dict,
     dtype: str = "float32",
     chunk_rows: int = 4096,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] = lambda: None,
 ) -> Path:
     """Score ``split`` chunk by chunk with ``score(start, stop) -> (stop - start, C) float32`` and
     write the cache. Resumes an interrupted write with the same fingerprint; skips the work when
-    a complete cache with this fingerprint is already there. Returns the manifest path."""
+    a complete cache with this fingerprint is already there. Returns the manifest path.
+
+    Sharded (``world`` > 1, every rank calls this with the same arguments and a ``barrier`` that
+    waits for all of them): rank r scores chunks r, r + world, ... into the shared ``.partial``
+    memory map (disjoint rows) and records them in its own progress file; rank 0 then checks that
+    every chunk is in and installs the cache. Each chunk is scored in a fixed composition, so the
+    result does not depend on the number of processes (byte-identical at equal thread counts)."""
     if dtype not in ("float32", "float16"):
         raise ValueError(f"cache dtype must be float32 or float16, not {dtype!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     fingerprint = fingerprint_of(parts)
     final, manifest_path = directory / f"{name}.npy", directory / f"{name}.manifest.json"
-    partial, progress_path = directory / f"{name}.npy.partial", directory / f"{name}.progress.json"
+    partial = directory / f"{name}.npy.partial"
     hashes_path = directory / f"{name}.texthash.npy"
     rows = len(split)
-    if manifest_path.exists() and final.exists() and hashes_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-            complete = (manifest.get("fingerprint") == fingerprint
-                        and file_digest(final) == manifest.get("file_sha256")
-                        and np.array_equal(np.load(hashes_path), text_hashes(split)))
-        except (OSError, ValueError, EOFError):  # an unreadable manifest or hash file: rebuild
-            complete = False
-        if complete:
-            return manifest_path  # already complete and intact
+    if _complete(manifest_path, final, hashes_path, fingerprint, split):
+        return manifest_path  # already complete and intact
     layout = {"fingerprint": fingerprint, "rows": rows, "num_labels": num_labels, "dtype": dtype,
               "chunk_rows": chunk_rows}
-    chunk_sums: list[str] = []
-    if progress_path.exists() and partial.exists():
-        progress = json.loads(progress_path.read_text())
-        if {k: progress.get(k) for k in layout} == layout:
-            array = np.load(partial, mmap_mode="r+")
-            for i, expected in enumerate(progress["chunk_sha256"]):
-                if _sha256_bytes(array[i * chunk_rows:(i + 1) * chunk_rows]) != expected:
-                    break  # this chunk was damaged: redo it and everything after it
-                chunk_sums.append(expected)
-            del array
-    if not chunk_sums:
-        np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(rows, num_labels)).flush()
-    array = np.load(partial, mmap_mode="r+")
     n_chunks = (rows + chunk_rows - 1) // chunk_rows
-    for i in range(len(chunk_sums), n_chunks):
+    done = _verified_chunks(directory, name, layout, partial) if partial.exists() else {}
+    barrier()  # every rank has read the progress files before any rank writes
+    if rank == 0 and not done:
+        for old in _progress_files(directory, name):
+            old.unlink()
+        np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(rows, num_labels)).flush()
+    barrier()  # the .partial exists before any rank maps it
+    mine = {i: done[i] for i in done if i % world == rank}
+    progress_path = directory / f"{name}.progress.{rank}.json"
+    array = np.load(partial, mmap_mode="r+")
+    for i in range(rank, n_chunks, world):
+        if i in mine:
+            continue
         start, stop = i * chunk_rows, min(rows, (i + 1) * chunk_rows)
         logits = score(start, stop)
         if logits.shape != (stop - start, num_labels):
@@ -158,13 +159,66 @@ def write_logit_cache(
                              f"{(stop - start, num_labels)}")
         array[start:stop] = logits.astype(dtype)
         array.flush()
-        chunk_sums.append(_sha256_bytes(array[start:stop]))
-        atomic_write_text(progress_path, json.dumps({**layout, "chunk_sha256": chunk_sums}))
+        mine[i] = _sha256_bytes(array[start:stop])
+        atomic_write_text(progress_path, json.dumps({**layout, "chunks": {str(k): v for k, v in mine.items()}}))
     del array
+    barrier()  # every rank's chunks are in
+    if rank == 0:
+        missing = sorted(set(range(n_chunks)) - set(_verified_chunks(directory, name, layout, partial)))
+        if missing:
+            raise CacheError(f"{partial}: chunks {missing[:10]} are missing after scoring (a rank failed?)")
+        _install(directory, name, split, partial, fingerprint, num_labels, label_names, parts, dtype)
+    barrier()  # no rank reads the cache before it is installed
+    return manifest_path
+
+
+def _complete(manifest_path: Path, final: Path, hashes_path: Path, fingerprint: str, split: Split) -> bool:
+    if not (manifest_path.exists() and final.exists() and hashes_path.exists()):
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        return (manifest.get("fingerprint") == fingerprint and file_digest(final) == manifest.get("file_sha256")
+                and np.array_equal(np.load(hashes_path), text_hashes(split)))
+    except (OSError, ValueError, EOFError):  # an unreadable manifest or hash file: rebuild
+        return False
+
+
+def _progress_files(directory: Path, name: str) -> list[Path]:
+    return sorted(directory.glob(f"{name}.progress.*.json"))
+
+
+def _verified_chunks(directory: Path, name: str, layout: dict, partial: Path) -> dict[int, str]:
+    """Chunks recorded by any rank's progress file (of this layout) whose bytes in ``partial``
+    still match their sha256; a damaged chunk is left out, so it is scored again."""
+    recorded: dict[int, str] = {}
+    for path in _progress_files(directory, name):
+        try:
+            progress = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if {k: progress.get(k) for k in layout} == layout:
+            recorded.update({int(k): v for k, v in progress.get("chunks", {}).items()})
+    if not recorded:
+        return {}
+    try:
+        array = np.load(partial, mmap_mode="r")
+    except (OSError, ValueError):
+        return {}
+    chunk = layout["chunk_rows"]
+    good = {i: sha for i, sha in recorded.items() if _sha256_bytes(array[i * chunk:(i + 1) * chunk]) == sha}
+    del array
+    return good
+
+
+def _install(directory: Path, name: str, split: Split, partial: Path, fingerprint: str, num_labels: int,
+             label_names: list[str], parts: dict, dtype: str) -> None:
+    """Swap the finished ``.partial`` in under the final name, with its text hashes and manifest."""
+    final, manifest_path = directory / f"{name}.npy", directory / f"{name}.manifest.json"
     hashes_tmp = directory / f".{name}.texthash.tmp.npy"
     np.save(hashes_tmp, text_hashes(split))
     with open(partial, "rb") as handle:
         os.fsync(handle.fileno())
+    rows = len(split)
     manifest = {
         "format": CACHE_FORMAT, "name": name, "shape": [rows, num_labels], "dtype": dtype, "rows": rows,
         "label_names": label_names, "source": split.source, "fingerprint": fingerprint, "parts": parts,
@@ -173,11 +227,11 @@ def write_logit_cache(
     # the old manifest goes first: a crash between the renames below must not leave it vouching
     # for a mix of old and new files (a reader then sees an unfinished write, and a rerun resumes)
     manifest_path.unlink(missing_ok=True)
-    os.replace(hashes_tmp, hashes_path)
+    os.replace(hashes_tmp, directory / f"{name}.texthash.npy")
     os.replace(partial, final)
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
-    progress_path.unlink()
-    return manifest_path
+    for path in _progress_files(directory, name):
+        path.unlink()
 
 
 def open_logit_cache(directory: Path, name: str, *, expected_parts: dict | None, verify: bool = True
@@ -188,8 +242,8 @@ def open_logit_cache(directory: Path, name: str, *, expected_parts: dict | None,
     directory = Path(directory)
     final, manifest_path = directory / f"{name}.npy", directory / f"{name}.manifest.json"
     if not manifest_path.exists():
-        hint = " (an unfinished write is there: rerun the teacher stage to resume it)" if (
-            directory / f"{name}.progress.json").exists() else ""
+        hint = " (an unfinished write is there: rerun the teacher stage to resume it)" if _progress_files(
+            directory, name) else ""
         raise CacheError(f"{manifest_path}: no logit cache manifest{hint}")
     try:
         manifest = json.loads(manifest_path.read_text())

@@ -16,10 +16,12 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from distill.errors import PipelineError
+
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, PipelineError):
     """An unknown key or a value of the wrong type in an override or a config file."""
 
 

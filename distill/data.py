@@ -1,15 +1,24 @@
 """Datasets: a local directory (TSV / CSV / JSONL splits, or a folder per class) or a hub name.
 
 A dataset directory holds a ``train`` split and a ``dev`` (or ``validation``) split, each as
-``<split>.tsv``, ``<split>.csv`` or ``<split>.jsonl``, or as ``<split>/<label>/*.txt``.
-The label map is derived from the training split (sorted label values) and travels with every
-model as ``id2label`` / ``label2id``. Every problem with the input raises ``DataError`` naming
-the file, the line where there is one, and what is wrong.
+``<split>.tsv``, ``<split>.csv`` or ``<split>.jsonl`` (each may be gzipped: ``train.tsv.gz``), or as
+``<split>/<label>/*.txt``. The label map is derived from the training split (sorted label values)
+and travels with every model as ``id2label`` / ``label2id``.
+
+Bad input: a problem with a whole file (missing, empty, no header, a missing column) raises
+``DataError`` at once. A problem with a row (empty text or label, wrong field count, bad JSON,
+bytes that do not decode, a dev label training never saw) is collected for the whole file: with
+``on_bad_rows="error"`` (the default) ``DataError`` then lists the first 20 with their lines and
+the count; with ``on_bad_rows="skip"`` the rows are dropped and recorded in ``Dataset.skipped``.
+
+Label-free text (teacher-scored transfer sets) comes from ``read_texts``: a ``.txt`` file (one
+example per line), a table and its text column, or a folder of ``.txt`` files.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -19,17 +28,79 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.errors import PipelineError
+
 SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation")}
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
+TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)  # what read_texts takes (each also gzipped)
+BAD_ROW_POLICIES = ("error", "skip")
+MAX_LISTED = 20  # bad rows named in one error message
+AUTO_FALLBACKS = ("cp1252", "latin-1")  # encoding=auto: tried in order after UTF-8 (latin-1 never fails)
+# The default dataset travels with the project: SST-2 (data/sst2/SOURCE.txt), found from any directory.
+DEFAULT_DATA = str(Path(__file__).resolve().parents[1] / "data" / "sst2")
 
 
-class DataError(ValueError):
-    """Bad input data: the message names the file, the line (when there is one) and the problem."""
+@dataclass(frozen=True)
+class BadRow:
+    """One row that could not be read: where it is and why."""
 
-    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None):
-        where = f"{path}" if line is None else f"{path}, line {line}"
-        super().__init__(f"{where}: {problem}")
-        self.path, self.line, self.problem = str(path), line, problem
+    path: str
+    line: int | None  # None for a whole file that is one row (class folders)
+    reason: str
+
+
+class DataError(ValueError, PipelineError):
+    """Bad input data: the message names the file, the line (when there is one) and the problem.
+    ``rows`` holds every bad row when several were found in one file (the message lists the first
+    20 and the count); ``line`` and ``problem`` are the first one's."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None, *,
+                 rows: list[BadRow] | None = None):
+        rows = rows or [BadRow(str(path), line, problem)]
+        if len(rows) == 1:
+            where = f"{path}" if line is None else f"{path}, line {line}"
+            message = f"{where}: {problem}"
+        else:
+            listed = [f"  {_where_in(r, path)}: {r.reason}" for r in rows[:MAX_LISTED]]
+            shown = f"the first {MAX_LISTED}" if len(rows) > MAX_LISTED else "all of them"
+            message = f"{path}: {len(rows)} bad rows ({shown} below)\n" + "\n".join(listed)
+        super().__init__(message)
+        self.path, self.line, self.problem, self.rows = str(path), line, problem, rows
+
+
+def _where_in(row: BadRow, path) -> str:
+    if row.path != str(path):
+        return row.path if row.line is None else f"{row.path}, line {row.line}"
+    return "whole file" if row.line is None else f"line {row.line}"
+
+
+@dataclass
+class RowLog:
+    """Bad rows met while reading, and what to do with them (``policy``: error | skip)."""
+
+    policy: str = "error"
+    skipped: list[BadRow] = field(default_factory=list)  # rows dropped under policy "skip"
+    fallback_decoded: dict[str, str] = field(default_factory=dict)  # file -> encoding used, under "auto"
+    pending: list[BadRow] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.policy not in BAD_ROW_POLICIES:
+            raise DataError("on_bad_rows", f"{self.policy!r}: expected one of {', '.join(BAD_ROW_POLICIES)}")
+
+    def add(self, path, line: int | None, reason: str) -> None:
+        self.pending.append(BadRow(str(path), line, reason))
+
+    def settle(self, path) -> None:
+        """End of a file (or folder): raise for its bad rows, or keep them as skipped."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        if self.policy == "error":
+            first = pending[0]
+            if len(pending) == 1:  # name the bad file itself (a class folder's row is a file)
+                raise DataError(first.path, first.reason, first.line)
+            raise DataError(path, first.reason, first.line if first.path == str(path) else None, rows=pending)
+        self.skipped.extend(pending)
 
 
 @dataclass
@@ -44,6 +115,13 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @classmethod
+    def concat(cls, parts: list[Split], source: str) -> Split:
+        """Rows of ``parts`` one after the other (label-free if any part is)."""
+        labels = None if any(p.labels is None for p in parts) else [x for p in parts for x in p.labels]
+        pairs = None if any(p.text_pairs is None for p in parts) else [x for p in parts for x in p.text_pairs]
+        return cls(texts=[t for p in parts for t in p.texts], labels=labels, source=source, text_pairs=pairs)
 
     def subset(self, indices: np.ndarray) -> Split:
         pick = [int(i) for i in indices]
@@ -77,20 +155,25 @@ class LabelMap:
     def label2id(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.names)}
 
+    def unknown_rows(self, split: Split) -> list[int]:
+        """Indices of rows whose label the training split never saw."""
+        known = self.label2id
+        return [i for i, label in enumerate(split.labels or []) if label not in known]
+
+    def unknown_reason(self, label: str) -> str:
+        return f"label {label!r} never appears in the training split (known labels: {', '.join(self.names)})"
+
     def encode(self, split: Split) -> np.ndarray:
-        """(R,) int64 label ids; a label the training split never saw is an error."""
+        """(R,) int64 label ids; a label the training split never saw is an error (every such row
+        of the split is listed)."""
         assert split.labels is not None
+        unknown = self.unknown_rows(split)
+        if unknown:
+            rows = [BadRow(split.source, split.line_numbers[i] if split.line_numbers else None,
+                           self.unknown_reason(split.labels[i])) for i in unknown]
+            raise DataError(split.source, rows[0].reason, rows[0].line, rows=rows)
         to_id = self.label2id
-        ids = np.empty(len(split), dtype=np.int64)
-        for row, label in enumerate(split.labels):
-            if label not in to_id:
-                line = split.line_numbers[row] if split.line_numbers else None
-                raise DataError(
-                    split.source, f"label {label!r} never appears in the training split "
-                    f"(known labels: {', '.join(self.names)})", line,
-                )
-            ids[row] = to_id[label]
-        return ids
+        return np.array([to_id[label] for label in split.labels], dtype=np.int64)
 
 
 @dataclass
@@ -99,11 +182,14 @@ class Dataset:
     dev: Split
     label_map: LabelMap
     files: list[str]  # every file the splits were read from, for fingerprints
+    unused_train: Split | None = None  # training rows left out by max_train_rows (labels kept)
+    skipped: list[BadRow] = field(default_factory=list)  # rows dropped under on_bad_rows=skip
+    fallback_decoded: dict[str, str] = field(default_factory=dict)  # file -> encoding, under encoding=auto
 
 
 @dataclass
 class DataSpec:
-    """Where the data is and which columns to read."""
+    """Where the data is, which columns to read, and how to treat bad bytes and rows."""
 
     path: str  # a dataset directory, or a hub dataset name (needs network)
     text_column: str = "text"  # column with the input text
@@ -111,6 +197,8 @@ class DataSpec:
     label_column: str = "label"  # column with the label (string or int)
     max_train_rows: int | None = None  # random subset of the training split (None: all rows)
     seed: int = 0  # seed of that subset
+    encoding: str = "utf-8"  # utf-8, any Python codec, or auto (UTF-8, else cp1252, else latin-1, per file)
+    on_bad_rows: str = "error"  # error: stop, listing the bad rows | skip: drop them and record each
 
 
 def _label_sort_key(label: str) -> tuple[int, int, str]:
@@ -122,9 +210,10 @@ def _label_sort_key(label: str) -> tuple[int, int, str]:
         return (1, 0, label)
 
 
-def _normalise_label(value: object, path: Path, line: int) -> str:
+def _normalise_label(value: object) -> str | None:
+    """The label as a string, or None when it is empty."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
-        raise DataError(path, "empty label", line)
+        return None
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, float) and value.is_integer():
@@ -132,36 +221,82 @@ def _normalise_label(value: object, path: Path, line: int) -> str:
     return str(value).strip()
 
 
-def _check_text(value: object, column: str, path: Path, line: int) -> str:
+def _text_problem(value: object, column: str) -> str | None:
     if value is None or not isinstance(value, str | int | float):
-        raise DataError(path, f"column {column!r} is missing or not text", line)
-    text = str(value)
-    if text.strip() == "":
-        raise DataError(path, f"empty text in column {column!r}", line)
-    return text
+        return f"column {column!r} is missing or not text"
+    if str(value).strip() == "":
+        return f"empty text in column {column!r}"
+    return None
 
 
-def _read_bytes_as_text(path: Path) -> str:
+def base_suffix(path: Path) -> str:
+    """``.tsv`` for ``train.tsv`` and ``train.tsv.gz``."""
+    return Path(path.name[:-3]).suffix if path.name.endswith(".gz") else path.suffix
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when the name ends in ``.gz``."""
     if not path.exists():
         raise DataError(path, "file not found")
     raw = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(path, f"not a readable gzip file ({err})") from err
+    return raw
+
+
+def decode(raw: bytes, path: Path, encoding: str) -> tuple[str, list[BadRow], str | None]:
+    """(text, bad rows, fallback encoding used or None). A line that does not decode is a bad row
+    (named with its line and byte offset) and reads as an empty line; ``encoding="auto"`` tries
+    UTF-8, then each of ``AUTO_FALLBACKS``, for the whole file."""
+    # strip the BOM ourselves (not "utf-8-sig") so that error offsets count the file's own bytes
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") and encoding in ("utf-8", "auto") else 0
+    codec = "utf-8" if encoding == "auto" else encoding
+    try:
+        return raw[bom:].decode(codec), [], None
+    except LookupError as err:
+        raise DataError(path, f"unknown encoding {encoding!r}") from err
+    except UnicodeDecodeError:
+        pass
+    if encoding == "auto":
+        for fallback in AUTO_FALLBACKS:
+            try:
+                return raw.decode(fallback), [], fallback
+            except UnicodeDecodeError:
+                continue
+    lines, bad, offset = [], [], bom
+    name = "UTF-8" if codec.replace("_", "-").lower() in ("utf-8", "utf8") else codec
+    for line_no, chunk in enumerate(raw[bom:].split(b"\n"), start=1):
+        try:
+            lines.append(chunk.decode(codec))
+        except UnicodeDecodeError as err:
+            bad.append(BadRow(str(path), line_no, f"bytes that are not {name} at byte {offset + err.start}"))
+            lines.append("")
+        offset += len(chunk) + 1
+    return "\n".join(lines), bad, None
+
+
+def _read_text_file(path: Path, encoding: str, log: RowLog) -> str:
+    """A whole file's text; each undecodable line is a bad row in ``log``."""
+    raw = read_bytes(path)
     if not raw.strip():
         raise DataError(path, "file is empty")
-    # strip the BOM ourselves (not "utf-8-sig") so that error offsets count the file's own bytes
-    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
-    try:
-        return raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as err:
-        at = bom + err.start
-        line = raw[:at].count(b"\n") + 1
-        raise DataError(path, f"bytes that are not UTF-8 at byte {at}", line) from err
+    text, bad, fallback = decode(raw, path, encoding)
+    log.pending.extend(bad)
+    if fallback:
+        log.fallback_decoded[str(path)] = fallback
+    return text
 
 
-def _read_records(path: Path) -> list[tuple[int, dict]]:
-    """(line number, record) pairs from a TSV, CSV or JSONL file."""
-    text = _read_bytes_as_text(path)
+def _read_records(path: Path, encoding: str, log: RowLog) -> list[tuple[int, dict]]:
+    """(line number, record) pairs from a TSV, CSV or JSONL file (possibly gzipped). Bad rows go
+    to ``log``; problems with the whole file raise."""
+    text = _read_text_file(path, encoding, log)
     records: list[tuple[int, dict]] = []
-    if path.suffix == ".jsonl":
+    suffix = base_suffix(path)
+    if suffix == ".jsonl":
         # split on "\n" only: str.splitlines also breaks at U+2028, U+0085, \x0c ..., which
         # JSON strings may hold raw (json.dumps(..., ensure_ascii=False) writes them)
         for line_no, line in enumerate(text.split("\n"), start=1):
@@ -170,15 +305,18 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(path, f"not valid JSON ({err.msg})", line_no) from err
+                log.add(path, line_no, f"not valid JSON ({err.msg})")
+                continue
             if not isinstance(record, dict):
-                raise DataError(path, "each line must be a JSON object", line_no)
+                log.add(path, line_no, "each line must be a JSON object")
+                continue
             records.append((line_no, record))
         if not records:
+            log.settle(path)
             raise DataError(path, "no rows")
         return records
 
-    delimiter = "\t" if path.suffix == ".tsv" else ","
+    delimiter = "\t" if suffix == ".tsv" else ","
     # TSV as GLUE writes it: no quoting (sentences contain bare quotes); CSV: standard quoting
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     # a stream with newline="" (not str.splitlines): quoted fields keep their line breaks, only
@@ -197,53 +335,95 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
         try:
             fields = next(reader, None)
         except csv.Error as err:
-            raise DataError(path, f"unreadable {kind} row ({err})", line_no) from err
+            log.add(path, line_no, f"unreadable {kind} row ({err})")
+            continue
         if fields is None:
             break
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
         if len(fields) != len(header):
-            raise DataError(
-                path, f"expected {len(header)} fields ({', '.join(header)}), found {len(fields)}", line_no
-            )
+            log.add(path, line_no, f"expected {len(header)} fields ({', '.join(header)}), found {len(fields)}")
+            continue
         records.append((line_no, dict(zip(header, fields, strict=True))))
     if not records:
+        log.settle(path)
         raise DataError(path, "no rows after the header")
     return records
 
 
-def _split_from_records(
-    path: Path, records: list[tuple[int, dict]], spec: DataSpec, *, labelled: bool, text_column: str
-) -> Split:
-    columns = [text_column] + ([spec.text_pair_column] if spec.text_pair_column else [])
-    if labelled:
-        columns.append(spec.label_column)
+def _split_from_records(path: Path, records: list[tuple[int, dict]], *, text_column: str,
+                        text_pair_column: str | None, label_column: str | None, log: RowLog) -> Split:
+    """Rows of ``records`` as a Split (labelled when ``label_column`` is given); bad rows go to
+    ``log``, which is settled (raise or skip) before returning."""
+    columns = [text_column] + ([text_pair_column] if text_pair_column else [])
+    if label_column is not None:
+        columns.append(label_column)
     first_line, first = records[0]
     for column in columns:
         if column not in first:
             raise DataError(path, f"missing column {column!r} (found: {', '.join(map(str, first))})", first_line)
-    texts, pairs, labels, lines = [], [] if spec.text_pair_column else None, [] if labelled else None, []
+    texts, lines = [], []
+    pairs = [] if text_pair_column else None
+    labels = [] if label_column is not None else None
     for line_no, record in records:
-        texts.append(_check_text(record.get(text_column), text_column, path, line_no))
+        problem = _text_problem(record.get(text_column), text_column)
+        if problem is None and text_pair_column:
+            problem = _text_problem(record.get(text_pair_column), text_pair_column)
+        label = None
+        if problem is None and label_column is not None:
+            label = _normalise_label(record.get(label_column))
+            problem = "empty label" if label is None else None
+        if problem is not None:
+            log.add(path, line_no, problem)
+            continue
+        texts.append(str(record[text_column]))
         if pairs is not None:
-            pairs.append(_check_text(record.get(spec.text_pair_column), spec.text_pair_column, path, line_no))
+            pairs.append(str(record[text_pair_column]))
         if labels is not None:
-            labels.append(_normalise_label(record.get(spec.label_column), path, line_no))
+            labels.append(label)
         lines.append(line_no)
+    log.settle(path)
+    if not texts:
+        raise DataError(path, "no usable rows (every row was bad)")
     return Split(texts=texts, labels=labels, source=str(path), text_pairs=pairs, line_numbers=lines)
 
 
-def _read_class_folders(folder: Path) -> tuple[Split, list[str]]:
+def _txt_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".txt", ".txt.gz")))
+
+
+def _read_file_rows(files: list[Path], encoding: str, log: RowLog) -> tuple[list[str], list[Path]]:
+    """One example per file. An empty file, or one with bytes that do not decode, is one bad row
+    (named with its first undecodable line)."""
+    texts, kept = [], []
+    for file in files:
+        raw = read_bytes(file)
+        text, bad, fallback = decode(raw, file, encoding) if raw.strip() else ("", [], None)
+        if bad:
+            log.pending.append(bad[0])
+        elif not text.strip():
+            log.add(file, None, "file is empty")
+        else:
+            texts.append(text.strip())
+            kept.append(file)
+            if fallback:
+                log.fallback_decoded[str(file)] = fallback
+    return texts, kept
+
+
+def _read_class_folders(folder: Path, encoding: str, log: RowLog) -> tuple[Split, list[str]]:
     """``folder/<label>/*.txt``: one example per file, the label is the folder name."""
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
     if not class_dirs:
         raise DataError(folder, "no class sub-folders (expected <split>/<label>/*.txt)")
     texts, labels, files = [], [], []
     for class_dir in class_dirs:
-        for file in sorted(class_dir.glob("*.txt")):
-            texts.append(_check_text(_read_bytes_as_text(file).strip(), "text", file, 1))
-            labels.append(class_dir.name)
-            files.append(str(file))
+        found = _txt_files(class_dir)
+        files += [str(f) for f in found]
+        class_texts, _ = _read_file_rows(found, encoding, log)
+        texts += class_texts
+        labels += [class_dir.name] * len(class_texts)
+    log.settle(folder)
     if not texts:
         raise DataError(folder, "no .txt files under the class folders")
     return Split(texts=texts, labels=labels, source=str(folder), line_numbers=[]), files
@@ -252,65 +432,80 @@ def _read_class_folders(folder: Path) -> tuple[Split, list[str]]:
 def find_split(directory: Path, split: str) -> Path:
     """The file (or class folder) holding ``split`` in ``directory``."""
     found = [
-        directory / f"{name}{suffix}"
+        directory / f"{name}{suffix}{gz}"
         for name in SPLIT_NAMES[split]
         for suffix in TABLE_SUFFIXES
-        if (directory / f"{name}{suffix}").is_file()
+        for gz in ("", ".gz")
+        if (directory / f"{name}{suffix}{gz}").is_file()
     ]
     found += [directory / name for name in SPLIT_NAMES[split] if (directory / name).is_dir()]
     if not found:
-        wanted = " or ".join(f"{n}{{{','.join(TABLE_SUFFIXES)}}}" for n in SPLIT_NAMES[split])
+        wanted = " or ".join(f"{n}{{{','.join(TABLE_SUFFIXES)}}}[.gz]" for n in SPLIT_NAMES[split])
         raise DataError(directory, f"no {split} split: expected {wanted} or a {SPLIT_NAMES[split][0]}/ class folder")
     if len(found) > 1:
         raise DataError(directory, f"several files for the {split} split: {', '.join(p.name for p in found)}")
     return found[0]
 
 
-def read_split(path: Path, spec: DataSpec) -> tuple[Split, list[str]]:
+def find_optional(directory: Path, names: tuple[str, ...]) -> Path | None:
+    """The first ``<name>.{txt,tsv,csv,jsonl}[.gz]`` in ``directory``, or None."""
+    for name in names:
+        for suffix in TEXT_SUFFIXES:
+            for gz in ("", ".gz"):
+                if (directory / f"{name}{suffix}{gz}").is_file():
+                    return directory / f"{name}{suffix}{gz}"
+    return None
+
+
+def read_split(path: Path, spec: DataSpec, log: RowLog) -> tuple[Split, list[str]]:
     """A labelled split from a table file or a class folder; also the files it read."""
     if path.is_dir():
-        return _read_class_folders(path)
-    records = _read_records(path)
-    return _split_from_records(path, records, spec, labelled=True, text_column=spec.text_column), [str(path)]
-
-
-def read_unlabeled(path: str | os.PathLike, text_column: str) -> Split:
-    """Unlabeled text (for teacher-labelled augmentation): a table file and its text column."""
-    path = Path(path)
-    if path.suffix not in TABLE_SUFFIXES:
-        raise DataError(path, f"unlabeled text must be one of {', '.join(TABLE_SUFFIXES)}")
-    spec = DataSpec(path=str(path.parent))
-    return _split_from_records(path, _read_records(path), spec, labelled=False, text_column=text_column)
+        return _read_class_folders(path, spec.encoding, log)
+    records = _read_records(path, spec.encoding, log)
+    split = _split_from_records(path, records, text_column=spec.text_column, text_pair_column=spec.text_pair_column,
+                                label_column=spec.label_column, log=log)
+    return split, [str(path)]
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
     """Both splits and the label map. A local directory is read directly; a name that is not a
     local path goes to ``datasets.load_dataset`` (needs network)."""
+    log = RowLog(spec.on_bad_rows)
     directory = Path(spec.path).expanduser()
     if directory.exists():
         if not directory.is_dir():
             raise DataError(directory, "expected a dataset directory holding train and dev splits")
-        train, train_files = read_split(find_split(directory, "train"), spec)
-        dev, dev_files = read_split(find_split(directory, "dev"), spec)
+        train, train_files = read_split(find_split(directory, "train"), spec, log)
+        dev, dev_files = read_split(find_split(directory, "dev"), spec, log)
         files = train_files + dev_files
     elif spec.path.startswith((".", "/", "~")):
         raise DataError(directory, "no such dataset directory")
     else:
-        train, dev = _load_hub_dataset(spec)
+        train, dev = _load_hub_dataset(spec, log)
         files = []
     label_map = LabelMap.from_labels(train.labels, train.source)
-    label_map.encode(dev)  # fail now, naming the dev line, if dev has a label training never saw
+    unknown = label_map.unknown_rows(dev)
+    if unknown and log.policy == "skip":
+        for i in unknown:
+            log.add(dev.source, dev.line_numbers[i] if dev.line_numbers else None, label_map.unknown_reason(dev.labels[i]))
+        log.settle(dev.source)
+        dev = dev.subset(np.array(sorted(set(range(len(dev))) - set(unknown))))
+    label_map.encode(dev)  # fail now, naming every dev line whose label training never saw
+    unused = None
     if spec.max_train_rows is not None and spec.max_train_rows < 2:
         raise DataError(train.source, f"max_train_rows={spec.max_train_rows}: need at least 2 rows")
     if spec.max_train_rows is not None and spec.max_train_rows < len(train):
         rng = np.random.default_rng(spec.seed)
-        train = train.subset(np.sort(rng.choice(len(train), size=spec.max_train_rows, replace=False)))
+        chosen = np.sort(rng.choice(len(train), size=spec.max_train_rows, replace=False))
+        rest = np.setdiff1d(np.arange(len(train)), chosen)
+        train, unused = train.subset(chosen), train.subset(rest)
         if len(set(train.labels)) < 2:
             raise DataError(train.source, f"the {spec.max_train_rows}-row subset has a single class")
-    return Dataset(train=train, dev=dev, label_map=label_map, files=files)
+    return Dataset(train=train, dev=dev, label_map=label_map, files=files, unused_train=unused,
+                   skipped=log.skipped, fallback_decoded=log.fallback_decoded)
 
 
-def _load_hub_dataset(spec: DataSpec) -> tuple[Split, Split]:
+def _load_hub_dataset(spec: DataSpec, log: RowLog) -> tuple[Split, Split]:
     import datasets  # imported here: slow to import and only needed for hub names
 
     loaded = datasets.load_dataset(spec.path)
@@ -321,8 +516,73 @@ def _load_hub_dataset(spec: DataSpec) -> tuple[Split, Split]:
             raise DataError(spec.path, f"hub dataset has no {split} split (has: {', '.join(loaded)})")
         records = [(i + 1, dict(r)) for i, r in enumerate(loaded[names[0]])]
         where = Path(f"{spec.path}[{names[0]}]")
-        splits.append(_split_from_records(where, records, spec, labelled=True, text_column=spec.text_column))
+        splits.append(_split_from_records(where, records, text_column=spec.text_column,
+                                          text_pair_column=spec.text_pair_column,
+                                          label_column=spec.label_column, log=log))
     return splits[0], splits[1]
+
+
+def read_texts(path: str | os.PathLike, *, text_column: str | None = None, default_columns: tuple[str, ...] = (),
+               encoding: str = "utf-8") -> tuple[Split, dict[str, int]]:
+    """Label-free text, one example per row: a ``.txt`` file (one per line), a TSV / CSV / JSONL
+    table (the column ``text_column``, or else the first of ``default_columns`` the table has), or
+    a folder of ``.txt`` files (one per file); each file may be gzipped. Empty lines and rows are
+    skipped and counted; bytes that do not decode are an error naming the file and line.
+    Returns the split and the counts of what was skipped ({"empty": n})."""
+    path = Path(path)
+    log = RowLog("error")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".txt", ".txt.gz")))
+        if not files:
+            raise DataError(path, "no .txt files in this folder")
+        texts, kept = _read_file_rows(files, encoding, log)
+        empty = [r for r in log.pending if r.reason == "file is empty"]
+        log.pending = [r for r in log.pending if r.reason != "file is empty"]
+        log.settle(path)
+        return Split(texts=texts, labels=None, source=str(path), line_numbers=[]), {"empty": len(empty)}
+    suffix = base_suffix(path)
+    if suffix not in TEXT_SUFFIXES:
+        raise DataError(path, f"label-free text must be a folder or one of {', '.join(TEXT_SUFFIXES)} (optionally .gz)")
+    if suffix == ".txt":
+        lines = _read_text_file(path, encoding, log).split("\n")
+        log.settle(path)
+        if lines[-1] == "":
+            lines.pop()  # the file's final newline ends the last line; it is not an empty row
+        texts, numbers = [], []
+        for line_no, line in enumerate(lines, start=1):
+            if line.strip():
+                texts.append(line.rstrip("\r"))
+                numbers.append(line_no)
+        return Split(texts=texts, labels=None, source=str(path), line_numbers=numbers), {"empty": len(lines) - len(texts)}
+    records = _read_records(path, encoding, log)
+    log.settle(path)
+    columns = [text_column] if text_column else list(default_columns)
+    column = next((c for c in columns if c in records[0][1]), None)
+    if column is None:
+        raise DataError(path, f"no text column: looked for {', '.join(map(repr, columns))} "
+                              f"(found: {', '.join(map(str, records[0][1]))})", records[0][0])
+    empty_log = RowLog("skip")
+    split = _split_from_records(path, records, text_column=column, text_pair_column=None, label_column=None,
+                                log=empty_log)
+    not_empty = [r for r in empty_log.skipped if not r.reason.startswith("empty text")]
+    if not_empty:
+        raise DataError(path, not_empty[0].reason, not_empty[0].line, rows=not_empty)
+    return split, {"empty": len(empty_log.skipped)}
+
+
+def write_skipped_rows(directory: Path, dataset: Dataset) -> Path | None:
+    """``skipped_rows.jsonl`` in ``directory``: one line per row dropped under on_bad_rows=skip
+    (file, line, reason), and one line in the log saying how many; nothing when none was."""
+    path = Path(directory) / "skipped_rows.jsonl"
+    if not dataset.skipped:
+        path.unlink(missing_ok=True)
+        return None
+    from distill.config import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps({"file": r.path, "line": r.line, "reason": r.reason}) + "\n"
+                                    for r in dataset.skipped))
+    print(f"data: skipped {len(dataset.skipped)} bad rows (on_bad_rows=skip), each listed in {path}")
+    return path
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from distill.losses import (
+from distill.kd_defaults import (
     DEFAULT_TEMPERATURE,
     DEFAULT_W_CE,
     DEFAULT_W_KD,

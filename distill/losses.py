@@ -26,16 +26,15 @@ benchmarks import ``kd_loss_reference`` as the spec.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-# Defaults live here and only here: the config, the reference and the kernel all read them.
-DEFAULT_TEMPERATURE = 2.0
-DEFAULT_W_KD = 0.5
-DEFAULT_W_CE = 0.5
-IGNORE_INDEX = -100
+# Defaults live in kd_defaults.py and only there: the config, the reference and the kernel read them.
+from distill.kd_defaults import DEFAULT_TEMPERATURE, DEFAULT_W_CE, DEFAULT_W_KD, IGNORE_INDEX, KDLossOutput
+
+__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_W_CE", "DEFAULT_W_KD", "IGNORE_INDEX", "KDLoss", "KDLossConfig",
+           "KDLossOutput", "kd_loss", "kd_loss_reference"]
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,6 @@ class KDLossConfig:
     w_kd: float = DEFAULT_W_KD  # weight of the T²-scaled KL term
     w_ce: float = DEFAULT_W_CE  # weight of the hard-label cross-entropy term
     ignore_index: int = IGNORE_INDEX  # label value meaning "no hard label: KD only"
-
-
-class KDLossOutput(NamedTuple):
-    loss: torch.Tensor  # scalar, differentiable: w_kd * T² * kd + w_ce * ce
-    kd: torch.Tensor  # scalar, detached: the KL mean (before T² and w_kd), for logging
-    ce: torch.Tensor  # scalar, detached: the CE mean (before w_ce), for logging
 
 
 def kd_loss_reference(

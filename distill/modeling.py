@@ -36,8 +36,10 @@ def resolve_model_name(name: str) -> str:
     return name
 
 
-def load_classifier(name: str, *, id2label: dict[int, str], dropout: float | None = None) -> nn.Module:
-    """An ``AutoModelForSequenceClassification`` with a head sized for ``id2label``."""
+def load_classifier(name: str, *, id2label: dict[int, str], dropout: float | None = None,
+                    attn_implementation: str | None = None) -> nn.Module:
+    """An ``AutoModelForSequenceClassification`` with a head sized for ``id2label``.
+    ``attn_implementation="eager"`` when attention maps are needed (SDPA returns none)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     source = resolve_model_name(name)
@@ -47,7 +49,8 @@ def load_classifier(name: str, *, id2label: dict[int, str], dropout: float | Non
     config.label2id = {v: int(k) for k, v in id2label.items()}
     if dropout is not None:
         set_dropout(config, dropout)
-    return AutoModelForSequenceClassification.from_pretrained(source, config=config)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
 
 
 def set_dropout(config, dropout: float) -> None:

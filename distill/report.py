@@ -1,5 +1,6 @@
 """``<run-dir>/report.md``: teacher, KD student and CE-only student side by side, plus the ONNX
-benchmark when it has run. Reads the stages' JSON outputs; measures nothing itself.
+benchmark when it has run. Reads the stages' JSON outputs; measures nothing itself (inference
+speed is measured in one place: the bench stage).
 
     python -m distill report --run-dir runs/demo
 """
@@ -22,14 +23,15 @@ def _load(path: Path) -> dict | None:
 def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     metrics = {name: _load(run_dir / name / "metrics.json") for name, _ in MODELS}
-    rates = (_load(run_dir / "inference.json") or {}).get("cpu_inference_samples_per_s", {})
+    bench_rows = (_load(run_dir / "bench" / "bench.json") or {}).get("rows", [])
+    rates = {r["model"]: round(r["throughput_ex_s"], 1) for r in bench_rows if r["variant"] == "pytorch_fp32"}
     teacher = metrics["teacher"]
     lines = [f"# Distillation report: `{run_dir}`", ""]
     if teacher is None:
         lines += ["No teacher yet: run `make teacher`."]
     else:
         lines += ["| model | dev accuracy | macro-F1 | parameters | % of teacher acc. | CPU inference samples/s | "
-                  "train samples/s | train time (s) |", "|---|---|---|---|---|---|---|---|"]
+                  "train rows | steps | train samples/s | train time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, title in MODELS:
             m = metrics[name]
             if m is None:
@@ -38,26 +40,31 @@ def write_report(run_dir: Path) -> Path:
             lines.append(
                 f"| {title} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['parameters'] / 1e6:.2f} M | "
                 f"{100 * m['accuracy'] / teacher['accuracy']:.1f}% | {rate if rate is not None else '–'} | "
-                f"{m['train_samples_per_s']:.1f} | {m['train_time_s']:.0f} |"
+                f"{m['train_rows']:,} | {m.get('steps_done', m['total_steps']):,} | {m['train_samples_per_s']:.1f} | "
+                f"{m['train_time_s']:.0f} |"
             )
         student, control = metrics["student"], metrics["student_ce"]
         if student and control:
             gain = student["accuracy"] - control["accuracy"]
-            lines += ["", f"**KD gain over CE-only** (same student, data, steps and seed): "
+            lines += ["", f"**KD gain over CE-only** (same student and seed; the control trains on the labelled "
+                          f"rows alone, the KD student also on {student['transfer_rows']:,} teacher-scored rows): "
                           f"{100 * gain:+.2f} points of dev accuracy "
-                          f"({100 * (student['macro_f1'] - control['macro_f1']):+.2f} macro-F1)."]
+                          f"({100 * (student['macro_f1'] - control['macro_f1']):+.2f} macro-F1). One seed: "
+                          "`make compare` measures it over several."]
         if student:
             s = student["student"]
             lines += ["", f"Student: `{s['kind']}`" + (f", teacher layers kept {s['layers_kept']} of "
                                                        f"{s['teacher_layers']}" if s["kind"] == "subset" else "")
                       + f"; T = {student['temperature']}, w_kd = {student['w_kd']}, w_ce = {student['w_ce']}, "
-                        f"{student['labelled_rows']} labelled rows + "
-                        f"{student['train_rows'] - student['labelled_rows']} teacher-labelled rows "
-                        f"({', '.join(student['augment']) or 'no augmentation'})."]
+                        f"w_hidden = {student['w_hidden']}, w_attn = {student['w_attn']}; "
+                        f"{student['labelled_rows']:,} labelled rows + {student['transfer_rows']:,} teacher-scored rows "
+                        f"({', '.join(student['transfer']) or 'no transfer set'})."]
         if rates:
-            info = _load(run_dir / "inference.json")
-            lines += ["", f"CPU inference: PyTorch eager fp32, batch {info['batch_size']}, {info['threads']} threads, "
-                          f"{info['rows']} dev rows, median of 3 passes, measured back to back in one process."]
+            lines += ["", "CPU inference samples/s: PyTorch eager fp32 at batch 32, from the bench stage "
+                          "(bench/bench.md has every variant)."]
+        for name in ("teacher", "student", "student_ce"):
+            notes = (metrics[name] or {}).get("transfer_notes", [])
+            lines += [f"- {note}" for note in notes]
         png = plot_models(run_dir, metrics, rates)
         lines += ["", f"![models]({png.name})"]
     bench = run_dir / "bench" / "bench.md"

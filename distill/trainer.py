@@ -18,7 +18,6 @@ writes.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -32,19 +31,17 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from distill.artifacts import ModelInfo, write_model_info
 from distill.config import atomic_write_text, save_config
-from distill.data import DataSpec, Split
+from distill.data import Split
 from distill.metrics import classification_metrics
+from distill.tokens import Encoded
 
 
 @dataclass
 class TrainConfig:
-    # data
-    data: str = "../shared/data/sst2"  # dataset directory (train + dev splits) or hub name
-    text_column: str = "text"  # column holding the text
-    text_pair_column: str | None = None  # second text column for sentence-pair tasks
-    label_column: str = "label"  # column holding the label
-    max_train_rows: int | None = None  # random subset of the training split (None: all)
+    """What the teacher and student stages share: optimisation, evaluation and runtime."""
+
     max_length: int = 128  # tokens per example after truncation
     # optimisation
     epochs: int = 3  # passes over the training rows
@@ -56,8 +53,9 @@ class TrainConfig:
     bucket_batches: int = 50  # batches per length-sorted bucket (less padding); 1: plain shuffle
     dropout: float | None = None  # override the model's dropout probabilities (None: keep)
     # evaluation, early stopping, checkpoints
-    evals_per_epoch: int = 1  # dev evaluations per epoch
-    patience: int = 2  # stop after this many evaluations without a better dev accuracy (0: never)
+    evals_per_epoch: int = 1  # evaluations (checkpoint choices) per epoch
+    patience: int = 2  # stop after this many evaluations without a better accuracy (0: never)
+    holdout_rows: int = 0  # choose checkpoints on this many training rows held back (seeded); 0: on dev (flatters dev)
     eval_batch_size: int = 128  # batch size for dev evaluation and scoring
     save_every_steps: int = 200  # resume checkpoint cadence in steps (also at every eval)
     # runtime
@@ -66,60 +64,29 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     progress: bool = True  # show a progress bar
 
-    def data_spec(self, *, subset_seed: int) -> DataSpec:
-        """Where the rows come from; ``subset_seed`` picks the ``max_train_rows`` subset (the
-        teacher's seed, so every stage sees the rows the teacher cached)."""
-        return DataSpec(path=self.data, text_column=self.text_column, text_pair_column=self.text_pair_column,
-                        label_column=self.label_column, max_train_rows=self.max_train_rows, seed=subset_seed)
-
 
 # ----------------------------------------------------------------------------- data
 
 
-@dataclass
-class Encoded:
-    """A tokenised split. Token lists are unpadded; a batch is padded to its own longest row."""
-
-    input_ids: list[list[int]]  # (R, variable)
-    token_type_ids: list[list[int]] | None  # (R, variable) or None when the model has none
-    labels: np.ndarray  # (R,) int64, ``IGNORE_INDEX`` for unlabeled rows
-    pad_token_id: int
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def slice(self, start: int, stop: int) -> Encoded:
-        """Rows start:stop as their own ``Encoded``."""
-        return Encoded(input_ids=self.input_ids[start:stop],
-                       token_type_ids=None if self.token_type_ids is None else self.token_type_ids[start:stop],
-                       labels=self.labels[start:stop], pad_token_id=self.pad_token_id)
-
-    def batch(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-        """rows: (B,) indices -> input_ids, attention_mask (, token_type_ids): (B, L_max)."""
-        seqs = [self.input_ids[i] for i in rows]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for j, seq in enumerate(seqs):
-            ids[j, : len(seq)] = torch.tensor(seq)
-            mask[j, : len(seq)] = 1
-        out = {"input_ids": ids, "attention_mask": mask}
-        if self.token_type_ids is not None:
-            types = torch.zeros((len(seqs), width), dtype=torch.long)
-            for j, i in enumerate(rows):
-                types[j, : len(self.token_type_ids[i])] = torch.tensor(self.token_type_ids[i])
-            out["token_type_ids"] = types
-        return {k: v.to(device) for k, v in out.items()}
+def holdout_indices(n: int, rows: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training row indices kept, indices held back) of ``n`` rows: ``rows`` held back, drawn
+    with ``seed`` (the data seed, so every run on this data holds back the same rows)."""
+    if rows <= 0:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    if rows >= n - 1:
+        raise ValueError(f"holdout_rows={rows} leaves too few of the {n} training rows")
+    held = np.sort(np.random.default_rng([seed, 1]).choice(n, size=rows, replace=False))
+    return np.setdiff1d(np.arange(n), held), held
 
 
-def encode(tokenizer, split: Split, labels: np.ndarray, max_length: int) -> Encoded:
-    """Tokenise a split without padding. labels: (R,) int64."""
-    enc = tokenizer(split.texts, split.text_pairs, truncation=True, max_length=max_length)
-    types = enc.get("token_type_ids")
-    return Encoded(
-        input_ids=enc["input_ids"], token_type_ids=types, labels=labels,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-    )
+def holdout_split(train: Split, rows: int, *, seed: int, dev: Split) -> tuple[Split, Split, str]:
+    """(rows to train on, rows to choose checkpoints on, their name). ``rows`` > 0 holds back that
+    many training rows (``holdout_indices``), so dev stays unseen by every choice; 0 chooses on
+    dev itself, which flatters the dev figures a little."""
+    if rows <= 0:
+        return train, dev, "dev"
+    kept, held = holdout_indices(len(train), rows, seed=seed)
+    return train.subset(kept), train.subset(held), "holdout"
 
 
 def epoch_batches(lengths: np.ndarray, *, epoch: int, seed: int, batch_size: int, bucket_batches: int = 1,
@@ -175,7 +142,7 @@ def predict_logits(model: nn.Module, encoded: Encoded, *, batch_size: int, devic
     """(R, C) float32 logits, rows in dataset order. Rows run sorted by length (less padding)."""
     was_training = model.training
     model.eval()
-    order = np.argsort([len(s) for s in encoded.input_ids], kind="stable")
+    order = np.argsort(encoded.lengths, kind="stable")
     out = None
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
@@ -223,14 +190,14 @@ def unwrap(model: nn.Module) -> nn.Module:
 # ----------------------------------------------------------------------------- the loop
 
 
-LossFn = Callable[[torch.Tensor, np.ndarray, dict], tuple[torch.Tensor, dict[str, float]]]
-# loss_fn(student logits (B, C), row indices (B,), batch) -> (scalar loss, {"ce": .., "kd": ..})
+LossFn = Callable[[object, np.ndarray, dict], tuple[torch.Tensor, dict[str, float]]]
+# loss_fn(model outputs (.logits (B, C), ...), row indices (B,), batch) -> (scalar loss, {"ce": .., "kd": ..})
 
 
 @dataclass
 class LoopState:
     step: int = 0  # optimizer steps done
-    best_accuracy: float = -1.0  # best dev accuracy so far
+    best_accuracy: float = -1.0  # best accuracy on the evaluation set so far
     best_step: int = -1  # step at which it was reached
     evals_since_best: int = 0  # for early stopping
     stopped_early: bool = False
@@ -243,14 +210,16 @@ def train(
     *,
     cfg: TrainConfig,
     train_set: Encoded,
-    dev_set: Encoded,
+    eval_set: Encoded,
+    eval_name: str,
     label_names: list[str],
     loss_fn: LossFn,
     out_dir: Path,
     save_best: Callable[[nn.Module, Path], None],
 ) -> dict:
-    """Train ``model`` and keep the best dev checkpoint via ``save_best(model, directory)``.
-    Resumes from ``out_dir/checkpoint`` when it exists. Returns the loop's summary."""
+    """Train ``model`` and keep the checkpoint most accurate on ``eval_set`` (dev, or rows held
+    back from training: ``eval_name`` says which) via ``save_best(model, directory)``. Resumes
+    from ``out_dir/checkpoint`` when it exists. Returns the loop's summary."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {world} processes")
@@ -283,9 +252,9 @@ def train(
     bar = tqdm(total=total_steps, initial=state.step, disable=not cfg.progress or rank != 0,
                dynamic_ncols=True, mininterval=1.0, desc=out_dir.name)
     model.train()
-    lengths = np.array([len(ids) for ids in train_set.input_ids])  # (R,)
+    lengths = np.asarray(train_set.lengths)  # (R,)
     batches: list[np.ndarray] = []
-    window = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "n": 0, "samples": 0, "seconds": 0.0}
+    window = new_window()
     while state.step < total_steps and not state.stopped_early:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
         if step_in_epoch == 0 or not batches:  # the epoch's order: regenerated, never stored
@@ -298,8 +267,8 @@ def train(
             group["lr"] = lr
         batch = train_set.batch(rows, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(**batch).logits  # (B, C)
-        loss, parts = loss_fn(logits.float(), rows, batch)
+            outputs = model(**batch)  # .logits (B, C)
+        loss, parts = loss_fn(outputs, rows, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -310,8 +279,8 @@ def train(
         state.train_seconds += dt
         state.samples_seen += cfg.batch_size
         window["loss"] += loss.item()
-        window["ce"] += parts.get("ce", float("nan"))
-        window["kd"] += parts.get("kd", float("nan"))
+        for key, value in parts.items():
+            window["parts"][key] = window["parts"].get(key, 0.0) + value
         window["n"] += 1
         window["samples"] += cfg.batch_size
         window["seconds"] += dt
@@ -319,8 +288,8 @@ def train(
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
 
         if state.step in eval_steps:
-            logits_dev = predict_logits(model, dev_set, batch_size=cfg.eval_batch_size, device=device, amp=amp)
-            metrics = classification_metrics(logits_dev, dev_set.labels, label_names)
+            logits_eval = predict_logits(model, eval_set, batch_size=cfg.eval_batch_size, device=device, amp=amp)
+            metrics = classification_metrics(logits_eval, eval_set.labels, label_names)
             improved = metrics["accuracy"] > state.best_accuracy
             if improved:
                 state.best_accuracy, state.best_step, state.evals_since_best = metrics["accuracy"], state.step, 0
@@ -331,15 +300,15 @@ def train(
                 state.stopped_early = 0 < cfg.patience <= state.evals_since_best
             n = max(window["n"], 1)
             row = {
-                "step": state.step, "epoch": round(state.step / steps_per_epoch, 3),
-                "loss": window["loss"] / n, "ce": _or_none(window["ce"] / n), "kd": _or_none(window["kd"] / n), "lr": lr,
-                "samples_per_s": window["samples"] / max(window["seconds"], 1e-9),
-                "dev_accuracy": metrics["accuracy"], "dev_macro_f1": metrics["macro_f1"], "best": improved,
+                "step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "loss": window["loss"] / n,
+                **{key: value / n for key, value in window["parts"].items()}, "lr": lr,
+                "samples_per_s": window["samples"] / max(window["seconds"], 1e-9), "eval_set": eval_name,
+                "eval_accuracy": metrics["accuracy"], "eval_macro_f1": metrics["macro_f1"], "best": improved,
             }
             history.append(row)
             if rank == 0:
                 tqdm.write(format_log_line(row, total_steps, early_stop=state.stopped_early))
-            window = {k: 0.0 if k != "n" else 0 for k in window}
+            window = new_window()
             checkpoint()
         elif cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
             checkpoint()
@@ -347,18 +316,22 @@ def train(
     return {**asdict(state), "total_steps": total_steps, "history": history, "world_size": world}
 
 
+LOSS_PARTS = ("ce", "kd", "hidden", "attn")  # the loss terms a stage may report, in log order
+
+
+def new_window() -> dict:
+    """Sums over the steps since the last log line."""
+    return {"loss": 0.0, "parts": {}, "n": 0, "samples": 0, "seconds": 0.0}
+
+
 def format_log_line(row: dict, total_steps: int, *, early_stop: bool) -> str:
-    """One line per eval: step, epoch, the loss and its parts, lr, speed, dev metrics."""
+    """One line per eval: step, epoch, the loss and each of its terms, lr, speed, eval metrics."""
     parts = [f"step {row['step']:>5}/{total_steps}", f"epoch {row['epoch']:.2f}", f"loss {row['loss']:.4f}"]
-    parts += [f"{key} {row[key]:.4f}" for key in ("ce", "kd") if row[key] is not None]
+    parts += [f"{key} {row[key]:.4f}" for key in LOSS_PARTS if key in row]
     parts += [f"lr {row['lr']:.2e}", f"{row['samples_per_s']:.1f} samples/s",
-              f"dev acc {row['dev_accuracy']:.4f} f1 {row['dev_macro_f1']:.4f}"]
+              f"{row['eval_set']} acc {row['eval_accuracy']:.4f} f1 {row['eval_macro_f1']:.4f}"]
     parts += ["best"] * row["best"] + ["early stop"] * early_stop
     return " | ".join(parts)
-
-
-def _or_none(x: float) -> float | None:
-    return None if math.isnan(x) else x  # JSON has no NaN: a loss part the stage lacks is null
 
 
 def _write_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -407,17 +380,16 @@ def _load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.O
 # ----------------------------------------------------------------------------- saving
 
 
-def save_model_dir(model: nn.Module, tokenizer, directory: Path, *, config: object, extra_files: dict[str, str]
-                   ) -> None:
-    """An HF ``save_pretrained`` model + tokenizer + the config used (train_config.json),
-    written atomically into ``directory`` (the stage's output folder keeps other files)."""
+def save_model_dir(model: nn.Module, tokenizer, directory: Path, *, config: object, info: ModelInfo) -> None:
+    """An HF ``save_pretrained`` model + tokenizer + the config used (train_config.json) + what
+    later stages read (distill.json), written into ``directory`` (the stage's output folder keeps
+    other files): each file is complete before it is renamed into place."""
     model_dir = directory / "model.tmp"
     shutil.rmtree(model_dir, ignore_errors=True)
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
     save_config(config, model_dir / "train_config.json")
-    for name, text in extra_files.items():
-        atomic_write_text(model_dir / name, text)
+    write_model_info(model_dir, info)
     for file in model_dir.iterdir():
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())

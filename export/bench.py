@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script (python export/bench.py): make 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import apply_overrides, atomic_write_text  # noqa: E402  (stdlib-only imports)
+from distill.errors import PipelineError  # noqa: E402
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
               "NUMEXPR_NUM_THREADS")
@@ -77,7 +78,7 @@ class BenchConfig:
     busy_load_fraction: float = 0.5
 
 
-class BenchError(RuntimeError):
+class BenchError(RuntimeError, PipelineError):
     """Something the benchmark needs is missing (an export, a model directory, validation.json)."""
 
 
@@ -263,8 +264,8 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
-    from distill.data import DataSpec, load_dataset
-    from export.onnx_export import read_train_config
+    from distill.artifacts import read_model_info
+    from distill.data import load_dataset
 
     torch.set_num_threads(threads)
     cores = available_cores()
@@ -284,12 +285,9 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
     rows: list[dict] = []
     for model in models:
         model_dir = run_dir / model
-        train_config = read_train_config(model_dir)
-        max_length = int(train_config["max_length"])
-        data = load_dataset(DataSpec(
-            path=train_config["data"], text_column=train_config["text_column"],
-            text_pair_column=train_config.get("text_pair_column"), label_column=train_config["label_column"],
-        ))
+        info = read_model_info(model_dir)
+        max_length = info.max_length
+        data = load_dataset(info.data)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         b1, fixed, batches, warm, lengths = prepare_inputs(
             tokenizer, data.dev.texts, data.dev.text_pairs, max_length, cfg)

@@ -1,7 +1,7 @@
 """ONNX export of trained classifiers in three variants, each validated before it is installed.
 
 For every model directory ``runs/<RUN>/<model>/`` (an HF ``save_pretrained`` sequence classifier
-with its tokenizer and ``train_config.json``) this writes
+with its tokenizer and ``distill.json``) this writes
 
     runs/<RUN>/onnx/<model>/fp32/model.onnx   optimum's exporter (torch.onnx, TorchScript path), as exported
     runs/<RUN>/onnx/<model>/o2/model.onnx     fp32 + ONNX Runtime graph optimisation O2 (fused kernels)
@@ -53,8 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
-from distill.data import DataSpec, load_dataset
+from distill.data import load_dataset
+from distill.errors import PipelineError
 
 VARIANTS = ("fp32", "o2", "int8")
 DEFAULT_MODELS = ("teacher", "student", "student_ce")  # exported when present and --models is empty
@@ -71,7 +73,7 @@ class ExportConfig:
     opset: int = 18
     # rows per batch when running the dev split through PyTorch and ONNX Runtime (padded per batch)
     batch_size: int = 32
-    # truncation length for dev inputs; None: the model's train_config.json max_length
+    # truncation length for dev inputs; None: the model's own (distill.json)
     max_length: int | None = None
     # threads for ONNX Runtime sessions during validation; 0: ORT's default (all cores)
     threads: int = 0
@@ -104,11 +106,11 @@ class ExportConfig:
     int8_exclude: str = ""
 
 
-class ExportError(RuntimeError):
+class ExportError(RuntimeError, PipelineError):
     """A model directory or input that cannot be exported (missing files, mismatched labels)."""
 
 
-class ExportValidationError(RuntimeError):
+class ExportValidationError(RuntimeError, PipelineError):
     """Some exported variants failed validation; the message lists every failed check."""
 
     def __init__(self, failures: list[str], report_path: Path):
@@ -130,19 +132,6 @@ class Check:
 
 # ---------------------------------------------------------------------------------------------
 # inputs
-
-
-def read_train_config(model_dir: Path) -> dict:
-    """The model's ``train_config.json``: at least data, text_column, text_pair_column,
-    label_column, max_length."""
-    path = model_dir / "train_config.json"
-    if not path.is_file():
-        raise ExportError(f"{path}: missing (every model directory carries the config it was trained with)")
-    train_config = json.loads(path.read_text())
-    missing = [k for k in ("data", "text_column", "label_column", "max_length") if k not in train_config]
-    if missing:
-        raise ExportError(f"{path}: missing keys {missing}")
-    return train_config
 
 
 def label_ids_for_model(model_config, dataset, model_dir: Path) -> np.ndarray:
@@ -431,13 +420,9 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
     its failures ("model/variant check: figure vs bound"); installs only when there are none."""
     from transformers import AutoConfig, AutoTokenizer
 
-    train_config = read_train_config(model_dir)
-    max_length = cfg.max_length or int(train_config["max_length"])
-    spec = DataSpec(
-        path=train_config["data"], text_column=train_config["text_column"],
-        text_pair_column=train_config.get("text_pair_column"), label_column=train_config["label_column"],
-    )
-    dataset = load_dataset(spec)
+    info = read_model_info(model_dir)
+    max_length = cfg.max_length or info.max_length
+    dataset = load_dataset(info.data)
     model_config = AutoConfig.from_pretrained(model_dir)
     labels = label_ids_for_model(model_config, dataset, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -469,6 +454,7 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
         ):
             t0 = time.perf_counter()
             build(staging / variant)
+            shutil.copy2(model_dir / MODEL_INFO, staging / variant / MODEL_INFO)  # labels, max length: for predict
             report["timings_s"][f"build_{variant}"] = round(time.perf_counter() - t0, 2)
         failures: list[str] = []
         for variant in VARIANTS:

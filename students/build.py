@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from distill.modeling import encoder_layers, load_classifier, resolve_model_name, set_dropout
+from students.config import StudentConfig
 
 STUDENT_KINDS = ("subset", "pretrained", "fresh")
 
@@ -31,15 +32,15 @@ def evenly_spaced_layers(total: int, keep: int) -> list[int]:
 
 
 def layer_subset(teacher_dir: Path, *, keep: int, layer_ids: list[int] | None, id2label: dict[int, str],
-                 dropout: float | None) -> tuple[nn.Module, list[int], int]:
+                 dropout: float | None, attn: str | None = None) -> tuple[nn.Module, list[int], int]:
     """The teacher with only some encoder layers; returns (model, kept indices, teacher's layer count)."""
-    model = load_classifier(str(teacher_dir), id2label=id2label, dropout=dropout)
+    model = load_classifier(str(teacher_dir), id2label=id2label, dropout=dropout, attn_implementation=attn)
     layers = encoder_layers(model)
     total = len(layers)
     kept = list(layer_ids) if layer_ids else evenly_spaced_layers(len(layers), keep)
     bad = [i for i in kept if not 0 <= i < len(layers)]
-    if bad or len(set(kept)) != len(kept):
-        raise ValueError(f"layer_ids {kept}: must be distinct indices in [0, {len(layers)})")
+    if bad or len(set(kept)) != len(kept) or kept != sorted(kept):
+        raise ValueError(f"layer_ids {kept}: must be distinct increasing indices in [0, {len(layers)})")
     blocks = [layers[i] for i in kept]
     for i in reversed(range(len(layers))):  # empty the list in place: its parent keeps the same object
         del layers[i]
@@ -51,7 +52,7 @@ def layer_subset(teacher_dir: Path, *, keep: int, layer_ids: list[int] | None, i
 
 
 def fresh_model(teacher_dir: Path, *, layers: int, hidden: int, heads: int, id2label: dict[int, str],
-                dropout: float | None) -> nn.Module:
+                dropout: float | None, attn: str | None = None) -> nn.Module:
     """A random-initialised model of the teacher's family with a new size."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -65,24 +66,24 @@ def fresh_model(teacher_dir: Path, *, layers: int, hidden: int, heads: int, id2l
     config.id2label, config.label2id = dict(id2label), {v: k for k, v in id2label.items()}
     if dropout is not None:
         set_dropout(config, dropout)
-    return AutoModelForSequenceClassification.from_config(config)
+    kwargs = {"attn_implementation": attn} if attn else {}
+    return AutoModelForSequenceClassification.from_config(config, **kwargs)
 
 
-def build_student(kind: str, *, teacher_dir: Path, id2label: dict[int, str], keep_layers: int,
-                  layer_ids: list[int] | None, pretrained: str, fresh_layers: int, fresh_hidden: int,
-                  fresh_heads: int, dropout: float | None) -> tuple[nn.Module, str, dict]:
-    """(model, tokenizer source, description for metrics.json)."""
-    if kind == "subset":
-        model, kept, total = layer_subset(teacher_dir, keep=keep_layers, layer_ids=layer_ids, id2label=id2label,
-                                          dropout=dropout)
-        return model, str(teacher_dir), {"kind": kind, "layers_kept": kept, "teacher_layers": total}
-    if kind == "pretrained":
-        model = load_classifier(pretrained, id2label=id2label, dropout=dropout)
-        return model, resolve_model_name(pretrained), {"kind": kind, "pretrained": pretrained}
-    if kind == "fresh":
-        model = fresh_model(teacher_dir, layers=fresh_layers, hidden=fresh_hidden, heads=fresh_heads,
-                            id2label=id2label, dropout=dropout)
-        return model, str(teacher_dir), {"kind": kind, "layers": fresh_layers, "hidden": fresh_hidden,
-                                         "heads": fresh_heads}
-    raise ValueError(f"unknown student kind {kind!r}; choose one of {', '.join(STUDENT_KINDS)}")
-
+def build_student(cfg: StudentConfig, *, teacher_dir: Path, id2label: dict[int, str], attn: str | None = None
+                  ) -> tuple[nn.Module, str, dict]:
+    """(model, tokenizer source, description for metrics.json) for ``cfg.student``. ``attn``: an
+    attention implementation to load with (``eager`` when attention maps are needed)."""
+    if cfg.student == "subset":
+        model, kept, total = layer_subset(teacher_dir, keep=cfg.keep_layers, layer_ids=cfg.layer_ids or None,
+                                          id2label=id2label, dropout=cfg.dropout, attn=attn)
+        return model, str(teacher_dir), {"kind": "subset", "layers_kept": kept, "teacher_layers": total}
+    if cfg.student == "pretrained":
+        model = load_classifier(cfg.pretrained, id2label=id2label, dropout=cfg.dropout, attn_implementation=attn)
+        return model, resolve_model_name(cfg.pretrained), {"kind": "pretrained", "pretrained": cfg.pretrained}
+    if cfg.student == "fresh":
+        model = fresh_model(teacher_dir, layers=cfg.fresh_layers, hidden=cfg.fresh_hidden, heads=cfg.fresh_heads,
+                            id2label=id2label, dropout=cfg.dropout, attn=attn)
+        return model, str(teacher_dir), {"kind": "fresh", "layers": cfg.fresh_layers, "hidden": cfg.fresh_hidden,
+                                         "heads": cfg.fresh_heads}
+    raise ValueError(f"unknown student kind {cfg.student!r}; choose one of {', '.join(STUDENT_KINDS)}")

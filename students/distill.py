@@ -2,14 +2,15 @@
 
     python -m distill distill --run-dir runs/demo --preset quick [--key=value ...]
 
-Reads ``<run-dir>/teacher/`` (model, train_config.json, logits/), writes ``<run-dir>/student/``
-(the KD student) and, unless ``--baseline=false``, ``<run-dir>/student_ce/``: the same student,
-data, steps and seed trained with cross-entropy only — the control that says what distillation
-added. Ends by writing ``<run-dir>/report.md``.
+Reads ``<run-dir>/teacher/`` (its ``distill.json`` says which data, labels, max length and
+transfer sets; ``logits/`` holds the scores) and writes ``<run-dir>/student/`` (the KD student)
+and, unless ``--student_ce=false``, ``<run-dir>/student_ce/``: the same student trained on the
+labelled rows with cross-entropy only, the control that says what distillation added. Ends by
+writing ``<run-dir>/report.md``.
 
-The student trains on the rows the teacher cached, so the data settings (path, columns, subset)
-come from the teacher's train_config.json; the cache's fingerprint and per-row text hashes are
-checked before the first step.
+The training rows are the teacher's labelled rows plus its transfer sets (KD-only rows: no hard
+label, or the teacher's argmax with ``--pseudo_labels=true``). Each cache's fingerprint and
+per-row text hashes are checked before the first step.
 """
 
 from __future__ import annotations
@@ -19,85 +20,40 @@ import dataclasses
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
+from distill.artifacts import ModelInfo, read_model_info
 from distill.cache import fingerprint_parts, open_logit_cache
-from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config
-from distill.data import load_dataset, read_unlabeled
-from distill.losses import DEFAULT_TEMPERATURE, DEFAULT_W_CE, DEFAULT_W_KD, IGNORE_INDEX, kd_loss
+from distill.config import ConfigError, apply_overrides, atomic_write_text
+from distill.data import Dataset, Split, load_dataset
+from distill.kd_defaults import IGNORE_INDEX
+from distill.layer_losses import Projections, attention_loss, hidden_loss, layer_pairs
+from distill.losses import kd_loss
 from distill.metrics import classification_metrics
-from distill.modeling import PACKAGED, count_parameters, load_classifier
-from distill.trainer import (
-    Encoded,
-    TrainConfig,
-    encode,
-    predict_logits,
-    save_model_dir,
-    setup_distributed,
-    train,
-)
+from distill.modeling import count_parameters, load_classifier
+from distill.scoring import split_files
+from distill.tokens import encode
+from distill.trainer import holdout_indices, predict_logits, save_model_dir, setup_distributed, train
+from distill.transfer import read_transfer
 from students.build import build_student
-from teachers.finetune import TeacherConfig
-
-DATA_KEYS = ("data", "text_column", "text_pair_column", "label_column", "max_train_rows")
-
-
-@dataclass
-class StudentConfig(TrainConfig):
-    teacher_dir: str | None = None  # the teacher stage's output (None: <run-dir>/teacher)
-    student: str = "subset"  # subset (layers of the teacher) | pretrained | fresh
-    keep_layers: int = 3  # subset: how many teacher layers to keep, evenly spaced
-    layer_ids: list[int] = field(default_factory=list)  # subset: explicit layer indices (overrides keep_layers)
-    pretrained: str = PACKAGED  # pretrained: a model folder or hub name
-    fresh_layers: int = 4  # fresh: encoder layers
-    fresh_hidden: int = 256  # fresh: hidden size (FFN is 4x)
-    fresh_heads: int = 4  # fresh: attention heads
-    temperature: float = DEFAULT_TEMPERATURE  # softening T of the KD term
-    w_kd: float = DEFAULT_W_KD  # weight of T² * KL(teacher ‖ student)
-    w_ce: float = DEFAULT_W_CE  # weight of CE with the hard labels
-    augment: list[str] = field(default_factory=list)  # cached unlabeled sets to add as KD-only rows
-    online: bool = False  # run the teacher forward every step instead of reading the cache
-    baseline: bool = True  # also train the CE-only control into <run-dir>/student_ce
-
-
-PRESETS = {
-    "quick": StudentConfig(max_length=64, epochs=2, batch_size=32, lr=1e-4, evals_per_epoch=1, patience=2,
-                           augment=["test_unlabeled"]),
-    "full": StudentConfig(max_length=128, epochs=4, batch_size=32, lr=5e-5, evals_per_epoch=2, patience=4,
-                          save_every_steps=500, augment=["test_unlabeled"]),
-}
-
-
-def teacher_config(teacher_dir: Path) -> TeacherConfig:
-    path = teacher_dir / "train_config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no teacher here; run `make teacher` (python -m distill teacher) first")
-    return load_config(TeacherConfig, path)
-
-
-def align_data_settings(cfg: StudentConfig, teacher: TeacherConfig, given: set[str]) -> StudentConfig:
-    """The student's data settings are the teacher's; an explicit different one is an error."""
-    for key in DATA_KEYS:
-        if key in given and getattr(cfg, key) != getattr(teacher, key):
-            raise ConfigError(f"--{key}={getattr(cfg, key)!r}: the student trains on the rows the teacher cached "
-                              f"({key}={getattr(teacher, key)!r}); retrain the teacher to change the data")
-    return dataclasses.replace(cfg, **{k: getattr(teacher, k) for k in DATA_KEYS})
+from students.config import PRESETS, StudentConfig
 
 
 class TeacherLogits:
-    """Teacher logits for training rows: the train cache, then each augmentation cache, indexed by
-    one row number (memory-mapped; only the rows of a batch are read)."""
+    """Teacher logits for any row of several caches (train, then each transfer set), indexed by
+    one global row number (memory-mapped; only the rows of a batch are read)."""
 
     def __init__(self, caches: list[np.ndarray]):
         self.caches = caches  # each (R_k, C)
         self.offsets = np.cumsum([0] + [len(c) for c in caches])  # (K + 1,)
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        """rows: (B,) -> (B, C) float32."""
+        """rows: (B,) global row numbers -> (B, C) float32."""
         which = np.searchsorted(self.offsets, rows, side="right") - 1
         out = np.empty((len(rows), self.caches[0].shape[1]), dtype=np.float32)
         for k in np.unique(which):
@@ -106,112 +62,182 @@ class TeacherLogits:
         return out
 
 
-def concat(parts: list[Encoded]) -> Encoded:
-    types = None if parts[0].token_type_ids is None else [t for p in parts for t in p.token_type_ids]
-    return Encoded(input_ids=[x for p in parts for x in p.input_ids], token_type_ids=types,
-                   labels=np.concatenate([p.labels for p in parts]), pad_token_id=parts[0].pad_token_id)
+class WithLayerOutputs(nn.Module):
+    """The student plus the projections of the layer loss; its forward asks the student for the
+    hidden states and attention maps that loss needs. Only ``student`` is saved."""
+
+    def __init__(self, student: nn.Module, projections: Projections, *, attentions: bool):
+        super().__init__()
+        self.student, self.projections, self.attentions = student, projections, attentions
+
+    def forward(self, **batch):
+        return self.student(**batch, output_hidden_states=True, output_attentions=self.attentions)
 
 
-def inference_rate(model, encoded: Encoded, *, device: torch.device, batch_size: int = 32, repeats: int = 3) -> float:
-    """Median dev-set samples/s in eval mode (dynamic padding, rows sorted by length)."""
-    predict_logits(model, encoded.slice(0, batch_size), batch_size=batch_size, device=device)  # warm-up
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predict_logits(model, encoded, batch_size=batch_size, device=device)
-        rates.append(len(encoded) / (time.perf_counter() - t0))
-    return float(np.median(rates))
-
-
-def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, ce_only: bool) -> dict:
-    """One student run (KD, or the CE-only control when ``ce_only``); returns its metrics."""
-    from transformers import AutoTokenizer
-
-    device = setup_distributed(cfg.device)
-    teacher_cfg = teacher_config(teacher_dir)
-    data = load_dataset(cfg.data_spec(subset_seed=teacher_cfg.seed))
-    names = data.label_map.names
-
-    # Teacher logits: checked against the fingerprint (teacher weights, tokenizer, max length, data
-    # bytes, rows) and the per-row text hashes before the first step.
+def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[str]
+                ) -> tuple[TeacherLogits, dict[str, Split]]:
+    """The teacher's logits for the training split and the named transfer sets, each checked
+    against its fingerprint and text hashes, and the rows of each transfer set."""
     splits = {"train": data.train}
-    for name in cfg.augment:
-        sources = [f for f in teacher_cfg.unlabeled if Path(f).stem == name]
-        if not sources:
-            raise ConfigError(f"--augment={name}: the teacher cached no unlabeled set of that name "
-                              f"(it has: {', '.join(Path(f).stem for f in teacher_cfg.unlabeled) or 'none'})")
-        splits[name] = read_unlabeled(sources[0], teacher_cfg.unlabeled_text_column)
+    for name in names:
+        if name not in info.transfer:
+            raise ConfigError(f"--transfer={name}: the teacher scored no transfer set of that name "
+                              f"(it has: {', '.join(info.transfer) or 'none'}; see {teacher_dir / 'distill.json'})")
+        splits[name] = read_transfer(info.transfer[name], dataset=data, spec=info.data)[0]
     caches = []
     for name, split in splits.items():
-        expected = fingerprint_parts(teacher_dir=teacher_dir, max_length=teacher_cfg.max_length,
-                                     data_files=data.files if name == "train" else [split.source], split=split)
+        expected = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, split=split,
+                                     data_files=split_files(name, data, info.transfer.get(name)))
         cache = open_logit_cache(teacher_dir / "logits", name, expected_parts=expected)
         cache.check_rows(split)
         caches.append(cache.logits)
-    teacher_logits = TeacherLogits(caches)
+    return TeacherLogits(caches), {n: s for n, s in splits.items() if n != "train"}
 
+
+def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str) -> dict:
+    """One student run: the KD student (``role="student"``) or the CE-only control
+    (``role="student_ce"``: labelled rows, CE only). Returns its metrics."""
+    from transformers import AutoTokenizer
+
+    device = setup_distributed(cfg.device)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    teacher = read_model_info(teacher_dir, hint="make teacher")
+    data = load_dataset(teacher.data)
+    names = teacher.labels
+    if data.label_map.names != names:
+        raise ConfigError(f"{teacher_dir / 'distill.json'}: labels {names} but the data now has {data.label_map.names}")
+    if role == "student_ce":
+        cfg = dataclasses.replace(cfg, w_kd=0.0, w_ce=1.0, w_hidden=0.0, w_attn=0.0, use_transfer=False,
+                                  pseudo_labels=False, online=False, epochs=cfg.ce_epochs or cfg.epochs)
+    transfer_names = (cfg.transfer or list(teacher.transfer)) if cfg.use_transfer else []
+    teacher_logits, transfer = open_caches(teacher_dir, teacher, data, transfer_names)
+
+    # The rows: labelled training rows (minus the held-back checkpoint rows), then transfer rows.
+    kept, held = holdout_indices(len(data.train), cfg.holdout_rows, seed=teacher.data.seed)
+    parts, global_rows, offset = [data.train.subset(kept)], [kept], len(data.train)
+    labels = [data.label_map.encode(parts[0])]
+    for split in transfer.values():
+        global_rows.append(offset + np.arange(len(split)))
+        parts.append(split)
+        offset += len(split)
+    teacher_rows = np.concatenate(global_rows)  # (R,) row of each training row in teacher_logits
+    if cfg.transfer_rows is not None and len(teacher_rows) - len(kept) > cfg.transfer_rows:
+        rng = np.random.default_rng([teacher.data.seed, 2])
+        pick = np.sort(rng.choice(np.arange(len(kept), len(teacher_rows)), cfg.transfer_rows, replace=False))
+        teacher_rows = np.concatenate([teacher_rows[: len(kept)], teacher_rows[pick]])
+        rows = Split.concat(parts, source="training rows").subset(np.concatenate([np.arange(len(kept)), pick]))
+    else:
+        rows = Split.concat(parts, source="training rows")
+    n_transfer = len(rows) - len(kept)
+    if cfg.pseudo_labels:  # self-training: the teacher's argmax as the transfer rows' label
+        labels.append(teacher_logits[teacher_rows[len(kept):]].argmax(axis=1).astype(np.int64))
+    else:
+        labels.append(np.full(n_transfer, IGNORE_INDEX, dtype=np.int64))
+    row_labels = np.concatenate(labels)  # (R,)
+    eval_rows, eval_name = (data.train.subset(held), "holdout") if len(held) else (data.dev, "dev")
+
+    layers_on = cfg.w_hidden > 0 or cfg.w_attn > 0
+    attn = "eager" if cfg.w_attn > 0 else None  # SDPA returns no attention maps
     torch.manual_seed(cfg.seed)
-    model, tokenizer_source, description = build_student(
-        cfg.student, teacher_dir=teacher_dir, id2label=data.label_map.id2label, keep_layers=cfg.keep_layers,
-        layer_ids=cfg.layer_ids or None, pretrained=cfg.pretrained, fresh_layers=cfg.fresh_layers,
-        fresh_hidden=cfg.fresh_hidden, fresh_heads=cfg.fresh_heads, dropout=cfg.dropout)
-    model = model.to(device)
+    student, tokenizer_source, description = build_student(cfg, teacher_dir=teacher_dir, id2label=teacher.id2label,
+                                                           attn=attn)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
+    tokens_aligned = type(tokenizer) is type(teacher_tok) and tokenizer.get_vocab() == teacher_tok.get_vocab()
+    if cfg.w_attn > 0 and not tokens_aligned:
+        raise ConfigError("--w_attn: attention maps can only be compared when the student uses the teacher's "
+                          "tokenizer (a subset or fresh student); use --w_hidden ([CLS] states) instead")
 
-    def encode_all(tok, max_length: int) -> Encoded:
-        parts = [encode(tok, data.train, data.label_map.encode(data.train), max_length)]
-        parts += [encode(tok, s, np.full(len(s), IGNORE_INDEX), max_length) for n, s in splits.items() if n != "train"]
-        return concat(parts)
-
-    train_set = encode_all(tokenizer, cfg.max_length)
+    store = out / "tokens"
+    if rank != 0 and dist.is_initialized():
+        dist.barrier()  # rank 0 builds the token store first; the others then find it built
+    train_set = encode(tokenizer, rows, row_labels, cfg.max_length, store=store / "student")
+    if rank == 0 and dist.is_initialized():
+        dist.barrier()
+    eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length)
     dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length)
-    w_kd, w_ce = (0.0, 1.0) if ce_only else (cfg.w_kd, cfg.w_ce)
 
-    if cfg.online:  # the baseline a user would otherwise write: the teacher runs every step
-        teacher = load_classifier(str(teacher_dir), id2label=data.label_map.id2label).to(device).eval()
-        teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
-        teacher_set = encode_all(teacher_tok, teacher_cfg.max_length)
+    online = cfg.online or layers_on
+    same_batches = tokens_aligned and cfg.max_length == teacher.max_length
+    if online:  # the teacher runs every step: for layer losses, or as the baseline of cached logits
+        teacher_model = load_classifier(str(teacher_dir), id2label=teacher.id2label, attn_implementation=attn)
+        teacher_model = teacher_model.to(device).eval()
+        teacher_set = None if same_batches else encode(teacher_tok, rows, row_labels, teacher.max_length,
+                                                       store=store / "teacher")
+    model = student.to(device)
+    pairs = None
+    if layers_on:
+        kept_layers = description.get("layers_kept")
+        pairs = layer_pairs(student.config.num_hidden_layers, teacher_model.config.num_hidden_layers, kept_layers)
+        projections = Projections(len(pairs), student.config.hidden_size, teacher_model.config.hidden_size)
+        model = WithLayerOutputs(student, projections, attentions=cfg.w_attn > 0).to(device)
 
-    def loss_fn(logits, rows, batch):
-        if cfg.online:
+    def loss_fn(outputs, rows, batch):
+        if online:
+            t_batch = batch if same_batches else teacher_set.batch(rows, device)
             with torch.no_grad():
-                t_logits = teacher(**teacher_set.batch(rows, device)).logits.float()  # (B, C)
+                t_out = teacher_model(**t_batch, output_hidden_states=layers_on, output_attentions=cfg.w_attn > 0)
+            t_logits = t_out.logits.float()  # (B, C)
         else:
-            t_logits = torch.from_numpy(teacher_logits[rows]).to(device)  # (B, C)
+            t_logits = torch.from_numpy(teacher_logits[teacher_rows[rows]]).to(device)  # (B, C)
         labels = torch.as_tensor(train_set.labels[rows], device=device)  # (B,)
-        out = kd_loss(logits, t_logits, labels, temperature=cfg.temperature, w_kd=w_kd, w_ce=w_ce,
-                      ignore_index=IGNORE_INDEX)
-        return out.loss, {"ce": out.ce.item(), "kd": out.kd.item()}
+        kd = kd_loss(outputs.logits.float(), t_logits, labels, temperature=cfg.temperature, w_kd=cfg.w_kd,
+                     w_ce=cfg.w_ce, ignore_index=IGNORE_INDEX)
+        terms = {"ce": kd.ce.item(), "kd": kd.kd.item()}
+        hidden = attention = torch.zeros((), device=device)
+        if cfg.w_hidden > 0:
+            hidden = hidden_loss(outputs.hidden_states, t_out.hidden_states, pairs, batch["attention_mask"],
+                                 model.projections, tokens_aligned=same_batches)
+            terms["hidden"] = hidden.item()
+        if cfg.w_attn > 0:
+            attention = attention_loss(outputs.attentions, t_out.attentions, pairs, batch["attention_mask"])
+            terms["attn"] = attention.item()
+        # kd.loss = w_kd * T² * KL + w_ce * CE (the fused kernel on CUDA)
+        loss = kd.loss + cfg.w_hidden * hidden + cfg.w_attn * attention
+        return loss, terms
 
-    run_cfg = dataclasses.replace(cfg, w_kd=w_kd, w_ce=w_ce, teacher_dir=str(teacher_dir))
-    print(f"{out.name}: {', '.join(f'{k}={v}' for k, v in description.items())} | {count_parameters(model)['parameters']:,} parameters | "
-          f"{len(data.train)} labelled + {len(train_set) - len(data.train)} KD-only rows | w_kd {w_kd} w_ce {w_ce} "
-          f"T {cfg.temperature} | {'online teacher' if cfg.online else 'cached logits'} | {device}")
+    run_cfg = dataclasses.replace(cfg, teacher_dir=str(teacher_dir))
+    info = ModelInfo(role=role, task=teacher.task, labels=names, max_length=cfg.max_length, data=teacher.data,
+                     architecture={**description, "teacher": str(teacher_dir)})
+
+    def save_best(trained, directory):
+        inner = trained.student if isinstance(trained, WithLayerOutputs) else trained
+        save_model_dir(inner, tokenizer, directory, config=run_cfg, info=info)
+
+    print(f"{out.name}: {', '.join(f'{k}={v}' for k, v in description.items())} | "
+          f"{count_parameters(student)['parameters']:,} parameters | {len(kept)} labelled + {n_transfer} "
+          f"{'pseudo-labelled' if cfg.pseudo_labels else 'KD-only'} rows ({', '.join(transfer) or 'no transfer set'}) | "
+          f"w_kd {cfg.w_kd} w_ce {cfg.w_ce} w_hidden {cfg.w_hidden} w_attn {cfg.w_attn} T {cfg.temperature} | "
+          f"checkpoints chosen on {len(eval_rows)} {eval_name} rows | "
+          f"{'online teacher' if online else 'cached logits'} | {device}")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    summary = train(model, cfg=run_cfg, train_set=train_set, dev_set=dev_set, label_names=names, loss_fn=loss_fn,
-                    out_dir=out, save_best=lambda m, d: save_model_dir(m, tokenizer, d, config=run_cfg,
-                                                                        extra_files={}))
+    summary = train(model, cfg=run_cfg, train_set=train_set, eval_set=eval_set, eval_name=eval_name,
+                    label_names=names, loss_fn=loss_fn, out_dir=out, save_best=save_best)
     wall = time.perf_counter() - start
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if rank != 0:
         return {}
-    best = load_classifier(str(out), id2label=data.label_map.id2label).to(device)
+    best = load_classifier(str(out), id2label=teacher.id2label).to(device)
     metrics = classification_metrics(predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device),
                                      dev_set.labels, names)
     result = {
-        **metrics, **count_parameters(best), "student": description, "ce_only": ce_only,
-        "w_kd": w_kd, "w_ce": w_ce, "temperature": cfg.temperature, "augment": cfg.augment,
-        "online": cfg.online, "train_rows": len(train_set), "labelled_rows": len(data.train),
+        **metrics, **count_parameters(best), "role": role, "student": description,
+        "w_kd": cfg.w_kd, "w_ce": cfg.w_ce, "w_hidden": cfg.w_hidden, "w_attn": cfg.w_attn,
+        "temperature": cfg.temperature, "transfer": list(transfer), "pseudo_labels": cfg.pseudo_labels,
+        "online": online, "train_rows": len(rows), "labelled_rows": len(kept), "transfer_rows": n_transfer,
+        "checkpoint_chosen_on": eval_name, "eval_rows": len(eval_rows), "seed": cfg.seed,
         "train_time_s": round(summary["train_seconds"], 2), "wall_time_s": round(wall, 2),
         "train_samples_per_s": round(summary["samples_seen"] / max(summary["train_seconds"], 1e-9), 2),
-        "best_step": summary["best_step"], "total_steps": summary["total_steps"],
+        "samples_seen": summary["samples_seen"], "best_step": summary["best_step"],
+        "total_steps": summary["total_steps"], "steps_done": summary["step"],
         "stopped_early": summary["stopped_early"], "world_size": summary["world_size"], "device": str(device),
         "history": summary["history"],
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
+    shutil.rmtree(store, ignore_errors=True)
     print(f"{out.name} done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-          f"{result['train_samples_per_s']:.1f} train samples/s -> {out}")
+          f"{result['train_samples_per_s']:.1f} train samples/s, {summary['step']} steps -> {out}")
     return result
 
 
@@ -219,54 +245,26 @@ def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
     parser = argparse.ArgumentParser(prog="python -m distill distill", description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default="runs/demo", help="the run directory holding teacher/")
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
-    parser.add_argument("--data", help="must match the teacher's data (the cache is checked)")
     args, overrides = parser.parse_known_args(argv)
-    if args.data:
-        overrides.append(f"--data={args.data}")
-    cfg = apply_overrides(PRESETS[args.preset], overrides)
-    given = {o[2:].split("=", 1)[0].replace("-", "_") for o in overrides}
-    run_dir = Path(args.run_dir)
-    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
-    return align_data_settings(cfg, teacher_config(teacher_dir), given), run_dir
+    data_flags = [o for o in overrides if o.split("=", 1)[0] in ("--data", "--max_train_rows", "--text_column")]
+    if data_flags:
+        raise ConfigError(f"{data_flags[0]}: the student trains on the rows the teacher cached (its data is in "
+                          "teacher/distill.json); retrain the teacher to change the data")
+    return apply_overrides(PRESETS[args.preset], overrides), Path(args.run_dir)
 
 
 def main(argv: list[str]) -> int:
     cfg, run_dir = parse_args(argv)
     teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
-    train_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student", ce_only=False)
-    if cfg.baseline:
-        train_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", ce_only=True)
-    if torch.distributed.is_initialized():
-        rank = torch.distributed.get_rank()
-        torch.distributed.destroy_process_group()
+    train_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student", role="student")
+    if cfg.student_ce:
+        train_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", role="student_ce")
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
         if rank != 0:
             return 0
-    measure_inference(run_dir, cfg)
     from distill.report import write_report
 
     print(f"report: {write_report(run_dir)}")
     return 0
-
-
-def measure_inference(run_dir: Path, cfg: StudentConfig) -> dict:
-    """CPU inference samples/s of teacher, student and CE-only student on the dev split, measured
-    back to back in one process (same machine state), into <run-dir>/inference.json."""
-    from transformers import AutoTokenizer
-
-    # only the dev split is used here; the subset seed does not matter
-    data = load_dataset(cfg.data_spec(subset_seed=0))
-    rates = {}
-    for name in ("teacher", "student", "student_ce"):
-        directory = run_dir / name
-        if not (directory / "metrics.json").exists():
-            continue
-        model = load_classifier(str(directory), id2label=data.label_map.id2label).eval()
-        max_length = load_config(TeacherConfig if name == "teacher" else StudentConfig,
-                                 directory / "train_config.json").max_length
-        dev = encode(AutoTokenizer.from_pretrained(directory), data.dev, data.label_map.encode(data.dev), max_length)
-        rates[name] = round(inference_rate(model, dev, device=torch.device("cpu")), 1)
-    result = {"cpu_inference_samples_per_s": rates, "batch_size": 32, "threads": torch.get_num_threads(),
-              "rows": len(data.dev)}
-    atomic_write_text(run_dir / "inference.json", json.dumps(result, indent=2) + "\n")
-    print("CPU inference on dev (samples/s, batch 32): " + ", ".join(f"{k} {v}" for k, v in rates.items()))
-    return result

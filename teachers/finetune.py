@@ -1,10 +1,11 @@
-"""The teacher stage: fine-tune a classifier, keep the best dev checkpoint, cache its logits.
+"""The teacher stage: fine-tune a classifier, keep the best checkpoint, cache its logits.
 
-    python -m distill teacher --data ../shared/data/sst2 --run-dir runs/demo --preset quick [--key=value ...]
+    python -m distill teacher --data data/sst2 --run-dir runs/demo --preset quick [--key=value ...]
 
-Writes ``<run-dir>/teacher/``: the HF model and tokenizer, ``train_config.json``,
-``metrics.json``, and ``logits/`` (the logit cache of the training split and of any unlabeled
-files given).
+Writes ``<run-dir>/teacher/``: the HF model and tokenizer, ``distill.json`` (what later stages
+need: labels, max length, the data and the transfer sets), ``train_config.json``,
+``metrics.json``, and ``logits/``: the logit cache of the training split and of every transfer set
+(label-free text the teacher scores for the student; distill/transfer.py).
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import dataclasses
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
-from distill.cache import fingerprint_parts, write_logit_cache
-from distill.config import apply_overrides, atomic_write_text
-from distill.data import load_dataset, read_unlabeled
-from distill.losses import IGNORE_INDEX
+from distill.artifacts import ModelInfo, read_model_info, write_model_info
+from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config
+from distill.data import DEFAULT_DATA, DataSpec, load_dataset, write_skipped_rows
+from distill.kd_defaults import IGNORE_INDEX
 from distill.metrics import classification_metrics
 from distill.modeling import (
     PACKAGED,
@@ -34,30 +35,59 @@ from distill.modeling import (
     merge_for_saving,
     resolve_model_name,
 )
-from distill.trainer import TrainConfig, encode, predict_logits, save_model_dir, setup_distributed, train
+from distill.scoring import score_split, split_files
+from distill.tokens import encode
+from distill.trainer import (
+    TrainConfig,
+    holdout_split,
+    predict_logits,
+    save_model_dir,
+    setup_distributed,
+    train,
+)
+from distill.transfer import AUGMENTED, UNLABELED, UNUSED_TRAIN, read_transfer, resolve_sources
 
 
 @dataclass
 class TeacherConfig(TrainConfig):
+    # data
+    data: str = DEFAULT_DATA  # dataset directory (train + dev splits) or hub name
+    text_column: str = "text"  # column holding the text
+    text_pair_column: str | None = None  # second text column for sentence-pair tasks
+    label_column: str = "label"  # column holding the label
+    max_train_rows: int | None = None  # random subset of the training split (None: all)
+    encoding: str = "utf-8"  # utf-8, a Python codec, or auto (UTF-8, else cp1252, else latin-1, per file)
+    on_bad_rows: str = "error"  # error: stop and list bad rows | skip: drop them into skipped_rows.jsonl
+    # model
     base_model: str = PACKAGED  # "packaged" (all-MiniLM-L6-v2 from PyPI), a model folder, or a hub name
     strategy: str = "full"  # full | top-n | frozen | lora
     top_n: int = 2  # encoder layers that train under strategy=top-n
     lora_r: int = 8  # LoRA rank
     lora_alpha: int = 16  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.1  # dropout on the LoRA branch
-    unlabeled: list[str] = field(default_factory=list)  # extra text files to score for augmentation
-    unlabeled_text_column: str = "sentence"  # text column of those files
+    # transfer sets: label-free text scored for the student (distill/transfer.py)
+    transfer: list[str] = field(default_factory=list)  # unused_train, unlabeled, augmented, files or folders
+    transfer_rows: int | None = None  # at most this many rows per transfer source (seeded sample; None: all)
+    transfer_text_column: str | None = None  # text column of table transfer files (None: text_column, text, sentence)
+    augment_factor: int = 0  # transfer "augmented": variants per labelled training row
     cache_dtype: str = "float32"  # float32 | float16 storage of the cached logits
     cache_chunk_rows: int = 4096  # rows per resumable chunk of the cache
 
+    def data_spec(self) -> DataSpec:
+        """Where the rows come from; the student reads the same DataSpec from distill.json."""
+        return DataSpec(path=self.data, text_column=self.text_column, text_pair_column=self.text_pair_column,
+                        label_column=self.label_column, max_train_rows=self.max_train_rows, seed=self.seed,
+                        encoding=self.encoding, on_bad_rows=self.on_bad_rows)
 
-# The presets. quick: sized for a 2-core CPU (about 5 minutes, measured in docs/RESULTS.md);
-# full: the whole training split for several epochs, meant for a GPU.
+
+# The presets. quick: sized for a 2-core CPU (measured in docs/RESULTS.md); full: the whole
+# training split for several epochs, meant for a GPU. Transfer sources a dataset lacks are skipped.
 PRESETS = {
     "quick": TeacherConfig(max_train_rows=8000, max_length=64, epochs=2, batch_size=32, lr=1e-4,
-                           evals_per_epoch=2, patience=2),
+                           evals_per_epoch=2, patience=2, transfer=[UNUSED_TRAIN, UNLABELED], transfer_rows=40000),
     "full": TeacherConfig(max_train_rows=None, max_length=128, epochs=3, batch_size=32, lr=5e-5,
-                          evals_per_epoch=4, patience=4, save_every_steps=500),
+                          evals_per_epoch=4, patience=4, save_every_steps=500, transfer=[UNLABELED, AUGMENTED],
+                          augment_factor=4),
 }
 
 
@@ -72,76 +102,119 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     out = stage_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = setup_distributed(cfg.device)
+    rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed)
-    data = load_dataset(cfg.data_spec(subset_seed=cfg.seed))
-    unlabeled = {Path(f).stem: read_unlabeled(f, cfg.unlabeled_text_column) for f in cfg.unlabeled}
+    spec = cfg.data_spec()
+    data = load_dataset(spec)
+    if rank == 0:
+        write_skipped_rows(out, data)
     names = data.label_map.names
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(cfg.base_model))
+    sources, notes = resolve_sources(cfg.transfer, spec=spec, dataset=data, text_column=cfg.transfer_text_column,
+                                     max_rows=cfg.transfer_rows, augment_factor=cfg.augment_factor,
+                                     mask_token=tokenizer.mask_token or "[MASK]", seed=cfg.seed)
+    trained = already_trained(out, cfg)
+    if trained:  # sets scored earlier stay (python -m distill score adds more)
+        earlier = read_model_info(out).transfer
+        sources = {**{n: {k: v for k, v in e.items() if k != "counts"} for n, e in earlier.items()}, **sources}
+    for note in notes:
+        print(note)
+    transfer = {name: read_transfer(source, dataset=data, spec=spec) for name, source in sources.items()}
     model = load_classifier(cfg.base_model, id2label=data.label_map.id2label, dropout=cfg.dropout)
     model = apply_strategy(model, strategy=cfg.strategy, top_n=cfg.top_n, lora_r=cfg.lora_r,
                            lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout).to(device)
     params = count_parameters(model)
+    train_rows, eval_rows, eval_name = holdout_split(data.train, cfg.holdout_rows, seed=spec.seed, dev=data.dev)
     print(f"teacher: {cfg.base_model} | strategy {cfg.strategy} | {params['parameters']:,} parameters, "
-          f"{params['trainable_parameters']:,} trainable | {len(data.train)} train rows, {len(data.dev)} dev | {device}")
+          f"{params['trainable_parameters']:,} trainable | {len(train_rows)} train rows, checkpoints chosen on "
+          f"{len(eval_rows)} {eval_name} rows | {len(data.dev)} dev | {device}")
+    info = ModelInfo(role="teacher", task="classification", labels=names, max_length=cfg.max_length, data=spec,
+                     architecture={"base_model": cfg.base_model, "strategy": cfg.strategy,
+                                   **({"top_n": cfg.top_n} if cfg.strategy == "top-n" else {}),
+                                   **({"lora_r": cfg.lora_r} if cfg.strategy == "lora" else {})},
+                     transfer={name: {**source, "counts": transfer[name][1]} for name, source in sources.items()})
 
-    train_set = encode(tokenizer, data.train, data.label_map.encode(data.train), cfg.max_length)
+    train_set = encode(tokenizer, train_rows, data.label_map.encode(train_rows), cfg.max_length)
+    eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length)
     dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length)
 
-    def loss_fn(logits, rows, batch):
-        labels = torch.as_tensor(train_set.labels[rows], device=logits.device)
-        ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    def loss_fn(outputs, rows, batch):
+        labels = torch.as_tensor(train_set.labels[rows], device=device)  # (B,)
+        ce = F.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_INDEX)
         return ce, {"ce": ce.item()}
 
     def save_best(trained, directory):
         save_model_dir(merge_for_saving(_copy_for_merge(trained, cfg.strategy)), tokenizer, directory, config=cfg,
-                       extra_files={})
+                       info=info)
 
     start = time.perf_counter()
-    summary = train(model, cfg=cfg, train_set=train_set, dev_set=dev_set, label_names=names,
-                    loss_fn=loss_fn, out_dir=out, save_best=save_best)
+    if trained:
+        print(f"teacher: {out} is already trained with these settings; scoring only what is missing")
+        summary = json.loads((out / "metrics.json").read_text())["loop"]
+        if rank == 0:
+            write_model_info(out, info)  # transfer sources added since are what later stages read
+    else:
+        summary = train(model, cfg=cfg, train_set=train_set, eval_set=eval_set, eval_name=eval_name,
+                        label_names=names, loss_fn=loss_fn, out_dir=out, save_best=save_best)
+        summary = {k: summary[k] for k in ("train_seconds", "samples_seen", "best_step", "total_steps",
+                                           "stopped_early", "world_size", "history")}
     wall = time.perf_counter() - start
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-        return {}
 
-    # Score with the best checkpoint as saved (the exact weights the fingerprint hashes).
+    # Score with the best checkpoint as saved (the exact weights the fingerprint hashes); every rank
+    # scores its share of the chunks.
     best = load_classifier(str(out), id2label=data.label_map.id2label).to(device)
-    dev_logits = predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp)
-    metrics = classification_metrics(dev_logits, dev_set.labels, names)
-    cache_dir = out / "logits"
     cache_report = {}
-    for name, split in {"train": data.train, **unlabeled}.items():
-        labels = data.label_map.encode(split) if split.labels is not None else np.full(len(split), IGNORE_INDEX)
-        encoded = encode(tokenizer, split, labels, cfg.max_length)
-        parts = fingerprint_parts(teacher_dir=out, max_length=cfg.max_length,
-                                  data_files=data.files if name == "train" else [split.source], split=split)
-        t0 = time.perf_counter()
-        manifest = write_logit_cache(
-            lambda a, b, enc=encoded: predict_logits(best, enc.slice(a, b), batch_size=cfg.eval_batch_size,
-                                                     device=device, amp=cfg.amp),
-            directory=cache_dir, name=name, split=split, num_labels=len(names), label_names=names,
-            parts=parts, dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows,
-        )
-        info = json.loads(manifest.read_text())
-        cache_report[name] = {"rows": info["rows"], "bytes": info["file_bytes"], "dtype": info["dtype"],
-                              "seconds": round(time.perf_counter() - t0, 2)}
-        print(f"cache {name}: {info['rows']} rows, {info['file_bytes'] / 1e6:.2f} MB {info['dtype']} "
-              f"in {cache_report[name]['seconds']:.1f}s -> {cache_dir / (name + '.npy')}")
-
+    for name, split in {"train": data.train, **{n: rows for n, (rows, _) in transfer.items()}}.items():
+        cache_report[name] = score_split(
+            best, tokenizer, teacher_dir=out, info=info, name=name, split=split,
+            data_files=split_files(name, data, sources.get(name)), device=device, batch_size=cfg.eval_batch_size,
+            dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp)
+        if rank == 0:
+            r = cache_report[name]
+            print(f"cache {name}: {r['rows']} rows, {r['bytes'] / 1e6:.2f} MB {r['dtype']} in {r['seconds']:.1f}s "
+                  f"({r['rows_per_s']:.0f} rows/s, {r['processes']} process(es)) -> {out / 'logits' / (name + '.npy')}")
+    if rank != 0:
+        return {}
+    metrics = classification_metrics(
+        predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp),
+        dev_set.labels, names)
     result = {
         **metrics, **count_parameters(best), "trainable_parameters": params["trainable_parameters"],
-        "strategy": cfg.strategy, "base_model": cfg.base_model,
-        "train_rows": len(data.train), "train_time_s": round(summary["train_seconds"], 2),
-        "wall_time_s": round(wall, 2),
+        "strategy": cfg.strategy, "base_model": cfg.base_model, "train_rows": len(train_rows),
+        "checkpoint_chosen_on": eval_name, "eval_rows": len(eval_rows),
+        "train_time_s": round(summary["train_seconds"], 2), "wall_time_s": round(wall, 2),
         "train_samples_per_s": round(summary["samples_seen"] / max(summary["train_seconds"], 1e-9), 2),
         "best_step": summary["best_step"], "total_steps": summary["total_steps"],
         "stopped_early": summary["stopped_early"], "device": str(device), "cache": cache_report,
-        "history": summary["history"],
+        "transfer": {name: entry["counts"] for name, entry in info.transfer.items()}, "transfer_notes": notes,
+        "skipped_rows": len(data.skipped), "fallback_decoded": data.fallback_decoded,
+        "history": summary["history"], "loop": summary,
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    shutil.rmtree(out / "checkpoint")  # the stage is complete: the resume state is no longer needed
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
     print(f"teacher done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
           f"train {result['train_time_s']:.0f}s at {result['train_samples_per_s']:.1f} samples/s -> {out}")
     return result
+
+
+# Settings that change only what is scored after training: a finished teacher rerun with other
+# values of these scores the new sets instead of training again.
+SCORING_ONLY = ("transfer", "transfer_rows", "transfer_text_column", "augment_factor", "cache_dtype",
+                "cache_chunk_rows", "eval_batch_size", "progress", "device", "amp")
+
+
+def already_trained(out: Path, cfg: TeacherConfig) -> bool:
+    """True when ``out`` holds a finished teacher trained with ``cfg``'s training settings. A
+    finished teacher with other settings is an error: expensive work is never overwritten."""
+    if not (out / "metrics.json").exists() or (out / "checkpoint").exists():
+        return False
+    saved = load_config(TeacherConfig, out / "train_config.json")
+    changed = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in asdict(cfg)
+               if k not in SCORING_ONLY and getattr(saved, k) != getattr(cfg, k)]
+    if changed:
+        raise ConfigError(f"{out}: holds a teacher trained with other settings ({'; '.join(changed)}); "
+                          "use another --run-dir, or delete that folder to train again")
+    return True
 
 
 def _copy_for_merge(model, strategy: str):
@@ -168,6 +241,6 @@ def parse_args(argv: list[str]) -> tuple[TeacherConfig, Path]:
 def main(argv: list[str]) -> int:
     cfg, run_dir = parse_args(argv)
     run(cfg, run_dir)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -11,18 +12,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+SST2 = Path(__file__).resolve().parents[1] / "data" / "sst2"  # the project's own copy (gzipped TSV)
 
 
 def _tsv_slice(src: Path, dst: Path, rows: int, *, skip: int = 0) -> None:
-    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = gzip.decompress(src.read_bytes()).decode("utf-8").splitlines(keepends=True)
     dst.write_text(lines[0] + "".join(lines[1 + skip : 1 + skip + rows]), encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
 def sst2_dir() -> Path:
-    if not SST2.is_dir():
-        pytest.skip(f"SST-2 not found at {SST2}")
+    assert SST2.is_dir(), f"the project's SST-2 copy is missing at {SST2}"
     return SST2
 
 
@@ -30,9 +30,9 @@ def sst2_dir() -> Path:
 def sst2_small(tmp_path_factory, sst2_dir) -> Path:
     """A dataset directory with 256 train rows, 64 dev rows and 32 unlabeled rows of SST-2."""
     out = tmp_path_factory.mktemp("sst2_small")
-    _tsv_slice(sst2_dir / "train.tsv", out / "train.tsv", 256)
-    _tsv_slice(sst2_dir / "dev.tsv", out / "dev.tsv", 64)
-    _tsv_slice(sst2_dir / "test_unlabeled.tsv", out / "test_unlabeled.tsv", 32)
+    _tsv_slice(sst2_dir / "train.tsv.gz", out / "train.tsv", 256)
+    _tsv_slice(sst2_dir / "dev.tsv.gz", out / "dev.tsv", 64)
+    _tsv_slice(sst2_dir / "test_unlabeled.tsv.gz", out / "test_unlabeled.tsv", 32)
     return out
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from distill.artifacts import ModelInfo, write_model_info
+from distill.data import DataSpec
 from export import bench
 from export.bench import BenchError, bert_flops, check_load
 from export.onnx_export import main as export_main
@@ -40,9 +42,8 @@ def _model_dir(out: Path, tiny_bert_dir: Path, data_dir: Path, layers: int) -> N
     model.config.num_hidden_layers = layers
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
-    (out / "train_config.json").write_text(json.dumps({
-        "data": str(data_dir), "text_column": "text", "text_pair_column": None, "label_column": "label",
-        "max_length": 64}))
+    write_model_info(out, ModelInfo(role=out.name, task="classification", labels=["0", "1"], max_length=64,
+                                    data=DataSpec(path=str(data_dir))))
 
 
 @pytest.fixture(scope="module")

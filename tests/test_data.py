@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -17,7 +18,7 @@ from distill.data import (
     file_digest,
     find_split,
     load_dataset,
-    read_unlabeled,
+    read_texts,
     text_hashes,
 )
 
@@ -383,51 +384,77 @@ def test_real_sst2(sst2_dir):
     ids = ds.label_map.encode(ds.train)
     assert set(np.unique(ids)) == {0, 1}
     assert 0.5 < ids.mean() < 0.6  # SST-2 train is about 56% positive
-    assert ds.files == [str(sst2_dir / "train.tsv"), str(sst2_dir / "dev.tsv")]
+    assert ds.files == [str(sst2_dir / "train.tsv.gz"), str(sst2_dir / "dev.tsv.gz")]
 
 
 def test_real_sst2_unlabeled(sst2_dir):
-    split = read_unlabeled(sst2_dir / "test_unlabeled.tsv", "sentence")
-    assert len(split) == 1_821
+    split, counts = read_texts(sst2_dir / "test_unlabeled.tsv.gz", default_columns=("text", "sentence"))
+    assert len(split) == 1_821 and counts == {"empty": 0}
     assert split.labels is None
     assert split.texts[0] == "uneasy mishmash of styles and genres ."
     assert split.line_numbers[0] == 2
-    with raises_data_error(sst2_dir / "test_unlabeled.tsv", "missing column 'text'", "index, sentence"):
-        read_unlabeled(sst2_dir / "test_unlabeled.tsv", "text")
+    with raises_data_error(sst2_dir / "test_unlabeled.tsv.gz", "no text column", "'text'", "index, sentence"):
+        read_texts(sst2_dir / "test_unlabeled.tsv.gz", text_column="text")
 
 
 def test_sst2_small_fixture(sst2_small):
     ds = load(sst2_small)
     assert len(ds.train) == 256 and len(ds.dev) == 64
-    assert len(read_unlabeled(sst2_small / "test_unlabeled.tsv", "sentence")) == 32
+    assert len(read_texts(sst2_small / "test_unlabeled.tsv", text_column="sentence")[0]) == 32
 
 
 # ------------------------------------------------------------------------------------ unlabeled
 
 
-def test_read_unlabeled_jsonl_and_csv(tmp_path):
+def test_read_texts_jsonl_and_csv(tmp_path):
     path = jsonl(tmp_path / "u.jsonl", [{"body": "one"}, {"body": "two", "label": 1}])
-    split = read_unlabeled(path, "body")
-    assert split.texts == ["one", "two"] and split.labels is None
+    split, counts = read_texts(path, text_column="body")
+    assert split.texts == ["one", "two"] and split.labels is None and counts == {"empty": 0}
     csv_path = write(tmp_path / "u.csv", 'id,body\n1,"a, b"\n')
-    assert read_unlabeled(str(csv_path), "body").texts == ["a, b"]
+    assert read_texts(str(csv_path), text_column="body")[0].texts == ["a, b"]
+    # no column named: the first of the defaults the table has
+    assert read_texts(csv_path, default_columns=("text", "body"))[0].texts == ["a, b"]
 
 
-def test_read_unlabeled_errors(tmp_path):
-    txt = write(tmp_path / "u.txt", "plain text\n")
-    with raises_data_error(txt, "must be one of .tsv, .csv, .jsonl"):
-        read_unlabeled(txt, "text")
+def test_read_texts_plain_lines_gzip_and_folders(tmp_path):
+    path = write(tmp_path / "u.txt", "first line\n\n  \nsecond, with\ttab\nthird\n")
+    split, counts = read_texts(path)
+    assert split.texts == ["first line", "second, with\ttab", "third"] and counts == {"empty": 2}
+    assert split.line_numbers == [1, 4, 5]
+    gz = tmp_path / "u.txt.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_texts(gz)[0].texts == split.texts
+    folder = tmp_path / "docs"
+    write(folder / "a.txt", "doc a\n")
+    write(folder / "sub" / "b.txt", "doc b\nsecond line\n")
+    write(folder / "empty.txt", "  \n")
+    write(folder / "notes.md", "ignored")
+    split, counts = read_texts(folder)
+    assert split.texts == ["doc a", "doc b\nsecond line"] and counts == {"empty": 1}
+
+
+def test_read_texts_errors(tmp_path):
+    md = write(tmp_path / "u.md", "plain text\n")
+    with raises_data_error(md, "must be a folder or one of .txt, .tsv, .csv, .jsonl"):
+        read_texts(md)
     missing = tmp_path / "nope.tsv"
     with raises_data_error(missing, "file not found"):
-        read_unlabeled(missing, "text")
+        read_texts(missing, text_column="text")
     blank = write(tmp_path / "e.tsv", "text\nfine\n  \nok\n")  # a whitespace-only line is skipped
-    assert read_unlabeled(blank, "text").texts == ["fine", "ok"]
+    assert read_texts(blank, text_column="text")[0].texts == ["fine", "ok"]
     two_fields = write(tmp_path / "t.tsv", "text\nfine\n\t\n")
     with raises_data_error(two_fields, "expected 1 fields (text), found 2", line=3):
-        read_unlabeled(two_fields, "text")
+        read_texts(two_fields, text_column="text")
     empty_text = jsonl(tmp_path / "e.jsonl", [{"text": "a"}, {"text": ""}])
-    with raises_data_error(empty_text, "empty text in column 'text'", line=2):
-        read_unlabeled(empty_text, "text")
+    split, counts = read_texts(empty_text, text_column="text")  # an empty row is skipped and counted
+    assert split.texts == ["a"] and counts == {"empty": 1}
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\nbad \xff byte\nok\n")
+    with raises_data_error(bad, "not UTF-8 at byte 9", line=2):
+        read_texts(bad)
+    nothing = jsonl(tmp_path / "n.jsonl", [{"other": "a"}])
+    with raises_data_error(nothing, "no text column", "'text', 'sentence'", "found: other", line=1):
+        read_texts(nothing, default_columns=("text", "sentence"))
 
 
 # ----------------------------------------------------------------------------------- text_hashes
@@ -496,7 +523,7 @@ def test_no_train_split(tmp_path):
 def test_no_dev_split(tmp_path):
     tsv(tmp_path / "train.tsv", [("a", 0), ("b", 1)])
     tsv(tmp_path / "test.tsv", [("a", 0)])
-    with raises_data_error(tmp_path, "no dev split", "dev{.tsv,.csv,.jsonl} or validation{"):
+    with raises_data_error(tmp_path, "no dev split", "dev{.tsv,.csv,.jsonl}[.gz] or validation{"):
         load(tmp_path)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from distill.artifacts import ModelInfo, write_model_info
 from distill.config import ConfigError
 from distill.data import DataSpec, load_dataset
 from export import onnx_export
@@ -39,9 +40,8 @@ def make_model_dir(out: Path, tiny_bert_dir: Path, data_dir: Path, *, layers: in
         model.config.num_hidden_layers = layers
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
-    train_config = {"data": str(data_dir), "text_column": "text", "text_pair_column": None,
-                    "label_column": "label", "max_length": 64}
-    (out / "train_config.json").write_text(json.dumps(train_config))
+    write_model_info(out, ModelInfo(role=out.name, task="classification", labels=label_map.names, max_length=64,
+                                    data=DataSpec(path=str(data_dir))))
     (out / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
     return out
 

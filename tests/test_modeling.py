@@ -18,8 +18,10 @@ from distill.modeling import (
     merge_for_saving,
     resolve_model_name,
 )
-from distill.trainer import encode, make_optimizer
+from distill.tokens import encode
+from distill.trainer import make_optimizer
 from students.build import build_student, evenly_spaced_layers, fresh_model, layer_subset
+from students.config import StudentConfig
 
 ID2LABEL = {0: "neg", 1: "pos"}
 TEXTS = ["a gripping , well acted film", "dull and far too long", "i laughed , i cried",
@@ -282,9 +284,9 @@ def test_layer_subset_explicit_ids(teacher_dir):
 
 
 @pytest.mark.parametrize(("keep", "layer_ids", "match"), [
-    (2, [0, 4], "must be distinct indices in"),
-    (2, [-1, 2], "must be distinct indices in"),
-    (2, [1, 1], "must be distinct indices in"),
+    (2, [0, 4], "must be distinct increasing indices in"),
+    (2, [-1, 2], "must be distinct increasing indices in"),
+    (2, [1, 1], "must be distinct increasing indices in"),
     (5, None, "cannot keep 5 of 4 layers"),
     (0, None, "cannot keep 0 of 4 layers"),
 ])
@@ -312,9 +314,9 @@ def test_fresh_model_sizes(teacher_dir, batch):
 
 
 def _build(kind, teacher_dir, pretrained, **kw):
-    args = dict(teacher_dir=teacher_dir, id2label=ID2LABEL, keep_layers=2, layer_ids=None, pretrained=pretrained,
-                fresh_layers=1, fresh_hidden=16, fresh_heads=2, dropout=None)
-    return build_student(kind, **{**args, **kw})
+    cfg = StudentConfig(student=kind, keep_layers=2, pretrained=pretrained, fresh_layers=1, fresh_hidden=16,
+                        fresh_heads=2, **kw)
+    return build_student(cfg, teacher_dir=teacher_dir, id2label=ID2LABEL)
 
 
 def test_build_student_kinds(teacher_dir, tiny_bert_dir, batch):

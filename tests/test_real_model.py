@@ -3,6 +3,7 @@ SST-2 sentences (about half a minute on 2 cores)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -10,7 +11,8 @@ import numpy as np
 from distill.cache import fingerprint_parts, open_logit_cache
 from distill.data import DataSpec, load_dataset
 from distill.modeling import PACKAGED, load_classifier
-from distill.trainer import encode, predict_logits
+from distill.tokens import encode
+from distill.trainer import predict_logits
 from teachers.finetune import TeacherConfig
 from teachers.finetune import run as run_teacher
 
@@ -19,7 +21,7 @@ def test_packaged_minilm_trains_caches_and_reloads(tmp_path, sst2_dir):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     for split, rows in (("train", 48), ("dev", 32)):
-        lines = (sst2_dir / f"{split}.tsv").read_text().splitlines(keepends=True)
+        lines = gzip.decompress((sst2_dir / f"{split}.tsv.gz").read_bytes()).decode().splitlines(keepends=True)
         (data_dir / f"{split}.tsv").write_text("".join(lines[: rows + 1]))
     cfg = TeacherConfig(data=str(data_dir), base_model=PACKAGED, max_length=48, epochs=1, batch_size=16,
                         lr=5e-5, progress=False, cache_dtype="float16")

@@ -1,0 +1,55 @@
+"""Score rows with a trained teacher into its logit cache (``teacher/logits/``), sharded over the
+processes of a ``torchrun`` group when there is one. Used by the teacher stage (after training)
+and by ``python -m distill score`` (more transfer text for a finished teacher)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from distill.artifacts import ModelInfo
+from distill.cache import fingerprint_parts, write_logit_cache
+from distill.data import Dataset, Split
+from distill.kd_defaults import IGNORE_INDEX
+from distill.tokens import encode
+from distill.trainer import predict_logits
+
+
+def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: str, split: Split, data_files: list[str],
+                device: torch.device, batch_size: int, dtype: str, chunk_rows: int, amp: bool) -> dict:
+    """Score ``split`` into ``teacher_dir/logits/<name>.npy`` (resumable, fingerprinted); returns
+    rows, bytes, dtype, seconds and rows/s. Every rank of a process group must call it."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, data_files=data_files, split=split)
+
+    def score(start: int, stop: int) -> np.ndarray:
+        chunk = encode(tokenizer, split.subset(np.arange(start, stop)), np.full(stop - start, IGNORE_INDEX),
+                       info.max_length)
+        return predict_logits(model, chunk, batch_size=batch_size, device=device, amp=amp)
+
+    t0 = time.perf_counter()
+    manifest = write_logit_cache(score, directory=teacher_dir / "logits", name=name, split=split,
+                                 num_labels=len(info.labels), label_names=info.labels, parts=parts, dtype=dtype,
+                                 chunk_rows=chunk_rows, rank=rank, world=world,
+                                 barrier=dist.barrier if world > 1 else (lambda: None))
+    seconds = time.perf_counter() - t0
+    written = json.loads(manifest.read_text())
+    return {"rows": written["rows"], "bytes": written["file_bytes"], "dtype": written["dtype"],
+            "seconds": round(seconds, 2), "rows_per_s": round(written["rows"] / max(seconds, 1e-9), 1),
+            "processes": world}
+
+
+def split_files(name: str, dataset: Dataset, source: dict | None) -> list[str]:
+    """The files whose bytes a cache's fingerprint covers: the dataset's for the training split and
+    for sets derived from it, the file itself for a transfer file, every file in a folder."""
+    if source is None or source["kind"] != "file":
+        return dataset.files
+    path = Path(source["path"])
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob("*") if p.is_file() and p.name.endswith((".txt", ".txt.gz")))
+    return [str(path)]

@@ -1,0 +1,45 @@
+"""The student stage's flat config and presets (read by students/build.py and students/distill.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distill.kd_defaults import DEFAULT_TEMPERATURE, DEFAULT_W_CE, DEFAULT_W_KD
+from distill.modeling import PACKAGED
+from distill.trainer import TrainConfig
+
+
+@dataclass
+class StudentConfig(TrainConfig):
+    teacher_dir: str | None = None  # the teacher stage's output (None: <run-dir>/teacher)
+    # the student model
+    student: str = "subset"  # subset (layers of the teacher) | pretrained | fresh
+    keep_layers: int = 3  # subset: how many teacher layers to keep, evenly spaced
+    layer_ids: list[int] = field(default_factory=list)  # subset: explicit layer indices (overrides keep_layers)
+    pretrained: str = PACKAGED  # pretrained: a model folder or hub name
+    fresh_layers: int = 4  # fresh: encoder layers
+    fresh_hidden: int = 256  # fresh: hidden size (FFN is 4x)
+    fresh_heads: int = 4  # fresh: attention heads
+    # the loss: w_kd * T² * KL + w_ce * CE + w_hidden * hidden-state MSE + w_attn * attention KL
+    temperature: float = DEFAULT_TEMPERATURE  # softening T of the KD term
+    w_kd: float = DEFAULT_W_KD  # weight of T² * KL(teacher ‖ student)
+    w_ce: float = DEFAULT_W_CE  # weight of CE with the hard labels
+    w_hidden: float = 0.0  # weight of the hidden-state loss between mapped layers (teacher runs online)
+    w_attn: float = 0.0  # weight of the attention-distribution loss between mapped layers (teacher online)
+    # the rows: the labelled training rows, plus the teacher's scored transfer sets as KD-only rows
+    use_transfer: bool = True  # add the transfer sets the teacher scored (teacher/distill.json)
+    transfer: list[str] = field(default_factory=list)  # which of them (empty: all)
+    transfer_rows: int | None = None  # at most this many transfer rows in all (seeded sample; None: all)
+    pseudo_labels: bool = False  # transfer rows get the teacher's argmax as a hard label (self-training)
+    online: bool = False  # run the teacher every step instead of reading its cached logits
+    # the CE-only control, trained beside the KD student into <run-dir>/student_ce
+    student_ce: bool = True  # also train the control: the same student on the labelled rows, CE only
+    ce_epochs: int | None = None  # the control's epochs (None: epochs); it stops early on its own
+
+
+PRESETS = {
+    "quick": StudentConfig(max_length=64, epochs=1, batch_size=32, lr=1e-4, evals_per_epoch=4, patience=3,
+                           ce_epochs=3),
+    "full": StudentConfig(max_length=128, epochs=3, batch_size=32, lr=5e-5, evals_per_epoch=2, patience=4,
+                          save_every_steps=500, ce_epochs=4),
+}
