@@ -9,14 +9,18 @@ Per model (teacher, student, and student_ce when exported) and variant, one flat
   throughput at batch 32 (consecutive dev rows padded to the batch's longest): examples/s
   file size (MB), dev accuracy (from the export's validation.json, measured on the whole dev split)
   analytic FLOPs per example (see ``bert_flops``) at the mean real dev length and at 128 tokens,
-  and the GFLOP/s each timing achieved
+  the GFLOP/s each timing achieved, and the batch-32 GFLOP/s as a share of the machine's limits:
+  the theoretical peak (``cpu_peak``: cores x vector lanes x 2 x FMA units x clock, from
+  /proc/cpuinfo) and the best measured GEMM (``measure_gemm``: torch and ONNX Runtime matmuls at a
+  few sizes); int8 rows against the int8 (VNNI) figures when the CPU has VNNI, fp32 ones otherwise
   speed-ups as ratios against the teacher in PyTorch fp32 measured in the same run
   versions (torch, onnxruntime, transformers), CPU model, threads, date, load average
 Tokenisation is done before timing; each timed call is one forward pass (PyTorch: numpy -> torch
 tensors + model(**inputs) under inference_mode; ONNX Runtime: session.run on numpy arrays).
 
-Outputs: runs/<RUN>/bench/bench.json (rows), bench.md (table), bench.png (dev accuracy vs p50
-latency at batch 1, one labelled point per variant).
+Outputs: runs/<RUN>/bench/bench.json (rows, plus "machine": the peak with its inputs and every
+GEMM measurement), bench.md (limits and table), bench.png (dev accuracy vs p50 latency at batch 1,
+one labelled point per variant).
 
 Thread settings must be in the environment before torch / onnxruntime / numpy are imported, so
 this module imports none of them at top level: ``main`` parses the arguments, sets
@@ -31,6 +35,8 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import re
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -76,6 +82,21 @@ class BenchConfig:
     batch_size: int = 32
     # warn (and record) when the 1-minute load average exceeds this fraction of the cores
     busy_load_fraction: float = 0.5
+    # vector FMA instructions one core issues per cycle, for the theoretical peak. An ASSUMPTION: no
+    # CPU flag says it. 2 fits Intel Xeon Gold 6xxx / Platinum (two 512-bit FMA units), Intel
+    # Haswell and later AVX2 parts, AMD Zen 2/3 and Zen 5 server parts; 1 fits Xeon Bronze/Silver and
+    # Skylake/Cascade Lake Gold 5xxx (one 512-bit unit) and AMD Zen 4, whose 512-bit ops run as two
+    # 256-bit halves. Too high a value only lowers the '% of peak' column
+    fma_units: int = 2
+    # GEMM shapes "MxKxN" (A: M x K activations, B: K x N weights) for the measured limit;
+    # 32x384x1536 is a MiniLM (H=384, I=1536) FFN up-projection at batch 1 and 32 tokens
+    gemm_sizes: list[str] = field(default_factory=lambda: [
+        "256x256x256", "512x512x512", "1024x1024x1024", "32x384x1536"])
+    # timed samples per runtime x size; each size's figure is their median
+    gemm_repeats: int = 7
+    # work per timed sample, GFLOP: a sample repeats the matmul until it has done this much
+    # (256x256x256 alone is 0.034 GFLOP, ~0.1 ms, too short to time on its own)
+    gemm_sample_gflop: float = 0.5
 
 
 class BenchError(RuntimeError, PipelineError):
@@ -105,32 +126,227 @@ def check_load(cores: int, fraction: float) -> tuple[float, str | None]:
     return load, None
 
 
-def gemm_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
-    """The machine's practical fp32 limit: median GFLOP/s of an n x n x n torch matmul on
-    ``threads`` threads. Every variant's achieved GFLOP/s is read against this."""
+CPUINFO = Path("/proc/cpuinfo")
+MAX_FREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")  # kHz, boost included
+
+
+@dataclass
+class CpuPeak:
+    """The theoretical compute peak of the cores the benchmark uses, with every input it rests on."""
+
+    # "model name" of the first processor in /proc/cpuinfo
+    cpu_model: str
+    # cores counted: the benchmark's thread count (one thread per core)
+    cores: int
+    # the widest vector ISA in the flags: avx512f, avx2/fma, sse (or asimd on ARM), none
+    vector_isa: str
+    # fp32 values per vector register of that ISA: 16 (512-bit), 8 (256-bit), 4 (128-bit), 1
+    fp32_lanes: int
+    # FLOPs of one fused multiply-add per lane: a multiply and an add
+    flops_per_fma: int
+    # vector FMA instructions per core per cycle: ASSUMED (BenchConfig.fma_units), not read
+    fma_units: int
+    # the clock, GHz; None when no source gave one
+    ghz: float | None
+    # where ghz came from
+    clock_source: str
+    # cores x fp32_lanes x flops_per_fma x fma_units x ghz; None without a clock
+    fp32_gflops: float | None
+    # avx512_vnni or avx_vnni (VPDPBUSD, u8 x s8 dot products into s32); None without either flag
+    int8_isa: str | None
+    # int ops of one VPDPBUSD: 64 u8 x s8 multiply-adds = 128 at 512 bits, 64 at 256 bits
+    int8_ops_per_instr: int | None
+    # cores x int8_ops_per_instr x fma_units x ghz, GOP/s; None without VNNI or without a clock
+    int8_gops: float | None
+    # what is assumed or missing, in words
+    note: str
+
+
+def _cpuinfo_blocks(text: str) -> list[dict[str, str]]:
+    """/proc/cpuinfo as one {key: value} per processor block."""
+    blocks = []
+    for chunk in re.split(r"\n\s*\n", text.strip()):
+        block = {}
+        for line in chunk.splitlines():
+            if ":" in line:
+                key, value = line.split(":", 1)
+                block[key.strip()] = value.strip()
+        if block:
+            blocks.append(block)
+    return blocks
+
+
+def cpu_peak(cpuinfo: str, cores: int, fma_units: int, max_freq_khz: str | None = None) -> CpuPeak:
+    """The theoretical fp32 (and int8 VNNI) peak from /proc/cpuinfo text and, when given, the text
+    of cpufreq's cpuinfo_max_freq (kHz). Pure: ``read_cpu_peak`` supplies the files."""
+    blocks = _cpuinfo_blocks(cpuinfo) or [{}]
+    first = blocks[0]
+    model = first.get("model name", "unknown")
+    flags = set((first.get("flags") or first.get("Features") or "").split())  # Features: ARM
+    if "avx512f" in flags:
+        isa, lanes = "avx512f", 16
+    elif "avx2" in flags or "fma" in flags:
+        isa, lanes = "/".join(f for f in ("avx2", "fma") if f in flags), 8
+    elif "sse" in flags or "asimd" in flags:
+        isa, lanes = ("sse" if "sse" in flags else "asimd"), 4
+    else:
+        isa, lanes = "none", 1
+    notes = [f"fma_units={fma_units} is assumed, not read from the CPU"]
+    if isa in ("sse", "asimd", "none"):
+        notes.append(f"{isa}: no FMA instruction counted; fma_units stands for multiply + add pipes")
+
+    mhz = [float(b["cpu MHz"]) for b in blocks if "cpu MHz" in b]
+    nominal = re.search(r"@\s*([0-9.]+)\s*GHz", model)
+    if max_freq_khz is not None and max_freq_khz.strip():
+        ghz, source = int(max_freq_khz.strip()) / 1e6, f"{MAX_FREQ} (the highest clock, boost included)"
+    elif mhz:
+        ghz = max(mhz) / 1e3
+        source = (f"/proc/cpuinfo 'cpu MHz', highest of {len(mhz)} processors: the current clock (under a "
+                  "hypervisor usually the host's nominal one); boost can run above it")
+    elif nominal:
+        ghz, source = float(nominal.group(1)), "the model name's nominal clock; boost can run above it"
+    else:
+        ghz, source = None, "none: no cpufreq max, no 'cpu MHz', no '@ x GHz' in the model name"
+        notes.append("no clock, so no theoretical peak")
+
+    physical = {(b.get("physical id"), b.get("cpu cores")) for b in blocks if "cpu cores" in b}
+    physical_cores = sum(int(c) for _, c in physical) if physical else None
+    if physical_cores is not None and cores > physical_cores:
+        notes.append(f"{cores} threads on {physical_cores} physical cores: SMT siblings share FMA units, "
+                     "so the peak is overstated")
+
+    if "avx512_vnni" in flags:
+        int8_isa, int8_ops = "avx512_vnni", 128
+    elif "avx_vnni" in flags:
+        int8_isa, int8_ops = "avx_vnni", 64
+    else:
+        int8_isa, int8_ops = None, None
+        notes.append("no avx512_vnni / avx_vnni flag: no int8 peak; int8 rows are read against fp32 figures")
+    flops_per_fma = 2
+    fp32 = None if ghz is None else cores * lanes * flops_per_fma * fma_units * ghz
+    int8 = None if ghz is None or int8_ops is None else cores * int8_ops * fma_units * ghz
+    return CpuPeak(cpu_model=model, cores=cores, vector_isa=isa, fp32_lanes=lanes, flops_per_fma=flops_per_fma,
+                   fma_units=fma_units, ghz=ghz, clock_source=source, fp32_gflops=fp32, int8_isa=int8_isa,
+                   int8_ops_per_instr=int8_ops, int8_gops=int8, note="; ".join(notes))
+
+
+def read_cpu_peak(cores: int, fma_units: int) -> CpuPeak:
+    """``cpu_peak`` of this machine's /proc/cpuinfo and cpufreq max (each read when present)."""
+    text = CPUINFO.read_text() if CPUINFO.is_file() else ""
+    max_freq = MAX_FREQ.read_text() if MAX_FREQ.is_file() else None
+    return cpu_peak(text, cores, fma_units, max_freq)
+
+
+def parse_gemm_size(size: str) -> tuple[int, int, int]:
+    """"MxKxN" -> (M, K, N)."""
+    parts = size.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise BenchError(f"gemm size {size!r}: expected MxKxN with positive integers, e.g. 32x384x1536")
+    m, k, n = (int(p) for p in parts)
+    return m, k, n
+
+
+def _ort_options(threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options
+
+
+def _ort_matmul(m: int, k: int, n: int, int8: bool, threads: int, rng):
+    """A one-node ONNX Runtime session (MatMul, or MatMulInteger u8 x s8 -> s32 with an activation
+    zero point, as dynamic quantization runs it) with B a constant initializer like a model's
+    weights, and a call running it on a random A (M, K)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    if int8:
+        a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        b = rng.integers(-128, 128, (k, n), dtype=np.int8)
+        inits = [numpy_helper.from_array(b, "B"), numpy_helper.from_array(np.array(128, np.uint8), "a_zero")]
+        node = helper.make_node("MatMulInteger", ["A", "B", "a_zero"], ["Y"])
+        a_type, y_type = TensorProto.UINT8, TensorProto.INT32
+    else:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        inits = [numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "B")]
+        node = helper.make_node("MatMul", ["A", "B"], ["Y"])
+        a_type, y_type = TensorProto.FLOAT, TensorProto.FLOAT
+    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("A", a_type, [m, k])],
+                              [helper.make_tensor_value_info("Y", y_type, [m, n])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    session = ort.InferenceSession(model.SerializeToString(), _ort_options(threads),
+                                   providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"A": a})
+
+
+def measure_gemm(threads: int, sizes: list[str], repeats: int, sample_gflop: float, int8: bool) -> list[dict]:
+    """One record per runtime x precision x size: torch fp32 matmul, ONNX Runtime fp32 MatMul and,
+    when ``int8``, ONNX Runtime MatMulInteger (u8 x s8), all on ``threads`` threads. A sample runs the
+    matmul ``calls`` times (enough for ``sample_gflop``); the record keeps every sample's GFLOP/s
+    (int8: GOP/s, a multiply-add = 2) and their median. After one untimed sample (warm-up)."""
+    import numpy as np
     import torch
 
+    if repeats < 1:
+        raise BenchError(f"gemm_repeats={repeats}: need at least one timed sample per size")
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / sorted(times)[len(times) // 2] / 1e9
+    rng = np.random.default_rng(0)
+    out = []
+    for size in sizes:
+        m, k, n = parse_gemm_size(size)
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        candidates = [("torch", "fp32", lambda a=a, b=b: torch.matmul(a, b)),
+                      ("onnxruntime", "fp32", _ort_matmul(m, k, n, False, threads, rng))]
+        if int8:
+            candidates.append(("onnxruntime", "int8", _ort_matmul(m, k, n, True, threads, rng)))
+        work = 2 * m * k * n
+        calls = max(1, round(sample_gflop * 1e9 / work))
+        for runtime, precision, call in candidates:
+            samples = []
+            for i in range(repeats + 1):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    call()
+                if i:  # sample 0 is the warm-up
+                    samples.append(work * calls / (time.perf_counter() - t0) / 1e9)
+            out.append({"runtime": runtime, "precision": precision, "size": f"{m}x{k}x{n}", "m": m, "k": k,
+                        "n": n, "calls_per_sample": calls, "samples_gflops": [round(x, 2) for x in samples],
+                        "median_gflops": statistics.median(samples)})
+    return out
 
 
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+def best_gemm(measurements: list[dict], precision: str) -> dict | None:
+    """The measurement with the highest median GFLOP/s of that precision; None when there is none."""
+    own = [r for r in measurements if r["precision"] == precision]
+    return max(own, key=lambda r: r["median_gflops"]) if own else None
+
+
+def machine_limits(peak: CpuPeak, measurements: list[dict]) -> dict:
+    """The peaks and best measured GEMMs every row is read against (None where not available), plus
+    the assumed FMA units and the clock, as flat row fields."""
+    fp32, int8 = best_gemm(measurements, "fp32"), best_gemm(measurements, "int8")
+    return {"peak_fp32_gflops": peak.fp32_gflops, "peak_int8_gops": peak.int8_gops,
+            "best_gemm_fp32_gflops": None if fp32 is None else fp32["median_gflops"],
+            "best_gemm_int8_gops": None if int8 is None else int8["median_gflops"],
+            "fma_units_assumed": peak.fma_units,
+            "clock_ghz": peak.ghz}
+
+
+def limit_shares(precision: str, gflops: float, limits: dict) -> dict:
+    """A row's GFLOP/s against the peak and the best measured GEMM of its own precision: int8 rows
+    against the int8 figures when the CPU has VNNI (there is an int8 GEMM), fp32 ones otherwise."""
+    if precision.startswith("int8") and limits["best_gemm_int8_gops"] is not None:
+        basis, peak, gemm = "int8", limits["peak_int8_gops"], limits["best_gemm_int8_gops"]
+    else:
+        basis = "fp32" if not precision.startswith("int8") else "fp32 (no VNNI)"
+        peak, gemm = limits["peak_fp32_gflops"], limits["best_gemm_fp32_gflops"]
+    return {"limit_basis": basis, "limit_peak_gflops": peak, "limit_best_gemm_gflops": gemm,
+            "pct_of_peak_batch": None if peak is None else 100 * gflops / peak,
+            "pct_of_best_gemm_batch": None if gemm is None else 100 * gflops / gemm}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,11 +417,7 @@ def make_runner(kind: str, path: Path, threads: int):
         return run_torch
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
     def run_ort(feed):
@@ -274,13 +486,18 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
     if busy:
         warnings.append(busy)
         print(f"WARNING: {busy}", file=sys.stderr)
+    peak = read_cpu_peak(threads, cfg.fma_units)
+    gemm = measure_gemm(threads, cfg.gemm_sizes, cfg.gemm_repeats, cfg.gemm_sample_gflop,
+                        int8=peak.int8_isa is not None)
+    for line in limit_lines(peak, gemm):
+        print(line, flush=True)
+    limits = machine_limits(peak, gemm)
     common = {
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-        "transformers": transformers.__version__, "cpu_model": cpu_model(), "cores": cores,
-        "threads": threads, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "transformers": transformers.__version__, "cpu_model": peak.cpu_model, "cores": cores,
+        "threads": threads, "date": _dt.datetime.now().isoformat(timespec="seconds"), **limits,
     }
     pct = lambda xs, q: float(np.percentile(np.asarray(xs) * 1e3, q))  # noqa: E731  seconds -> ms
-    common["machine_fp32_gemm_gflops"] = round(gemm_gflops(threads), 1)
 
     rows: list[dict] = []
     for model in models:
@@ -333,6 +550,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
                 "loadavg_1m_after_row": round(load1, 2), "busy_before_bench": busy is not None,
                 "wall_s": round(time.perf_counter() - t_start, 2),
             }
+            row.update(limit_shares(precision, row["gflops_batch"], limits))
             rows.append(row)
             print(f"{model:>10s} {variant:13s} p50 b1 {row['p50_b1_ms']:7.2f} ms  p50 {cfg.fixed_len} "
                   f"{row['p50_fixed_ms']:7.2f} ms  {row['throughput_ex_s']:8.1f} ex/s  acc "
@@ -347,9 +565,11 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         r["speedup_throughput"] = r["throughput_ex_s"] / base["throughput_ex_s"]
 
     out_dir = run_dir / "bench"
-    result = {"command": command, "config": dataclasses.asdict(cfg), "warnings": warnings, "rows": rows}
+    machine = {"peak": dataclasses.asdict(peak), "gemm": gemm}
+    result = {"command": command, "config": dataclasses.asdict(cfg), "warnings": warnings, "machine": machine,
+              "rows": rows}
     atomic_write_text(out_dir / "bench.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out_dir / "bench.md", render_markdown(rows, warnings, command, cfg))
+    atomic_write_text(out_dir / "bench.md", render_markdown(rows, warnings, command, cfg, peak, gemm))
     plot(rows, out_dir / "bench.png")
     for w in warnings:
         print(f"note: {w}", file=sys.stderr)
@@ -357,7 +577,43 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
     return rows
 
 
-def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: BenchConfig) -> str:
+def _fmt(x: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if x is None else f"{x:{spec}}{unit}"
+
+
+def limit_lines(peak: CpuPeak, gemm: list[dict]) -> list[str]:
+    """Markdown lines: the theoretical peaks with their inputs, then the measured GEMM table."""
+    clock = f"{_fmt(peak.ghz, '.3f')} GHz ({peak.clock_source})"
+    lines = [
+        f"- theoretical fp32 peak: {peak.cores} cores (threads) x {peak.fp32_lanes} fp32 lanes "
+        f"({peak.vector_isa}) x {peak.flops_per_fma} FLOPs per FMA x {peak.fma_units} FMA units per core "
+        f"(assumed: --fma_units) x {clock} = **{_fmt(peak.fp32_gflops, '.1f')} GFLOP/s**",
+        (f"- theoretical int8 peak: {peak.cores} cores x {peak.int8_ops_per_instr} int ops per VPDPBUSD "
+         f"({peak.int8_isa}) x {peak.fma_units} units (assumed) x {_fmt(peak.ghz, '.3f')} GHz = "
+         f"**{_fmt(peak.int8_gops, '.1f')} GOP/s**") if peak.int8_isa else
+        "- theoretical int8 peak: none (no avx512_vnni / avx_vnni flag); int8 rows are read against the "
+        "fp32 figures",
+        f"- notes on the peak: {peak.note}",
+        f"- measured GEMM on {peak.cores} threads (B a constant weight; GFLOP/s, int8: GOP/s; median of "
+        f"{len(gemm[0]['samples_gflops']) if gemm else 0} samples per size):",
+        "",
+        "| runtime | precision | M x K x N | median | samples min-max |",
+        "|---|---|---|---|---|",
+    ]
+    for g in gemm:
+        lines.append(f"| {g['runtime']} | {g['precision']} | {g['size']} | {g['median_gflops']:.1f} | "
+                     f"{min(g['samples_gflops']):.1f}-{max(g['samples_gflops']):.1f} |")
+    lines.append("")
+    for precision in ("fp32", "int8"):
+        best = best_gemm(gemm, precision)
+        if best is not None:
+            lines.append(f"- best measured {precision} GEMM: **{best['median_gflops']:.1f}** "
+                         f"({best['runtime']}, {best['size']})")
+    return lines
+
+
+def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: BenchConfig, peak: CpuPeak,
+                    gemm: list[dict]) -> str:
     r0 = rows[0]
     lines = [
         "# CPU benchmark", "",
@@ -371,17 +627,24 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
         "- speed-ups are ratios against teacher / pytorch_fp32 in this run (>1: faster)",
         "- GFLOP/ex: analytic, N(8LH²+4L²H+4LHI)+2H²+2HC, at the mean dev length / at "
         f"{cfg.fixed_len}; GFLOP/s b32 counts the padded batch",
-        f"- the machine's limit: an fp32 1024³ torch matmul on {r0['threads']} threads ran at "
-        f"{r0['machine_fp32_gemm_gflops']:.1f} GFLOP/s; '% of GEMM' is the batch-32 GFLOP/s against it "
-        "(int8 kernels can exceed it: their limit is higher)",
+        f"- '% peak / % GEMM': the batch-{cfg.batch_size} GFLOP/s against the theoretical peak / the best "
+        "measured GEMM of the row's precision (int8 rows: the int8 figures, counting int ops; marked "
+        "'fp32' where the CPU has no VNNI and there are no int8 figures)",
         "",
+        "## The machine's limits", "",
+        *limit_lines(peak, gemm),
+        "",
+        "## Results", "",
     ]
     lines += [f"> WARNING: {w}" for w in warnings] + ([""] if warnings else [])
     head = ["model", "variant", "dev acc", "MB", "b1 p50/p90/p99 ms", f"{cfg.fixed_len} tok p50/p90/p99 ms",
             f"b{cfg.batch_size} ex/s", "GFLOP/ex (mean/fixed)", "GFLOP/s b1/fixed/batch",
-            "% of GEMM", "speed-up b1/fixed/batch", "load after"]
+            "% peak / % GEMM", "speed-up b1/fixed/batch", "load after"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        share = f"{_fmt(r['pct_of_peak_batch'], '.0f', '%')} / {_fmt(r['pct_of_best_gemm_batch'], '.0f', '%')}"
+        if r["precision"].startswith("int8") and r["limit_basis"] != "int8":
+            share += " (fp32)"
         lines.append("| " + " | ".join([
             r["model"], r["variant"], f"{r['dev_accuracy']:.4f}", f"{r['size_mb']:.1f}",
             f"{r['p50_b1_ms']:.2f} / {r['p90_b1_ms']:.2f} / {r['p99_b1_ms']:.2f}",
@@ -389,7 +652,7 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
             f"{r['throughput_ex_s']:.1f}",
             f"{r['gflop_per_ex_mean_len']:.4g} / {r['gflop_per_ex_fixed']:.4g}",
             f"{r['gflops_b1']:.1f} / {r['gflops_fixed']:.1f} / {r['gflops_batch']:.1f}",
-            f"{100 * r['gflops_batch'] / r['machine_fp32_gemm_gflops']:.0f}%",
+            share,
             f"{r['speedup_p50_b1']:.2f}x / {r['speedup_p50_fixed']:.2f}x / {r['speedup_throughput']:.2f}x",
             f"{r['loadavg_1m_after_row']:.2f}",
         ]) + " |")
