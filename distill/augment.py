@@ -21,7 +21,7 @@ class AugmentConfig:
     p_swap: float = 0.1  # each word swaps places with the next one
     p_ngram: float = 0.25  # the variant keeps only a random n-gram (n in 1..max_ngram)
     max_ngram: int = 5  # longest n-gram kept
-    tries: int = 5  # redraws when a variant comes out equal to its sentence (or empty)
+    tries: int = 10  # redraws when a variant comes out equal to its sentence (or empty)
 
 
 def augment_text(text: str, rng: np.random.Generator, *, mask_token: str, config: AugmentConfig) -> str:

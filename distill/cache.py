@@ -115,7 +115,8 @@ def write_logit_cache(
     rank: int = 0,
     world: int = 1,
     barrier: Callable[[], None] = lambda: None,
-) -> Path:
+    max_chunks: int | None = None,
+) -> Path | None:
     """Score ``split`` chunk by chunk with ``score(start, stop) -> (stop - start, C) float32`` and
     write the cache. Resumes an interrupted write with the same fingerprint; skips the work when
     a complete cache with this fingerprint is already there. Returns the manifest path.
@@ -124,7 +125,10 @@ def write_logit_cache(
     waits for all of them): rank r scores chunks r, r + world, ... into the shared ``.partial``
     memory map (disjoint rows) and records them in its own progress file; rank 0 then checks that
     every chunk is in and installs the cache. Each chunk is scored in a fixed composition, so the
-    result does not depend on the number of processes (byte-identical at equal thread counts)."""
+    result does not depend on the number of processes (byte-identical at equal thread counts).
+
+    ``max_chunks``: score at most this many chunks in this call (a time box); when chunks are
+    left, the partial write stays resumable and None is returned."""
     if dtype not in ("float32", "float16"):
         raise ValueError(f"cache dtype must be float32 or float16, not {dtype!r}")
     directory = Path(directory)
@@ -149,9 +153,13 @@ def write_logit_cache(
     mine = {i: done[i] for i in done if i % world == rank}
     progress_path = directory / f"{name}.progress.{rank}.json"
     array = np.load(partial, mmap_mode="r+")
+    new = 0
     for i in range(rank, n_chunks, world):
         if i in mine:
             continue
+        if max_chunks is not None and new >= max_chunks:
+            break
+        new += 1
         start, stop = i * chunk_rows, min(rows, (i + 1) * chunk_rows)
         logits = score(start, stop)
         if logits.shape != (stop - start, num_labels):
@@ -163,6 +171,8 @@ def write_logit_cache(
         atomic_write_text(progress_path, json.dumps({**layout, "chunks": {str(k): v for k, v in mine.items()}}))
     del array
     barrier()  # every rank's chunks are in
+    if max_chunks is not None and len(_verified_chunks(directory, name, layout, partial)) < n_chunks:
+        return None  # time-boxed: the rest is scored by the next call
     if rank == 0:
         missing = sorted(set(range(n_chunks)) - set(_verified_chunks(directory, name, layout, partial)))
         if missing:

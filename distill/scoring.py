@@ -21,13 +21,18 @@ from distill.trainer import predict_logits
 
 
 def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: str, split: Split, data_files: list[str],
-                device: torch.device, batch_size: int, dtype: str, chunk_rows: int, amp: bool) -> dict:
+                device: torch.device, batch_size: int, dtype: str, chunk_rows: int, amp: bool,
+                max_chunks: int | None = None) -> dict:
     """Score ``split`` into ``teacher_dir/logits/<name>.npy`` (resumable, fingerprinted); returns
-    rows, bytes, dtype, seconds and rows/s. Every rank of a process group must call it."""
+    rows, bytes, dtype, seconds and rows/s. Every rank of a process group must call it.
+    ``max_chunks`` time-boxes the call (per process); an unfinished cache reports ``complete: False``."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, data_files=data_files, split=split)
 
+    scored = [0]  # rows this process scored in this call
+
     def score(start: int, stop: int) -> np.ndarray:
+        scored[0] += stop - start
         chunk = encode(tokenizer, split.subset(np.arange(start, stop)), np.full(stop - start, IGNORE_INDEX),
                        info.max_length)
         return predict_logits(model, chunk, batch_size=batch_size, device=device, amp=amp)
@@ -36,10 +41,14 @@ def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: s
     manifest = write_logit_cache(score, directory=teacher_dir / "logits", name=name, split=split,
                                  num_labels=len(info.labels), label_names=info.labels, parts=parts, dtype=dtype,
                                  chunk_rows=chunk_rows, rank=rank, world=world,
-                                 barrier=dist.barrier if world > 1 else (lambda: None))
+                                 barrier=dist.barrier if world > 1 else (lambda: None), max_chunks=max_chunks)
     seconds = time.perf_counter() - t0
+    if manifest is None:  # time-boxed and unfinished: this process's rows/s over what it scored in this call
+        return {"rows": len(split), "complete": False, "rows_scored_this_call": scored[0],
+                "seconds": round(seconds, 2), "rows_per_s": round(scored[0] / max(seconds, 1e-9), 1),
+                "processes": world, "bytes": 0, "dtype": dtype}
     written = json.loads(manifest.read_text())
-    return {"rows": written["rows"], "bytes": written["file_bytes"], "dtype": written["dtype"],
+    return {"rows": written["rows"], "complete": True, "bytes": written["file_bytes"], "dtype": written["dtype"],
             "seconds": round(seconds, 2), "rows_per_s": round(written["rows"] / max(seconds, 1e-9), 1),
             "processes": world}
 

@@ -45,6 +45,7 @@ class TrainConfig:
     max_length: int = 128  # tokens per example after truncation
     # optimisation
     epochs: int = 3  # passes over the training rows
+    max_steps: int | None = None  # stop after this many steps (a time box; the lr schedule still spans the epochs)
     batch_size: int = 32  # global batch (split across ranks under torchrun)
     lr: float = 5e-5  # peak learning rate
     weight_decay: float = 0.01  # AdamW weight decay (not on biases and LayerNorm)
@@ -255,7 +256,8 @@ def train(
     lengths = np.asarray(train_set.lengths)  # (R,)
     batches: list[np.ndarray] = []
     window = new_window()
-    while state.step < total_steps and not state.stopped_early:
+    stop_at = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
+    while state.step < stop_at and not state.stopped_early:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
         if step_in_epoch == 0 or not batches:  # the epoch's order: regenerated, never stored
             batches = epoch_batches(lengths, epoch=epoch, seed=cfg.seed, batch_size=cfg.batch_size,
@@ -287,7 +289,7 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
 
-        if state.step in eval_steps:
+        if state.step in eval_steps or (state.step == stop_at and stop_at < total_steps):
             logits_eval = predict_logits(model, eval_set, batch_size=cfg.eval_batch_size, device=device, amp=amp)
             metrics = classification_metrics(logits_eval, eval_set.labels, label_names)
             improved = metrics["accuracy"] > state.best_accuracy

@@ -72,6 +72,7 @@ class TeacherConfig(TrainConfig):
     augment_factor: int = 0  # transfer "augmented": variants per labelled training row
     cache_dtype: str = "float32"  # float32 | float16 storage of the cached logits
     cache_chunk_rows: int = 4096  # rows per resumable chunk of the cache
+    cache_max_chunks: int | None = None  # score at most this many chunks per set and process this run (a time box)
 
     def data_spec(self) -> DataSpec:
         """Where the rows come from; the student reads the same DataSpec from distill.json."""
@@ -168,9 +169,12 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
         cache_report[name] = score_split(
             best, tokenizer, teacher_dir=out, info=info, name=name, split=split,
             data_files=split_files(name, data, sources.get(name)), device=device, batch_size=cfg.eval_batch_size,
-            dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp)
-        if rank == 0:
-            r = cache_report[name]
+            dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp, max_chunks=cfg.cache_max_chunks)
+        r = cache_report[name]
+        if rank == 0 and not r["complete"]:
+            print(f"cache {name}: time box reached after {r['rows_scored_this_call']} of {r['rows']} rows "
+                  f"({r['rows_per_s']:.0f} rows/s, {r['processes']} process(es)); rerun to score the rest")
+        elif rank == 0:
             print(f"cache {name}: {r['rows']} rows, {r['bytes'] / 1e6:.2f} MB {r['dtype']} in {r['seconds']:.1f}s "
                   f"({r['rows_per_s']:.0f} rows/s, {r['processes']} process(es)) -> {out / 'logits' / (name + '.npy')}")
     if rank != 0:
@@ -200,7 +204,7 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
 # Settings that change only what is scored after training: a finished teacher rerun with other
 # values of these scores the new sets instead of training again.
 SCORING_ONLY = ("transfer", "transfer_rows", "transfer_text_column", "augment_factor", "cache_dtype",
-                "cache_chunk_rows", "eval_batch_size", "progress", "device", "amp")
+                "cache_chunk_rows", "cache_max_chunks", "eval_batch_size", "progress", "device", "amp")
 
 
 def already_trained(out: Path, cfg: TeacherConfig) -> bool:

@@ -7,6 +7,7 @@ folder (the fingerprint only hashes bytes); one test scores with a real tiny cla
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -403,6 +404,55 @@ def test_check_rows(env):
     paired.text_pairs = ["second"] * 10  # the pair is part of each row's hash
     with pytest.raises(CacheError, match="row 0 "):
         opened.check_rows(paired)
+
+
+# ----------------------------------------------------------------------------- sharded writes
+
+
+def _sharded(env, directory: Path, world: int, scorers: list[Scorer], chunk_rows: int = 3) -> list[BaseException]:
+    """Every rank in its own thread with a real barrier, as under torchrun; returns their errors."""
+    barrier = threading.Barrier(world, timeout=30)
+    errors: list[BaseException] = []
+
+    def rank(r: int) -> None:
+        try:
+            write_logit_cache(scorers[r], directory=directory, name="train", split=env.split, num_labels=C,
+                              label_names=LABELS, parts=env.parts(), chunk_rows=chunk_rows, rank=r, world=world,
+                              barrier=barrier.wait)
+        except BaseException as err:  # collected and asserted on by the test
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_write_equals_one_process(env, world):
+    reference = env.tmp / "reference"
+    write(Scorer(), reference, env.split, env.parts(), chunk_rows=3)
+    scorers = [Scorer() for _ in range(world)]
+    assert _sharded(env, env.cache, world, scorers) == []
+    for r, scorer in enumerate(scorers):  # rank r scored chunks r, r + world, ...
+        assert scorer.calls == [(i * 3, min(10, i * 3 + 3)) for i in range(r, 4, world)]
+    assert (env.cache / "train.npy").read_bytes() == (reference / "train.npy").read_bytes()
+    assert (env.cache / "train.manifest.json").read_text() == (reference / "train.manifest.json").read_text()
+    assert not list(env.cache.glob("train.progress*"))
+
+
+def test_sharded_write_resumes_under_another_number_of_processes(env):
+    reference = env.tmp / "reference"
+    write(Scorer(), reference, env.split, env.parts(), chunk_rows=3)
+    errors = _sharded(env, env.cache, 2, [Scorer(), Scorer(fail_at=1)])  # rank 1 dies after chunk 1
+    assert errors and not (env.cache / "train.npy").exists()
+    resume = Scorer()
+    write(resume, env.cache, env.split, env.parts(), chunk_rows=3)  # one process finishes the rest
+    assert resume.calls == [(9, 10)]
+    assert (env.cache / "train.npy").read_bytes() == (reference / "train.npy").read_bytes()
 
 
 # ----------------------------------------------------------------------------- stale caches

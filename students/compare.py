@@ -1,0 +1,242 @@
+"""Does distillation beat not distilling? The arms, over several seeds, in one table.
+
+    python -m distill compare --run-dir runs/demo [--seeds=3] [--arms=ce,pseudo,kd,kd_layers] [--key=value ...]
+    make compare RUN=runs/demo
+
+Needs a finished teacher in ``<run-dir>/teacher`` (``make teacher``), with transfer sets scored.
+Each arm trains the same student from the same start, for each seed, in its own resumable run
+directory ``<run-dir>/compare/<arm>/seed<k>/student`` (a separate process: one arm failing or
+being killed loses nothing else; rerun the command to finish what is missing):
+
+    ce          CE on the labelled rows alone: what a user does without a teacher
+    pseudo      CE on the labelled rows + the transfer rows labelled with the teacher's argmax
+                (self-training: what the teacher's labels give without its soft targets)
+    kd          KD + CE: the labelled rows and the transfer rows with the teacher's soft targets
+    kd_layers   kd + the hidden-state and attention losses of mapped layers (teacher online)
+
+Checkpoints are chosen on ``holdout_rows`` training rows held back (the same rows for every arm
+and seed); the dev split is only reported. The report (``compare.md``, ``compare.json``,
+``compare.png``) gives, per arm, the mean, std and every seed, the steps it took, and the paired
+per-seed differences against ``ce`` and ``pseudo``, with a sentence on whether each difference
+exceeds its spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.artifacts import read_model_info
+from distill.config import ConfigError, apply_overrides, atomic_write_text
+
+# Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
+ARMS = {
+    "ce": ["--use_transfer=false", "--w_kd=0", "--w_ce=1"],
+    "pseudo": ["--pseudo_labels=true", "--w_kd=0", "--w_ce=1"],
+    "kd": [],
+    "kd_layers": ["--w_hidden=1", "--w_attn=1"],
+}
+BASELINES = ("ce", "pseudo")  # the arms every other arm is compared against, seed by seed
+# two-sided 95 % Student-t quantiles by degrees of freedom (n seeds - 1)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+@dataclass
+class CompareConfig:
+    seeds: int = 3  # seeds per arm (0, 1, ..., seeds - 1)
+    arms: list[str] = field(default_factory=lambda: list(ARMS))  # which arms, of ce, pseudo, kd, kd_layers
+    holdout_rows: int = 1000  # training rows held back to choose checkpoints on (dev is only reported)
+    ce_epochs: int = 6  # the ce arm's epochs (it stops early on the holdout rows)
+    ce_patience: int = 4  # evaluations without improvement before the ce arm stops
+    preset: str = "quick"  # the student preset every arm starts from
+    threads: int = 0  # torch threads of each run (0: all cores); the arms run one after another
+
+
+def arm_args(arm: str, seed: int, cfg: CompareConfig, teacher_dir: Path, run_dir: Path, extra: list[str]) -> list[str]:
+    """The student-stage command line of one arm and seed."""
+    own = list(ARMS[arm])
+    if arm == "ce":
+        own += [f"--epochs={cfg.ce_epochs}", f"--patience={cfg.ce_patience}"]
+    return ["--run-dir", str(run_dir), "--preset", cfg.preset, f"--teacher_dir={teacher_dir}", "--student_ce=false",
+            f"--holdout_rows={cfg.holdout_rows}", f"--seed={seed}", "--progress=false", *extra, *own]
+
+
+def run_arm(args: list[str], log: Path, threads: int) -> int:
+    """One arm-seed in its own process; its output goes to ``log``. Returns the exit status."""
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"$ python -m distill distill {' '.join(args)}\n")
+        handle.flush()
+        done = subprocess.run([sys.executable, "-m", "distill", "distill", *args], stdout=handle,
+                              stderr=subprocess.STDOUT, env=env)
+    return done.returncode
+
+
+def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int) -> dict:
+    """Per arm: dev accuracies by seed, mean, std; per (arm, baseline): paired differences."""
+    summary: dict = {"arms": {}, "paired": {}}
+    for arm in arms:
+        accs = {s: results[arm][s]["accuracy"] for s in range(seeds) if s in results.get(arm, {})}
+        values = list(accs.values())
+        summary["arms"][arm] = {
+            "seeds": accs, "n": len(values), "mean": _mean(values), "std": _std(values),
+            "steps": {s: results[arm][s]["steps_done"] for s in accs},
+            "samples_seen": {s: results[arm][s]["samples_seen"] for s in accs},
+            "train_rows": {s: results[arm][s]["train_rows"] for s in accs},
+            "train_time_s": {s: results[arm][s]["train_time_s"] for s in accs},
+        }
+    for base in BASELINES:
+        for arm in arms:
+            if arm == base or base not in summary["arms"]:
+                continue
+            common = sorted(set(summary["arms"][arm]["seeds"]) & set(summary["arms"][base]["seeds"]))
+            diffs = [summary["arms"][arm]["seeds"][s] - summary["arms"][base]["seeds"][s] for s in common]
+            n, mean, std = len(diffs), _mean(diffs), _std(diffs)
+            half = T95[n - 1] * std / math.sqrt(n) if n >= 2 and n - 1 in T95 else None
+            summary["paired"][f"{arm} - {base}"] = {
+                "diffs": dict(zip(common, diffs, strict=True)), "n": n, "mean": mean, "std": std,
+                "ci95": None if half is None else [mean - half, mean + half],
+                "exceeds_spread": None if n < 2 else abs(mean) > std,
+                "ci_excludes_zero": None if half is None else (mean - half > 0 or mean + half < 0),
+            }
+    return summary
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _std(xs: list[float]) -> float | None:
+    """Sample standard deviation (n - 1)."""
+    if len(xs) < 2:
+        return None
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def _pts(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def render(summary: dict, teacher_acc: float, cfg: CompareConfig, command: str, failures: list[str]) -> str:
+    lines = ["# Distillation against its controls", "", f"`{command}`", "",
+             f"Teacher dev accuracy {100 * teacher_acc:.2f}. Checkpoints chosen on {cfg.holdout_rows} held-back "
+             "training rows; dev accuracy (points) reported. Steps and rows differ by arm: the KD arms see the "
+             "transfer rows too.", ""]
+    lines += ["| arm | mean | std | " + " | ".join(f"seed {s}" for s in range(cfg.seeds))
+              + " | % of teacher | steps (mean) | train rows | train s (mean) |",
+              "|---|---|---|" + "---|" * cfg.seeds + "---|---|---|---|"]
+    for arm, a in summary["arms"].items():
+        seeds = " | ".join(_pts(a["seeds"].get(s)) for s in range(cfg.seeds))
+        kept = "–" if a["mean"] is None else f"{100 * a['mean'] / teacher_acc:.1f}%"
+        steps, secs = _mean(list(a["steps"].values())), _mean(list(a["train_time_s"].values()))
+        rows = ", ".join(f"{r:,}" for r in sorted(set(a["train_rows"].values()))) or "–"
+        lines.append(f"| {arm} | {_pts(a['mean'])} | {_pts(a['std'])} | {seeds} | {kept} | "
+                     f"{'–' if steps is None else round(steps)} | {rows} | {'–' if secs is None else round(secs)} |")
+    lines += ["", "## Paired differences (same seed, points of dev accuracy)", "",
+              "| difference | mean | std | 95% CI (t) | per seed |", "|---|---|---|---|---|"]
+    for name, p in summary["paired"].items():
+        ci = "–" if p["ci95"] is None else f"[{100 * p['ci95'][0]:+.2f}, {100 * p['ci95'][1]:+.2f}]"
+        per = ", ".join(f"{100 * d:+.2f}" for d in p["diffs"].values())
+        mean = "–" if p["mean"] is None else f"{100 * p['mean']:+.2f}"
+        lines.append(f"| {name} | {mean} | {_pts(p['std'])} | {ci} | {per} |")
+    lines += [""] + [f"- {sentence(name, p)}" for name, p in summary["paired"].items()]
+    if failures:
+        lines += ["", "## Failed runs (rerun the command to retry them)", ""] + [f"- {f}" for f in failures]
+    return "\n".join(lines) + "\n"
+
+
+def sentence(name: str, p: dict) -> str:
+    """The paired difference in words."""
+    if p["n"] < 2:
+        return f"{name}: only {p['n']} paired seed(s); no spread to compare against."
+    verdict = "exceeds" if p["exceeds_spread"] else "does not exceed"
+    joiner = "and" if p["exceeds_spread"] == p["ci_excludes_zero"] else "but"
+    ci = f"{joiner} its 95% interval {'excludes' if p['ci_excludes_zero'] else 'includes'} zero"
+    return (f"{name}: {100 * p['mean']:+.2f} points on average over {p['n']} seeds; the difference {verdict} "
+            f"its spread (std {100 * p['std']:.2f}) {ci}.")
+
+
+def plot(summary: dict, teacher_acc: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(summary["arms"])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for x, arm in enumerate(arms):
+        values = [100 * v for v in summary["arms"][arm]["seeds"].values()]
+        ax.scatter([x] * len(values), values, color="C0", alpha=0.6, zorder=3)
+        if values:
+            ax.errorbar(x + 0.15, _mean(values), yerr=_std(values) or 0, fmt="s", color="C1", capsize=4, zorder=4)
+    ax.axhline(100 * teacher_acc, color="grey", linestyle="--", label="teacher")
+    ax.set_xticks(range(len(arms)), arms)
+    ax.set_ylabel("dev accuracy (%)")
+    ax.set_title("each seed (dots), mean ± std (squares)", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill compare", description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", default="runs/demo", help="the run directory holding teacher/")
+    parser.add_argument("--teacher-dir", help="the teacher (default: <run-dir>/teacher)")
+    args, overrides = parser.parse_known_args(argv)
+    own_keys = {f.name for f in dataclasses.fields(CompareConfig)}
+    mine = [o for o in overrides if o[2:].split("=", 1)[0].replace("-", "_") in own_keys]
+    extra = [o for o in overrides if o not in mine]  # passed on to every arm's student stage
+    cfg = apply_overrides(CompareConfig(), mine)
+    unknown = [a for a in cfg.arms if a not in ARMS]
+    if unknown:
+        raise ConfigError(f"--arms: unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    run_dir = Path(args.run_dir)
+    teacher_dir = Path(args.teacher_dir) if args.teacher_dir else run_dir / "teacher"
+    read_model_info(teacher_dir, hint="make teacher")
+    teacher_acc = json.loads((teacher_dir / "metrics.json").read_text())["accuracy"]
+    out = run_dir / "compare"
+    results: dict[str, dict[int, dict]] = {}
+    failures: list[str] = []
+    for seed in range(cfg.seeds):  # seed-major: a partial run already has whole seeds to compare
+        for arm in cfg.arms:
+            arm_dir = out / arm / f"seed{seed}"
+            metrics = arm_dir / "student" / "metrics.json"
+            if not metrics.exists():
+                t0 = time.perf_counter()
+                print(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})", flush=True)
+                status = run_arm(arm_args(arm, seed, cfg, teacher_dir, arm_dir, extra), arm_dir / "log.txt",
+                                 cfg.threads)
+                if status != 0:
+                    failures.append(f"{arm} seed {seed}: exit status {status}, see {arm_dir / 'log.txt'}")
+                    print(f"compare: {failures[-1]}", flush=True)
+                    continue
+                print(f"compare: {arm} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
+            result = json.loads(metrics.read_text())
+            results.setdefault(arm, {})[seed] = result
+            print(f"compare: {arm} seed {seed}: dev accuracy {result['accuracy']:.4f}", flush=True)
+    summary = summarise(results, cfg.arms, cfg.seeds)
+    command = "python -m distill compare " + " ".join(argv)
+    atomic_write_text(out / "compare.json", json.dumps({"command": command, "config": dataclasses.asdict(cfg),
+                                                        "extra_overrides": extra, "teacher_accuracy": teacher_acc,
+                                                        "failures": failures, **summary}, indent=2) + "\n")
+    atomic_write_text(out / "compare.md", render(summary, teacher_acc, cfg, command, failures))
+    plot(summary, teacher_acc, out / "compare.png")
+    print((out / "compare.md").read_text())
+    print(f"compare: wrote {out / 'compare.md'}, compare.json, compare.png")
+    return 1 if failures else 0

@@ -1,0 +1,70 @@
+"""students.compare: the summary's means, stds and paired differences from known per-seed figures,
+the words that go with them, and a small end-to-end run on a tiny teacher (resumable per arm)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from students.compare import CompareConfig, render, sentence, summarise
+
+
+def result(acc: float, steps: int = 10) -> dict:
+    return {"accuracy": acc, "steps_done": steps, "samples_seen": 32 * steps, "train_rows": 100, "train_time_s": 1.0}
+
+
+def test_summary_and_paired_differences():
+    results = {"ce": {0: result(0.80), 1: result(0.82), 2: result(0.81)},
+               "kd": {0: result(0.84), 1: result(0.85), 2: result(0.85)}}
+    summary = summarise(results, ["ce", "kd"], 3)
+    assert summary["arms"]["ce"]["mean"] == pytest.approx(0.81) and summary["arms"]["ce"]["std"] == pytest.approx(0.01)
+    paired = summary["paired"]["kd - ce"]
+    assert paired["diffs"] == pytest.approx({0: 0.04, 1: 0.03, 2: 0.04})
+    mean = 0.11 / 3
+    assert paired["mean"] == pytest.approx(mean)
+    assert paired["std"] == pytest.approx(math.sqrt(((0.04 - mean) ** 2 * 2 + (0.03 - mean) ** 2) / 2))
+    half = 4.303 * paired["std"] / math.sqrt(3)
+    assert paired["ci95"] == pytest.approx([mean - half, mean + half])
+    assert paired["exceeds_spread"] and paired["ci_excludes_zero"]
+    assert "kd - ce: +3.67 points on average over 3 seeds; the difference exceeds its spread" in sentence(
+        "kd - ce", paired)
+    assert "pseudo" not in " ".join(summary["paired"])  # no pseudo arm: nothing compared against it
+
+
+def test_a_difference_within_its_spread_says_so_and_missing_seeds_are_left_out():
+    results = {"ce": {0: result(0.80), 1: result(0.84)}, "pseudo": {0: result(0.81), 1: result(0.82), 2: result(0.9)}}
+    summary = summarise(results, ["ce", "pseudo"], 3)
+    paired = summary["paired"]["pseudo - ce"]
+    assert paired["n"] == 2 and paired["mean"] == pytest.approx(-0.005)
+    assert not paired["exceeds_spread"] and not paired["ci_excludes_zero"]
+    text = sentence("pseudo - ce", paired)
+    assert "does not exceed its spread" in text and "includes zero" in text
+    md = render(summary, 0.86, CompareConfig(seeds=3, arms=["ce", "pseudo"]), "python -m distill compare", ["kd seed 0"])
+    assert "| ce | 82.00 | 2.83 | 80.00 | 84.00 | – |" in md
+    assert "Failed runs" in md and "kd seed 0" in md
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_on_a_tiny_teacher(tmp_path, sst2_small, tiny_bert_dir):
+    from students.compare import main as compare
+    from teachers.finetune import TeacherConfig, run
+
+    run(TeacherConfig(data=str(sst2_small), base_model=str(tiny_bert_dir), max_length=32, epochs=1, batch_size=16,
+                      lr=1e-3, transfer=["unlabeled"], progress=False), tmp_path)
+    args = ["--run-dir", str(tmp_path), "--seeds=2", "--arms=ce,pseudo,kd", "--holdout_rows=32", "--ce_epochs=1",
+            "--max_length=32", "--batch_size=16", "--epochs=1", "--threads=1"]
+    assert compare(args) == 0
+    report = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    assert set(report["arms"]) == {"ce", "pseudo", "kd"} and report["arms"]["kd"]["n"] == 2
+    assert set(report["paired"]) == {"pseudo - ce", "kd - ce", "kd - pseudo"}
+    assert report["arms"]["ce"]["train_rows"] == {"0": 224, "1": 224}  # 256 labelled - 32 held back
+    assert report["arms"]["kd"]["train_rows"] == {"0": 256, "1": 256}  # + 32 transfer rows
+    for arm in ("ce", "kd"):
+        metrics = json.loads((tmp_path / "compare" / arm / "seed1" / "student" / "metrics.json").read_text())
+        assert metrics["checkpoint_chosen_on"] == "holdout" and metrics["seed"] == 1
+    before = (tmp_path / "compare" / "kd" / "seed0" / "student" / "metrics.json").stat().st_mtime_ns
+    assert compare(args) == 0  # everything is there: nothing retrains
+    assert (tmp_path / "compare" / "kd" / "seed0" / "student" / "metrics.json").stat().st_mtime_ns == before
+    assert (tmp_path / "compare" / "compare.png").stat().st_size > 1000
