@@ -399,6 +399,13 @@ def save_model_dir(model: nn.Module, tokenizer, directory: Path, *, config: obje
     model_dir.rmdir()
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def setup_distributed(device_name: str) -> torch.device:
     """Join the process group when started by torchrun (gloo on CPU, NCCL on GPU)."""
     from distill.modeling import pick_device

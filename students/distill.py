@@ -38,7 +38,7 @@ from distill.metrics import classification_metrics
 from distill.modeling import count_parameters, load_classifier
 from distill.scoring import split_files
 from distill.tokens import encode
-from distill.trainer import holdout_indices, predict_logits, save_model_dir, setup_distributed, train
+from distill.trainer import holdout_indices, peak_rss_mb, predict_logits, save_model_dir, setup_distributed, train
 from distill.transfer import read_transfer
 from students.build import build_student
 from students.config import PRESETS, StudentConfig
@@ -231,7 +231,7 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
         "samples_seen": summary["samples_seen"], "best_step": summary["best_step"],
         "total_steps": summary["total_steps"], "steps_done": summary["step"],
         "stopped_early": summary["stopped_early"], "world_size": summary["world_size"], "device": str(device),
-        "history": summary["history"],
+        "peak_rss_mb": peak_rss_mb(), "history": summary["history"],
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed

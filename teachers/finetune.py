@@ -40,6 +40,7 @@ from distill.tokens import encode
 from distill.trainer import (
     TrainConfig,
     holdout_split,
+    peak_rss_mb,
     predict_logits,
     save_model_dir,
     setup_distributed,
@@ -191,7 +192,7 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
         "best_step": summary["best_step"], "total_steps": summary["total_steps"],
         "stopped_early": summary["stopped_early"], "device": str(device), "cache": cache_report,
         "transfer": {name: entry["counts"] for name, entry in info.transfer.items()}, "transfer_notes": notes,
-        "skipped_rows": len(data.skipped), "fallback_decoded": data.fallback_decoded,
+        "skipped_rows": len(data.skipped), "fallback_decoded": data.fallback_decoded, "peak_rss_mb": peak_rss_mb(),
         "history": summary["history"], "loop": summary,
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
