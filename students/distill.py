@@ -38,7 +38,14 @@ from distill.metrics import classification_metrics
 from distill.modeling import count_parameters, load_classifier
 from distill.scoring import split_files
 from distill.tokens import encode
-from distill.trainer import holdout_indices, peak_rss_mb, predict_logits, save_model_dir, setup_distributed, train
+from distill.trainer import (
+    holdout_indices,
+    peak_rss_mb,
+    predict_logits,
+    save_model_dir,
+    setup_distributed,
+    train,
+)
 from distill.transfer import read_transfer
 from students.build import build_student
 from students.config import PRESETS, StudentConfig
