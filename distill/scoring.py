@@ -22,24 +22,32 @@ from distill.trainer import predict_logits
 
 def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: str, split: Split, data_files: list[str],
                 device: torch.device, batch_size: int, dtype: str, chunk_rows: int, amp: bool,
-                max_chunks: int | None = None) -> dict:
+                max_chunks: int | None = None, what: str = "logits") -> dict:
     """Score ``split`` into ``teacher_dir/logits/<name>.npy`` (resumable, fingerprinted); returns
     rows, bytes, dtype, seconds and rows/s. Every rank of a process group must call it.
-    ``max_chunks`` time-boxes the call (per process); an unfinished cache reports ``complete: False``."""
+    ``max_chunks`` time-boxes the call (per process); an unfinished cache reports ``complete: False``.
+    ``what="cls"`` caches the per-layer [CLS] states instead, as ``<name>.cls`` (``cls_states``)."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, data_files=data_files, split=split)
+    parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, data_files=data_files, split=split,
+                              long_text=info.long_text)
+    forward = predict_logits if what == "logits" else cls_states
+    if what == "cls":
+        parts = {**parts, "states": "cls per layer"}
+        name = cls_cache_name(name)
+    width = len(info.labels) if what == "logits" else cls_width(model)
 
     scored = [0]  # rows this process scored in this call
 
     def score(start: int, stop: int) -> np.ndarray:
         scored[0] += stop - start
+        # one row per document whatever info.long_text (chunks: predict_logits averages them)
         chunk = encode(tokenizer, split.subset(np.arange(start, stop)), np.full(stop - start, IGNORE_INDEX),
-                       info.max_length)
-        return predict_logits(model, chunk, batch_size=batch_size, device=device, amp=amp)
+                       info.max_length, long_text=info.long_text_settings())
+        return forward(model, chunk, batch_size=batch_size, device=device, amp=amp)
 
     t0 = time.perf_counter()
     manifest = write_logit_cache(score, directory=teacher_dir / "logits", name=name, split=split,
-                                 num_labels=len(info.labels), label_names=info.labels, parts=parts, dtype=dtype,
+                                 num_labels=width, label_names=info.labels, parts=parts, dtype=dtype,
                                  chunk_rows=chunk_rows, rank=rank, world=world,
                                  barrier=dist.barrier if world > 1 else (lambda: None), max_chunks=max_chunks)
     seconds = time.perf_counter() - t0
@@ -51,6 +59,30 @@ def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: s
     return {"rows": written["rows"], "complete": True, "bytes": written["file_bytes"], "dtype": written["dtype"],
             "seconds": round(seconds, 2), "rows_per_s": round(written["rows"] / max(seconds, 1e-9), 1),
             "processes": world}
+
+
+def cls_cache_name(name: str) -> str:
+    return f"{name}.cls"
+
+
+def cls_width(model) -> int:
+    """Floats per row of a [CLS]-state cache: (layers + 1) x hidden (embeddings included)."""
+    return (model.config.num_hidden_layers + 1) * model.config.hidden_size
+
+
+@torch.no_grad()
+def cls_states(model, encoded, *, batch_size: int, device: torch.device, amp: bool = False) -> np.ndarray:
+    """(R, (L + 1) * H) float32: position 0's hidden state after the embeddings and after every
+    block (BERT-PKD's cached targets), rows in dataset order, run sorted by length."""
+    model.eval()
+    order = np.argsort(encoded.lengths, kind="stable")
+    out = np.empty((len(encoded), cls_width(model)), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            hidden = model(**encoded.batch(rows, device), output_hidden_states=True).hidden_states
+        out[rows] = torch.stack([h[:, 0] for h in hidden], dim=1).flatten(1).float().cpu().numpy()  # (B, (L+1)*H)
+    return out
 
 
 def split_files(name: str, dataset: Dataset, source: dict | None) -> list[str]:

@@ -26,6 +26,7 @@ class StudentConfig(TrainConfig):
     w_ce: float = DEFAULT_W_CE  # weight of CE with the hard labels
     w_hidden: float = 0.0  # weight of the hidden-state loss between mapped layers (teacher runs online)
     w_attn: float = 0.0  # weight of the attention-distribution loss between mapped layers (teacher online)
+    layer_source: str = "online"  # online: run the teacher for the layer losses | cached: its cached [CLS] states
     # the rows: the labelled training rows, plus the teacher's scored transfer sets as KD-only rows
     use_transfer: bool = True  # add the transfer sets the teacher scored (teacher/distill.json)
     transfer: list[str] = field(default_factory=list)  # which of them (empty: all)

@@ -36,7 +36,7 @@ from distill.layer_losses import Projections, attention_loss, hidden_loss, layer
 from distill.losses import kd_loss
 from distill.metrics import classification_metrics
 from distill.modeling import count_parameters, load_classifier
-from distill.scoring import split_files
+from distill.scoring import cls_cache_name, split_files
 from distill.tokens import encode
 from distill.trainer import (
     holdout_indices,
@@ -81,24 +81,34 @@ class WithLayerOutputs(nn.Module):
         return self.student(**batch, output_hidden_states=True, output_attentions=self.attentions)
 
 
-def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[str]
-                ) -> tuple[TeacherLogits, dict[str, Split]]:
+def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[str], *, cls: bool = False
+                ) -> tuple[TeacherLogits, dict[str, Split], TeacherLogits | None]:
     """The teacher's logits for the training split and the named transfer sets, each checked
-    against its fingerprint and text hashes, and the rows of each transfer set."""
+    against its fingerprint and text hashes, the rows of each transfer set, and (``cls``) the
+    cached per-layer [CLS] states of the same rows."""
     splits = {"train": data.train}
     for name in names:
         if name not in info.transfer:
             raise ConfigError(f"--transfer={name}: the teacher scored no transfer set of that name "
                               f"(it has: {', '.join(info.transfer) or 'none'}; see {teacher_dir / 'distill.json'})")
         splits[name] = read_transfer(info.transfer[name], dataset=data, spec=info.data)[0]
-    caches = []
+    caches, states = [], []
     for name, split in splits.items():
         expected = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, split=split,
                                      data_files=split_files(name, data, info.transfer.get(name)))
         cache = open_logit_cache(teacher_dir / "logits", name, expected_parts=expected)
         cache.check_rows(split)
         caches.append(cache.logits)
-    return TeacherLogits(caches), {n: s for n, s in splits.items() if n != "train"}
+        if cls:
+            if not (teacher_dir / "logits" / f"{cls_cache_name(name)}.manifest.json").exists():
+                raise ConfigError(f"--layer_source=cached: the teacher cached no [CLS] states for {name!r}; "
+                                  "rescore with `python -m distill score --run-dir <run> --cache_cls=true`")
+            cached = open_logit_cache(teacher_dir / "logits", cls_cache_name(name),
+                                      expected_parts={**expected, "states": "cls per layer"})
+            cached.check_rows(split)
+            states.append(cached.logits)
+    transfer = {n: s for n, s in splits.items() if n != "train"}
+    return TeacherLogits(caches), transfer, TeacherLogits(states) if cls else None
 
 
 def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str) -> dict:
@@ -117,7 +127,12 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
         cfg = dataclasses.replace(cfg, w_kd=0.0, w_ce=1.0, w_hidden=0.0, w_attn=0.0, use_transfer=False,
                                   pseudo_labels=False, online=False, epochs=cfg.ce_epochs or cfg.epochs)
     transfer_names = (cfg.transfer or list(teacher.transfer)) if cfg.use_transfer else []
-    teacher_logits, transfer = open_caches(teacher_dir, teacher, data, transfer_names)
+    if cfg.layer_source not in ("online", "cached"):
+        raise ConfigError(f"--layer_source={cfg.layer_source!r}: expected online or cached")
+    cached_layers = cfg.layer_source == "cached" and cfg.w_hidden > 0
+    if cached_layers and cfg.w_attn > 0:
+        raise ConfigError("--w_attn needs the teacher online (attention maps are not cached); use --layer_source=online")
+    teacher_logits, transfer, teacher_cls = open_caches(teacher_dir, teacher, data, transfer_names, cls=cached_layers)
 
     # The rows: labelled training rows (minus the held-back checkpoint rows), then transfer rows.
     kept, held = holdout_indices(len(data.train), cfg.holdout_rows, seed=teacher.data.seed)
@@ -151,9 +166,9 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
     tokens_aligned = type(tokenizer) is type(teacher_tok) and tokenizer.get_vocab() == teacher_tok.get_vocab()
-    if cfg.w_attn > 0 and not tokens_aligned:
-        raise ConfigError("--w_attn: attention maps can only be compared when the student uses the teacher's "
-                          "tokenizer (a subset or fresh student); use --w_hidden ([CLS] states) instead")
+    if cfg.w_attn > 0 and not (tokens_aligned and cfg.max_length == teacher.max_length):
+        raise ConfigError("--w_attn: attention maps can only be compared when the student reads the teacher's "
+                          "tokens (its tokenizer and max_length); use --w_hidden ([CLS] states) instead")
 
     store = out / "tokens"
     if rank != 0 and dist.is_initialized():
@@ -164,7 +179,7 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length)
     dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length)
 
-    online = cfg.online or layers_on
+    online = cfg.online or (layers_on and not cached_layers)
     same_batches = tokens_aligned and cfg.max_length == teacher.max_length
     if online:  # the teacher runs every step: for layer losses, or as the baseline of cached logits
         teacher_model = load_classifier(str(teacher_dir), id2label=teacher.id2label, attn_implementation=attn)
@@ -172,11 +187,15 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
         teacher_set = None if same_batches else encode(teacher_tok, rows, row_labels, teacher.max_length,
                                                        store=store / "teacher")
     model = student.to(device)
-    pairs = None
+    pairs, teacher_width = None, None
     if layers_on:
         kept_layers = description.get("layers_kept")
-        pairs = layer_pairs(student.config.num_hidden_layers, teacher_model.config.num_hidden_layers, kept_layers)
-        projections = Projections(len(pairs), student.config.hidden_size, teacher_model.config.hidden_size)
+        from transformers import AutoConfig
+
+        teacher_config = AutoConfig.from_pretrained(teacher_dir)
+        pairs = layer_pairs(student.config.num_hidden_layers, teacher_config.num_hidden_layers, kept_layers)
+        projections = Projections(len(pairs), student.config.hidden_size, teacher_config.hidden_size)
+        teacher_width = teacher_config.hidden_size
         model = WithLayerOutputs(student, projections, attentions=cfg.w_attn > 0).to(device)
 
     def loss_fn(outputs, rows, batch):
@@ -192,7 +211,12 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
                      w_ce=cfg.w_ce, ignore_index=IGNORE_INDEX)
         terms = {"ce": kd.ce.item(), "kd": kd.kd.item()}
         hidden = attention = torch.zeros((), device=device)
-        if cfg.w_hidden > 0:
+        if cfg.w_hidden > 0 and cached_layers:  # (B, (L_t + 1) * H_t) -> one (B, 1, H_t) per teacher layer
+            cls = torch.from_numpy(teacher_cls[teacher_rows[rows]]).to(device).view(len(rows), -1, teacher_width)
+            hidden = hidden_loss(outputs.hidden_states, tuple(cls[:, i:i + 1] for i in range(cls.shape[1])), pairs,
+                                 batch["attention_mask"], model.projections, tokens_aligned=False)
+            terms["hidden"] = hidden.item()
+        elif cfg.w_hidden > 0:
             hidden = hidden_loss(outputs.hidden_states, t_out.hidden_states, pairs, batch["attention_mask"],
                                  model.projections, tokens_aligned=same_batches)
             terms["hidden"] = hidden.item()
@@ -230,6 +254,7 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     result = {
         **metrics, **count_parameters(best), "role": role, "student": description,
         "w_kd": cfg.w_kd, "w_ce": cfg.w_ce, "w_hidden": cfg.w_hidden, "w_attn": cfg.w_attn,
+        "layer_source": cfg.layer_source if layers_on else None,
         "temperature": cfg.temperature, "transfer": list(transfer), "pseudo_labels": cfg.pseudo_labels,
         "online": online, "train_rows": len(rows), "labelled_rows": len(kept), "transfer_rows": n_transfer,
         "checkpoint_chosen_on": eval_name, "eval_rows": len(eval_rows), "seed": cfg.seed,

@@ -35,7 +35,7 @@ from distill.modeling import (
     merge_for_saving,
     resolve_model_name,
 )
-from distill.scoring import score_split, split_files
+from distill.scoring import cls_cache_name, score_split, split_files
 from distill.tokens import encode
 from distill.trainer import (
     TrainConfig,
@@ -74,6 +74,7 @@ class TeacherConfig(TrainConfig):
     cache_dtype: str = "float32"  # float32 | float16 storage of the cached logits
     cache_chunk_rows: int = 4096  # rows per resumable chunk of the cache
     cache_max_chunks: int | None = None  # score at most this many chunks per set and process this run (a time box)
+    cache_cls: bool = False  # also cache per-layer [CLS] states (fp16) for the student's cached layer loss (BERT-PKD)
 
     def data_spec(self) -> DataSpec:
         """Where the rows come from; the student reads the same DataSpec from distill.json."""
@@ -171,6 +172,12 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
             best, tokenizer, teacher_dir=out, info=info, name=name, split=split,
             data_files=split_files(name, data, sources.get(name)), device=device, batch_size=cfg.eval_batch_size,
             dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp, max_chunks=cfg.cache_max_chunks)
+        if cfg.cache_cls:  # a second pass: the states need output_hidden_states, the logits do not
+            cache_report[cls_cache_name(name)] = score_split(
+                best, tokenizer, teacher_dir=out, info=info, name=name, split=split,
+                data_files=split_files(name, data, sources.get(name)), device=device, batch_size=cfg.eval_batch_size,
+                dtype="float16", chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp, max_chunks=cfg.cache_max_chunks,
+                what="cls")
         r = cache_report[name]
         if rank == 0 and not r["complete"]:
             print(f"cache {name}: time box reached after {r['rows_scored_this_call']} of {r['rows']} rows "
@@ -205,7 +212,7 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
 # Settings that change only what is scored after training: a finished teacher rerun with other
 # values of these scores the new sets instead of training again.
 SCORING_ONLY = ("transfer", "transfer_rows", "transfer_text_column", "augment_factor", "cache_dtype",
-                "cache_chunk_rows", "cache_max_chunks", "eval_batch_size", "progress", "device", "amp")
+                "cache_chunk_rows", "cache_max_chunks", "cache_cls", "eval_batch_size", "progress", "device", "amp")
 
 
 def already_trained(out: Path, cfg: TeacherConfig) -> bool:

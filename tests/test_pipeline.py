@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -103,6 +104,28 @@ def test_student_stage_outputs_and_report(teacher_run):
     report = (teacher_run / "report.md").read_text()
     assert "KD gain over CE-only" in report and "KD student" in report
     assert (teacher_run / "models.png").stat().st_size > 1000
+
+
+def test_layer_losses_online_and_from_cached_cls_states(teacher_run, tmp_path):
+    run_dir = _clone_teacher(teacher_run, tmp_path / "run")
+    args = ("--student_ce=false", "--epochs=1", "--use_transfer=false")
+    assert student_stage.main(student_args(run_dir, *args, "--w_hidden=1", "--w_attn=1")) == 0
+    online = json.loads((run_dir / "student" / "metrics.json").read_text())
+    assert online["online"] and {"hidden", "attn"} <= set(online["history"][-1])
+    assert online["history"][-1]["attn"] >= 0 and online["history"][-1]["hidden"] > 0
+    with pytest.raises(ConfigError, match="cached no \\[CLS\\] states"):
+        student_stage.main(student_args(tmp_path / "run", *args, "--w_hidden=1", "--layer_source=cached"))
+    from teachers import score
+
+    assert score.main(["--run-dir", str(run_dir), "--cache_cls=true", "--progress=false"]) == 0
+    cls = np.load(run_dir / "teacher" / "logits" / "train.cls.npy", mmap_mode="r")
+    assert cls.shape == (256, 5 * 32) and cls.dtype == np.float16  # (rows, (4 layers + embeddings) x hidden 32)
+    shutil.rmtree(run_dir / "student")
+    assert student_stage.main(student_args(run_dir, *args, "--w_hidden=1", "--layer_source=cached")) == 0
+    cached = json.loads((run_dir / "student" / "metrics.json").read_text())
+    assert not cached["online"] and cached["layer_source"] == "cached" and cached["history"][-1]["hidden"] > 0
+    with pytest.raises(ConfigError, match="attention maps are not cached"):
+        student_stage.main(student_args(run_dir, *args, "--w_hidden=1", "--w_attn=1", "--layer_source=cached"))
 
 
 def test_student_refuses_a_stale_cache(teacher_run, tmp_path):
