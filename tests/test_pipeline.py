@@ -81,10 +81,56 @@ def test_teacher_strategies_train_only_their_parameters(tmp_path, sst2_small, ti
     run_teacher(teacher_config(sst2_small, tiny_bert_dir, strategy="frozen", epochs=1, transfer=[]), tmp_path)
     trained = weights(tmp_path / "teacher")
     # the encoder stayed as it was; only pooler and classifier could move
+    compared = 0
     for key, value in base.items():
         mapped = "bert." + key if "bert." + key in trained else key
         if "pooler" not in key and mapped in trained:
             assert torch.equal(trained[mapped], value), key
+            compared += 1
+    encoder_keys = [k for k in base if "pooler" not in k]
+    assert compared == len(encoder_keys) and compared > 50  # every encoder tensor was found and checked
+    moved = [k for k in trained if k.startswith(("classifier.", "bert.pooler."))]
+    assert len(moved) == 4  # classifier and pooler, weight and bias
+    pooler = {k: v for k, v in base.items() if "pooler" in k}
+    assert any(not torch.equal(trained["bert." + k], v) for k, v in pooler.items())  # the head trained
+
+
+def test_interrupted_run_resumes_to_the_same_weights(teacher_run, tmp_path):
+    """The fast form of the SIGKILL test: the loop is stopped by an exception after a checkpoint
+    (in-process), restarted, and ends bit-identical to an uninterrupted run."""
+    from distill import trainer as trainer_mod
+
+    straight = _clone_teacher(teacher_run, tmp_path / "straight")
+    stopped = _clone_teacher(teacher_run, tmp_path / "stopped")
+    args = ("--student_ce=false", "--use_transfer=false", "--dropout=0.1", "--epochs=2", "--save_every_steps=5")
+    assert student_stage.main(student_args(straight, *args)) == 0
+    real_train = trainer_mod.train
+
+    def train_until_step_12(model, **kw):
+        real_loss = kw["loss_fn"]
+        steps = [0]
+
+        def loss_fn(*a):
+            steps[0] += 1
+            if steps[0] > 12:
+                raise KeyboardInterrupt("stopped after step 12")
+            return real_loss(*a)
+
+        return real_train(model, **{**kw, "loss_fn": loss_fn})
+
+    student_stage.train = train_until_step_12
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            student_stage.main(student_args(stopped, *args))
+    finally:
+        student_stage.train = real_train
+    state = json.loads((stopped / "student" / "checkpoint" / "state.json").read_text())["state"]
+    assert state["step"] == 10  # the last checkpoint before the interruption
+    assert student_stage.main(student_args(stopped, *args)) == 0
+    a, b = weights(straight / "student"), weights(stopped / "student")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_student_stage_outputs_and_report(teacher_run):
@@ -161,6 +207,7 @@ def _clone_teacher(teacher_run: Path, run_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(teacher_run, tmp_path):
     straight = _clone_teacher(teacher_run, tmp_path / "straight")
     killed = _clone_teacher(teacher_run, tmp_path / "killed")
@@ -192,6 +239,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(teacher_run, tmp_path
     assert [h["eval_accuracy"] for h in ma["history"]] == [h["eval_accuracy"] for h in mb["history"]]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(teacher_run, tmp_path):
     single = _clone_teacher(teacher_run, tmp_path / "single")
     ddp = _clone_teacher(teacher_run, tmp_path / "ddp")

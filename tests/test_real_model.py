@@ -7,6 +7,7 @@ import gzip
 import json
 
 import numpy as np
+import pytest
 
 from distill.cache import fingerprint_parts, open_logit_cache
 from distill.data import DataSpec, load_dataset
@@ -17,6 +18,7 @@ from teachers.finetune import TeacherConfig
 from teachers.finetune import run as run_teacher
 
 
+@pytest.mark.slow
 def test_packaged_minilm_trains_caches_and_reloads(tmp_path, sst2_dir):
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -1,0 +1,67 @@
+"""The stages share files, not classes: read every module's imports and check who imports whom."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("distill", "teachers", "students", "export")
+
+
+def project_imports() -> dict[str, set[str]]:
+    """module name -> the project modules it imports (anywhere in the file, lazily or not)."""
+    graph: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).glob("*.py")):
+            module = f"{package}.{path.stem}" if path.stem != "__init__" else package
+            found: set[str] = set()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+                found |= {n for n in names if n.split(".")[0] in PACKAGES}
+            graph[module] = found
+    return graph
+
+
+def test_the_import_graph_is_read():
+    graph = project_imports()
+    assert "students.distill" in graph and "distill.trainer" in graph["students.distill"]
+    assert len(graph) > 20
+
+
+def test_stages_do_not_import_each_other():
+    graph = project_imports()
+    for module, imports in graph.items():
+        top = module.split(".")[0]
+        if top == "teachers":
+            assert not [m for m in imports if m.startswith("students")], module
+        if top == "students":
+            assert not [m for m in imports if m.startswith("teachers")], module
+        if top == "export":
+            assert not [m for m in imports if m.startswith(("students", "teachers"))], module
+        if top == "distill" and module != "distill.__main__":  # the library serves every stage
+            assert not [m for m in imports if m.startswith(("students", "teachers", "export"))], module
+
+
+def test_no_import_cycles():
+    graph = {m: {i for i in imports if i in project_imports()} for m, imports in project_imports().items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in graph.get(module, ()):
+            assert state.get(target) != 1, "import cycle: " + " -> ".join(path + [module, target])
+            if state.get(target) is None:
+                visit(target, path + [module])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])
+
+
+def test_the_kernel_does_not_import_the_reference():
+    graph = project_imports()
+    assert "distill.losses" not in graph["distill.kd_loss_triton"]
+    assert "distill.kd_defaults" in graph["distill.kd_loss_triton"] and "distill.kd_defaults" in graph["distill.losses"]
