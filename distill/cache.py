@@ -38,9 +38,12 @@ class CacheError(RuntimeError, PipelineError):
     """A logit cache that is missing, stale, truncated, corrupted or does not fit the data."""
 
 
-def fingerprint_parts(*, teacher_dir: Path, max_length: int, data_files: list[str], split: Split) -> dict:
+def fingerprint_parts(*, teacher_dir: Path, max_length: int, data_files: list[str], split: Split,
+                      long_text: dict | None = None) -> dict:
     """What a cache depends on. Any change to the teacher weights, the tokenizer files, the max
-    length, the bytes of the data files, or which rows were taken makes a different fingerprint."""
+    length, how long texts are cut (``long_text``, distill.tokens.LongText as a dict; truncate adds
+    nothing, so caches written before it keep their fingerprint), the bytes of the data files, or
+    which rows were taken makes a different fingerprint."""
     teacher_dir = Path(teacher_dir)
     weights = sorted(teacher_dir.glob("*.safetensors"))
     if not weights:
@@ -57,6 +60,7 @@ def fingerprint_parts(*, teacher_dir: Path, max_length: int, data_files: list[st
         "data_files": _data_digests(data_files),
         "rows": rows,
         "row_count": len(split),
+        **({"long_text": long_text} if long_text and long_text.get("mode", "truncate") != "truncate" else {}),
     }
 
 

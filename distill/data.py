@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +186,7 @@ class Dataset:
     unused_train: Split | None = None  # training rows left out by max_train_rows (labels kept)
     skipped: list[BadRow] = field(default_factory=list)  # rows dropped under on_bad_rows=skip
     fallback_decoded: dict[str, str] = field(default_factory=dict)  # file -> encoding, under encoding=auto
+    deduped: dict[str, int] = field(default_factory=dict)  # dedupe: train rows dropped, {"dev_duplicates", "train_repeats"}
 
 
 @dataclass
@@ -199,6 +201,37 @@ class DataSpec:
     seed: int = 0  # seed of that subset
     encoding: str = "utf-8"  # utf-8, any Python codec, or auto (UTF-8, else cp1252, else latin-1, per file)
     on_bad_rows: str = "error"  # error: stop, listing the bad rows | skip: drop them and record each
+    dedupe: bool = False  # drop train rows whose normalised text is a dev row's or an earlier train row's
+
+
+def normalise_text(text: str) -> str:
+    """Case and spacing folded: the key that finds near-exact duplicates."""
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def normalised_keys(split: Split) -> list[str]:
+    """(R,) each row's duplicate key: its normalised text (and pair, joined by \\x1f)."""
+    if split.text_pairs is None:
+        return [normalise_text(t) for t in split.texts]
+    return [normalise_text(t) + "\x1f" + normalise_text(p) for t, p in zip(split.texts, split.text_pairs, strict=True)]
+
+
+def dedupe_train(train: Split, dev: Split) -> tuple[Split, dict[str, int]]:
+    """``train`` without the rows whose normalised text (``normalised_keys``) is a dev row's, and
+    without rows repeating an earlier kept train row (the first one stays, whatever the labels);
+    and the counts of both."""
+    dev_keys = set(normalised_keys(dev))
+    seen: set[str] = set()
+    keep, in_dev, repeats = [], 0, 0
+    for i, key in enumerate(normalised_keys(train)):
+        if key in dev_keys:
+            in_dev += 1
+        elif key in seen:
+            repeats += 1
+        else:
+            seen.add(key)
+            keep.append(i)
+    return train.subset(np.asarray(keep, dtype=np.int64)), {"dev_duplicates": in_dev, "train_repeats": repeats}
 
 
 def _label_sort_key(label: str) -> tuple[int, int, str]:
@@ -491,6 +524,11 @@ def load_dataset(spec: DataSpec) -> Dataset:
         log.settle(dev.source)
         dev = dev.subset(np.array(sorted(set(range(len(dev))) - set(unknown))))
     label_map.encode(dev)  # fail now, naming every dev line whose label training never saw
+    deduped = {}
+    if spec.dedupe:
+        train, deduped = dedupe_train(train, dev)
+        if len(train) == 0:
+            raise DataError(train.source, "dedupe=true dropped every training row (each is also a dev row)")
     unused = None
     if spec.max_train_rows is not None and spec.max_train_rows < 2:
         raise DataError(train.source, f"max_train_rows={spec.max_train_rows}: need at least 2 rows")
@@ -502,7 +540,7 @@ def load_dataset(spec: DataSpec) -> Dataset:
         if len(set(train.labels)) < 2:
             raise DataError(train.source, f"the {spec.max_train_rows}-row subset has a single class")
     return Dataset(train=train, dev=dev, label_map=label_map, files=files, unused_train=unused,
-                   skipped=log.skipped, fallback_decoded=log.fallback_decoded)
+                   skipped=log.skipped, fallback_decoded=log.fallback_decoded, deduped=deduped)
 
 
 def _load_hub_dataset(spec: DataSpec, log: RowLog) -> tuple[Split, Split]:

@@ -15,7 +15,7 @@ with one line, only for what would make training wrong (a dev label training nev
 with no rows, a single class); everything else is a ``warning:`` line and status 0.
 
 The helpers ``token_lengths``, ``truncation_share``, ``duplicates`` and ``label_looking`` are pure
-and fast, for the training stages' own one-line warnings.
+and fast, for the training stages' own one-line warnings (``stage_data_checks``).
 """
 
 from __future__ import annotations
@@ -165,6 +165,40 @@ def duplicates(train: Split, dev: Split, *, examples: int = 5) -> dict:
         out[f"train_{kind}"] = _within(train, train_keys, train_raw, examples)
         out[f"dev_in_train_{kind}"] = _leaked(train, dev, train_keys, dev_keys, examples)
     return out
+
+
+def stage_data_checks(*, train: Split, dev: Split, train_lengths: np.ndarray, dev_lengths: np.ndarray,
+                      max_length: int, cut: str, deduped: dict[str, int]) -> tuple[dict, list[str]]:
+    """What the teacher and student stages say about their data at start, one line each, only
+    when it applies: the share of train and dev rows longer than ``max_length`` (lengths: (D,)
+    untruncated tokens per row, special tokens included; ``cut`` says what long_text does with
+    them), dev rows that are also train rows once normalised (``duplicates``), and what
+    ``dedupe`` dropped (``deduped``: Dataset.deduped). Returns (the figures for metrics.json, the
+    lines to print)."""
+    shares = {name: truncation_share(lengths, max_length) for name, lengths in (("train", train_lengths),
+                                                                                 ("dev", dev_lengths))}
+    dup = duplicates(train, dev, examples=0)
+    leak, repeats = dup["dev_in_train_normalised"], dup["train_normalised"]
+    record = {
+        "max_length": max_length,
+        **{name: {"rows": len(lengths), "over_max_length": int(np.sum(np.asarray(lengths) > max_length)),
+                  "over_max_length_share": shares[name]}
+           for name, lengths in (("train", train_lengths), ("dev", dev_lengths))},
+        "dev_in_train": {"rows": leak["rows"], "share_of_dev": leak["share_of_dev"],
+                         "exact_rows": dup["dev_in_train_exact"]["rows"], "same_label": leak["same_label"]},
+        "train_repeats": repeats["rows"], "dedupe": deduped or None,
+    }
+    lines = []
+    if shares["train"] > 0 or shares["dev"] > 0:
+        lines.append(f"data: {_pct(shares['dev'])} of dev rows and {_pct(shares['train'])} of train rows are longer "
+                     f"than max_length {max_length} tokens ({cut}; see `make inspect`)")
+    if leak["rows"]:
+        lines.append(f"data: {leak['rows']} dev rows ({_pct(leak['share_of_dev'])}) also appear in train (normalised "
+                     "text); their dev accuracy flatters every model; --dedupe=true drops them from train")
+    if deduped:
+        lines.append(f"data: dedupe dropped {deduped['dev_duplicates']} train rows that are also dev rows and "
+                     f"{deduped['train_repeats']} that repeat an earlier train row (normalised text)")
+    return record, lines
 
 
 def _label_key(text: str) -> str:

@@ -22,6 +22,18 @@ import torch
 from torch import nn
 
 
+def disable_attention_dropout(model: nn.Module) -> int:
+    """Set the dropout on attention probabilities to 0 in every self-attention block; returns how
+    many it changed. HF returns the attention maps *after* that dropout, so in training they are
+    not distributions (a tenth of the entries zeroed, rows summing to 0.5..1.1) and the KL against
+    the teacher's maps measures the dropout, not the student. Hidden and output dropout stay."""
+    changed = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Dropout) and name.rsplit(".", 2)[-2:-1] in (["self"], ["attn"]):
+            module.p, changed = 0.0, changed + 1
+    return changed
+
+
 def layer_pairs(student_layers: int, teacher_layers: int, kept: list[int] | None) -> list[tuple[int, int]]:
     """(student hidden-state index, teacher hidden-state index) pairs, embeddings first."""
     if kept is not None:

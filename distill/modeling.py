@@ -114,6 +114,46 @@ def apply_strategy(model: nn.Module, *, strategy: str, top_n: int = 2, lora_r: i
     return model
 
 
+def append_mean_pooling_layer(model: nn.Module, *, scale: float = 1e3) -> None:
+    """Append one fixed encoder block that puts LayerNorm(mean of the real tokens' states) where the
+    head reads [CLS]; the model stays a standard HF BERT classifier (ONNX export, layer subsets).
+
+    Why: all-MiniLM-L6-v2 was trained for mean pooling; a linear probe on its frozen mean-pooled
+    states reaches 0.805 on SST-2 dev against 0.755 on [CLS] (benchmarks/frozen_pooling.py), so a
+    frozen encoder read at [CLS] holds the head back. The block, built from standard parts:
+    query = key = 0           scores 0: attention uniform over the real (unmasked) tokens
+    value = I                 every position's context = mean of the hidden states, (B, L, H)
+    attention output = c * I  LayerNorm(h_i + c * mean) = LayerNorm(mean + h_i / c) ~ LayerNorm(mean)
+    FFN output = 0            the block's output is LayerNorm(LayerNorm(...)) = the same
+    LayerNorms are identity-affine, the block's dropouts are 0, and it never trains."""
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    if model.config.model_type != "bert":
+        raise ValueError(f"pooling=mean builds a BERT block; this model is {model.config.model_type!r}")
+    layers = encoder_layers(model)
+    block = BertLayer(model.config, layer_idx=len(layers))
+    hidden = model.config.hidden_size
+    with torch.no_grad():
+        for linear in (block.attention.self.query, block.attention.self.key, block.output.dense):
+            linear.weight.zero_()
+            linear.bias.zero_()
+        block.attention.self.value.weight.copy_(torch.eye(hidden))
+        block.attention.self.value.bias.zero_()
+        block.attention.output.dense.weight.copy_(scale * torch.eye(hidden))
+        block.attention.output.dense.bias.zero_()
+        for norm in (block.attention.output.LayerNorm, block.output.LayerNorm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    for module in block.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "dropout_prob"):  # the SDPA attention keeps its probability dropout as a float
+            module.dropout_prob = 0.0
+    block.requires_grad_(False)
+    layers.append(block.to(next(model.parameters()).dtype))
+    model.config.num_hidden_layers = len(layers)
+
+
 def merge_for_saving(model: nn.Module) -> nn.Module:
     """A LoRA model merged into plain weights; any other model as it is."""
     if hasattr(model, "merge_and_unload"):

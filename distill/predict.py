@@ -8,7 +8,8 @@
 ``--model`` is either what ``make export`` writes, ``<run>/onnx/<model>/<fp32|o2|int8>/`` (model.onnx,
 config.json, tokenizer, distill.json; run with ONNX Runtime on CPU), or what ``make teacher`` /
 ``make distill`` write, ``<run>/teacher`` or ``<run>/student`` (HF save_pretrained + distill.json;
-run with PyTorch eager). The labels and the truncation length come from the folder's ``distill.json``.
+run with PyTorch eager). The labels, the max length and how longer texts are cut (``long_text``:
+truncate, head_tail, or chunks whose logits are averaged) come from the folder's ``distill.json``.
 
 Input (``--input``, default ``-``: stdin): a ``.txt`` file (one example per line, empty lines
 skipped), a TSV / CSV / JSONL table (the column ``--text_column``, else the model's training text
@@ -43,6 +44,7 @@ from distill.artifacts import MAKES, ModelInfo, read_model_info
 from distill.config import apply_overrides, atomic_write_text
 from distill.data import TEXT_SUFFIXES, BadRow, DataError, Split, base_suffix, read_texts
 from distill.errors import PipelineError
+from distill.tokens import encode
 
 STDIO = "-"  # --input / --output: stdin / stdout
 STDIN_NAME = "<stdin>"  # how errors name stdin
@@ -167,26 +169,27 @@ def load_model(directory: Path, threads: int = 0) -> Model:
 
 
 def predict_logits(model: Model, texts: list[str], batch_size: int) -> np.ndarray:
-    """(R, C) float32 logits of ``texts`` (R,), in input order. Rows are sorted by token length and
-    batched (each batch padded to its longest row, truncated at the model's max_length)."""
+    """(R, C) float32 logits of ``texts`` (R,), in input order. Each text is tokenised as the model
+    was trained (``distill.tokens.encode`` at its max_length, with its long_text settings; under
+    chunks a text's logits are the mean of its chunks'). Model rows are sorted by token length and
+    batched (each batch padded to its longest row)."""
     if batch_size < 1:
         raise PredictError(f"--batch_size={batch_size}: expected at least 1")
-    max_length = model.info.max_length
-    lengths = [len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    order = np.argsort(np.asarray(lengths), kind="stable")  # (R,) row index at each sorted position
+    encoded = encode(model.tokenizer, Split(texts=texts, labels=None, source="input"), None, model.info.max_length,
+                     long_text=model.info.long_text_settings())
+    order = np.argsort(encoded.lengths, kind="stable")  # (R_rows,) model row at each sorted position
+    type_ids = "token_type_ids" in model.input_names
     out = []
     for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        enc = model.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="np")
-        out.append(model.run({n: enc[n].astype(np.int64) for n in model.input_names}))  # (B, C)
-    logits = np.concatenate(out).astype(np.float32)  # (R, C), sorted order
+        feed = encoded.arrays(order[start : start + batch_size], type_ids=type_ids)
+        out.append(model.run({n: feed[n] for n in model.input_names}))  # (B, C)
+    logits = np.concatenate(out).astype(np.float32)  # (R_rows, C), sorted order
     if logits.shape[1] != len(model.info.labels):
         raise PredictError(f"{model.directory / 'distill.json'}: {len(model.info.labels)} labels "
                            f"({', '.join(model.info.labels)}), but the model outputs {logits.shape[1]} logits")
     unsorted = np.empty_like(logits)
     unsorted[order] = logits
-    return unsorted
+    return encoded.document_logits(unsorted)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -35,14 +35,18 @@ from distill.artifacts import ModelInfo, write_model_info
 from distill.config import atomic_write_text, save_config
 from distill.data import Split
 from distill.metrics import classification_metrics
-from distill.tokens import Encoded
+from distill.tokens import Encoded, LongText
 
 
 @dataclass
 class TrainConfig:
     """What the teacher and student stages share: optimisation, evaluation and runtime."""
 
-    max_length: int = 128  # tokens per example after truncation
+    max_length: int = 128  # tokens per model input (special tokens included)
+    # texts longer than max_length (distill/tokens.py): truncate (keep the head) | head_tail | chunks
+    long_text: str = "truncate"
+    head_tokens: int | None = None  # head_tail: text tokens kept from the start (None: a quarter; Sun et al.: 128 of 510)
+    chunk_overlap: int = 0  # chunks: text tokens each chunk shares with the one before
     # optimisation
     epochs: int = 3  # passes over the training rows
     max_steps: int | None = None  # stop after this many steps (a time box; the lr schedule still spans the epochs)
@@ -64,6 +68,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     progress: bool = True  # show a progress bar
+
+    def long_text_settings(self) -> LongText:
+        return LongText(mode=self.long_text, head_tokens=self.head_tokens, chunk_overlap=self.chunk_overlap)
 
 
 # ----------------------------------------------------------------------------- data
@@ -140,7 +147,9 @@ def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch
 @torch.no_grad()
 def predict_logits(model: nn.Module, encoded: Encoded, *, batch_size: int, device: torch.device,
                    amp: bool = False) -> np.ndarray:
-    """(R, C) float32 logits, rows in dataset order. Rows run sorted by length (less padding)."""
+    """(D, C) float32 logits, one per document in dataset order: a row's own logits, or under
+    long_text=chunks (``encoded.groups`` set) the mean of its chunk rows'. Rows run sorted by length
+    (less padding)."""
     was_training = model.training
     model.eval()
     order = np.argsort(encoded.lengths, kind="stable")
@@ -153,7 +162,20 @@ def predict_logits(model: nn.Module, encoded: Encoded, *, batch_size: int, devic
             out = np.empty((len(encoded), logits.shape[1]), dtype=np.float32)
         out[rows] = logits
     model.train(was_training)
-    return out
+    return out if out is None else encoded.document_logits(out)
+
+
+def classification_evaluate(eval_set: Encoded, label_names: list[str], *, batch_size: int, device: torch.device,
+                            amp: bool = False) -> Evaluate:
+    """The sentence-classification ``evaluate``: accuracy (the score) and macro-F1 over the
+    documents of ``eval_set``."""
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        logits = predict_logits(model, eval_set, batch_size=batch_size, device=device, amp=amp)  # (D, C)
+        metrics = classification_metrics(logits, eval_set.document_labels, label_names)
+        return {"score": metrics["accuracy"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+    return evaluate
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -192,13 +214,16 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 LossFn = Callable[[object, np.ndarray, dict], tuple[torch.Tensor, dict[str, float]]]
+Evaluate = Callable[[nn.Module], dict[str, float]]
+# evaluate(model) -> figures on the evaluation rows: "score" (higher is better) chooses checkpoints;
+# the others are logged beside it, e.g. {"score": acc, "accuracy": acc, "macro_f1": f1}
 # loss_fn(model outputs (.logits (B, C), ...), row indices (B,), batch) -> (scalar loss, {"ce": .., "kd": ..})
 
 
 @dataclass
 class LoopState:
     step: int = 0  # optimizer steps done
-    best_accuracy: float = -1.0  # best accuracy on the evaluation set so far
+    best_score: float = -1.0  # best evaluation score so far (what checkpoints are chosen on)
     best_step: int = -1  # step at which it was reached
     evals_since_best: int = 0  # for early stopping
     stopped_early: bool = False
@@ -211,16 +236,15 @@ def train(
     *,
     cfg: TrainConfig,
     train_set: Encoded,
-    eval_set: Encoded,
+    evaluate: Evaluate,
     eval_name: str,
-    label_names: list[str],
     loss_fn: LossFn,
     out_dir: Path,
     save_best: Callable[[nn.Module, Path], None],
 ) -> dict:
-    """Train ``model`` and keep the checkpoint most accurate on ``eval_set`` (dev, or rows held
-    back from training: ``eval_name`` says which) via ``save_best(model, directory)``. Resumes
-    from ``out_dir/checkpoint`` when it exists. Returns the loop's summary."""
+    """Train ``model`` and keep the checkpoint with the best ``evaluate(model)["score"]`` (on dev,
+    or on rows held back from training: ``eval_name`` says which) via ``save_best(model,
+    directory)``. Resumes from ``out_dir/checkpoint`` when it exists. Returns the loop's summary."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {world} processes")
@@ -290,11 +314,10 @@ def train(
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
 
         if state.step in eval_steps or (state.step == stop_at and stop_at < total_steps):
-            logits_eval = predict_logits(model, eval_set, batch_size=cfg.eval_batch_size, device=device, amp=amp)
-            metrics = classification_metrics(logits_eval, eval_set.labels, label_names)
-            improved = metrics["accuracy"] > state.best_accuracy
+            figures = evaluate(model)
+            improved = figures["score"] > state.best_score
             if improved:
-                state.best_accuracy, state.best_step, state.evals_since_best = metrics["accuracy"], state.step, 0
+                state.best_score, state.best_step, state.evals_since_best = figures["score"], state.step, 0
                 if rank == 0:
                     save_best(unwrap(model), out_dir)
             else:
@@ -305,7 +328,7 @@ def train(
                 "step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "loss": window["loss"] / n,
                 **{key: value / n for key, value in window["parts"].items()}, "lr": lr,
                 "samples_per_s": window["samples"] / max(window["seconds"], 1e-9), "eval_set": eval_name,
-                "eval_accuracy": metrics["accuracy"], "eval_macro_f1": metrics["macro_f1"], "best": improved,
+                "eval": {k: v for k, v in figures.items() if k != "score"}, "best": improved,
             }
             history.append(row)
             if rank == 0:
@@ -331,7 +354,7 @@ def format_log_line(row: dict, total_steps: int, *, early_stop: bool) -> str:
     parts = [f"step {row['step']:>5}/{total_steps}", f"epoch {row['epoch']:.2f}", f"loss {row['loss']:.4f}"]
     parts += [f"{key} {row[key]:.4f}" for key in LOSS_PARTS if key in row]
     parts += [f"lr {row['lr']:.2e}", f"{row['samples_per_s']:.1f} samples/s",
-              f"{row['eval_set']} acc {row['eval_accuracy']:.4f} f1 {row['eval_macro_f1']:.4f}"]
+              f"{row['eval_set']} " + " ".join(f"{k} {v:.4f}" for k, v in row["eval"].items())]
     parts += ["best"] * row["best"] + ["early stop"] * early_stop
     return " | ".join(parts)
 

@@ -20,24 +20,27 @@ that dict back into exactly the rows the teacher scored, for any later stage.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from distill.augment import augment_rows
-from distill.data import DataError, Dataset, DataSpec, Split, base_suffix, find_optional, read_texts
+from distill.data import (
+    DataError,
+    Dataset,
+    DataSpec,
+    Split,
+    base_suffix,
+    find_optional,
+    normalise_text,
+    read_texts,
+)
 
 UNUSED_TRAIN = "unused_train"
 UNLABELED = "unlabeled"
 AUGMENTED = "augmented"
 UNLABELED_FILES = ("unlabeled", "test_unlabeled")  # names looked for in the dataset directory
 DEFAULT_TEXT_COLUMNS = ("text", "sentence")  # tried after the dataset's own text column
-
-
-def normalise_text(text: str) -> str:
-    """Case and spacing folded: the key that finds near-exact duplicates."""
-    return re.sub(r"\s+", " ", text).strip().lower()
 
 
 def source_name(path: Path) -> str:

@@ -15,7 +15,8 @@ Per model (teacher, student, and student_ce when exported) and variant, one flat
   few sizes); int8 rows against the int8 (VNNI) figures when the CPU has VNNI, fp32 ones otherwise
   speed-ups as ratios against the teacher in PyTorch fp32 measured in the same run
   versions (torch, onnxruntime, transformers), CPU model, threads, date, load average
-Tokenisation is done before timing; each timed call is one forward pass (PyTorch: numpy -> torch
+Dev rows are cut as each model was trained (distill.json's long_text; under chunks every figure is
+per chunk row, and bench.md says how many rows a dev text becomes). Tokenisation is done before timing; each timed call is one forward pass (PyTorch: numpy -> torch
 tensors + model(**inputs) under inference_mode; ONNX Runtime: session.run on numpy arrays).
 
 Outputs: runs/<RUN>/bench/bench.json (rows, plus "machine": the peak with its inputs and every
@@ -444,24 +445,30 @@ def time_calls(run, feeds) -> list[float]:
     return out
 
 
-def prepare_inputs(tokenizer, texts, pairs, max_length: int, cfg: BenchConfig):
-    """Tokenised feeds (all int64 numpy): b1 list of (1, L_i); fixed list of (1, fixed_len);
-    batches list of (batch_size, L_b); plus the real lengths (R,) of the whole dev split."""
+def prepare_inputs(tokenizer, texts, pairs, max_length: int, cfg: BenchConfig, long_text=None):
+    """Tokenised feeds (all int64 numpy), the dev rows cut as the model was trained
+    (``distill.tokens.encode`` with its ``long_text``; under chunks a "row" is one chunk, so every
+    figure is per chunk row): b1 list of (1, L_i); fixed list of (1, fixed_len); batches list of
+    (batch_size, L_b); plus the real lengths (R,) of every model row of the dev split and the rows
+    per dev row (1.0 unless chunks)."""
     import numpy as np
 
-    def enc(rows, **kw):
-        out = tokenizer([texts[i] for i in rows], None if pairs is None else [pairs[i] for i in rows],
-                        truncation=True, return_tensors="np", **kw)
-        return {k: v.astype(np.int64) for k, v in out.items()}
+    from distill.data import Split
+    from distill.tokens import encode
 
-    n = len(texts)
-    lengths = np.array([len(x) for x in tokenizer(texts, pairs, truncation=True, max_length=max_length)["input_ids"]])
-    b1 = [enc([i % n], max_length=max_length) for i in range(cfg.reps_b1)]
-    fixed = [enc([i % n], max_length=cfg.fixed_len, padding="max_length") for i in range(cfg.reps_fixed)]
-    batches = [enc([(b * cfg.batch_size + j) % n for j in range(cfg.batch_size)], max_length=max_length,
-                   padding=True) for b in range(cfg.batches)]
-    warm = [enc([i % n], max_length=max_length) for i in range(cfg.warmup)]
-    return b1, fixed, batches, warm, lengths
+    split = Split(texts=texts, labels=None, source="dev", text_pairs=pairs)
+    rows = encode(tokenizer, split, None, max_length, long_text=long_text)
+    fixed_rows = encode(tokenizer, split, None, cfg.fixed_len, long_text=long_text)
+    type_ids = "token_type_ids" in tokenizer.model_input_names
+
+    def enc(encoded, picks, width=None):
+        return encoded.arrays(np.asarray(picks) % len(encoded), type_ids=type_ids, width=width)
+
+    b1 = [enc(rows, [i]) for i in range(cfg.reps_b1)]
+    fixed = [enc(fixed_rows, [i], width=cfg.fixed_len) for i in range(cfg.reps_fixed)]
+    batches = [enc(rows, [b * cfg.batch_size + j for j in range(cfg.batch_size)]) for b in range(cfg.batches)]
+    warm = [enc(rows, [i]) for i in range(cfg.warmup)]
+    return b1, fixed, batches, warm, np.asarray(rows.lengths), len(rows) / max(rows.documents, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,8 +513,9 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         max_length = info.max_length
         data = load_dataset(info.data)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        b1, fixed, batches, warm, lengths = prepare_inputs(
-            tokenizer, data.dev.texts, data.dev.text_pairs, max_length, cfg)
+        long_text = info.long_text_settings()
+        b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
+            tokenizer, data.dev.texts, data.dev.text_pairs, max_length, cfg, long_text)
         hf = AutoConfig.from_pretrained(model_dir)
         flops = lambda L, hf=hf: bert_flops(  # noqa: E731
             hf.num_hidden_layers, hf.hidden_size, hf.intermediate_size, hf.num_labels, L)
@@ -535,6 +543,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
                 "dev_accuracy": accuracy[variant], "dev_rows": len(lengths),
                 "layers": hf.num_hidden_layers, "hidden": hf.hidden_size,
                 "mean_dev_len": round(mean_len, 2), "max_length": max_length,
+                "long_text": long_text.mode, "rows_per_dev_text": round(rows_per_text, 3),
                 "p50_b1_ms": pct(t_b1, 50), "p90_b1_ms": pct(t_b1, 90), "p99_b1_ms": pct(t_b1, 99),
                 "n_b1": len(t_b1),
                 "p50_fixed_ms": pct(t_fixed, 50), "p90_fixed_ms": pct(t_fixed, 90),
@@ -625,6 +634,9 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
         f"- batch-1 dynamic: {cfg.reps_b1} dev rows; fixed {cfg.fixed_len} tokens: {cfg.reps_fixed} calls; "
         f"throughput: {cfg.batches} batches of {cfg.batch_size}; {cfg.warmup} warm-up calls",
         "- speed-ups are ratios against teacher / pytorch_fp32 in this run (>1: faster)",
+        *[f"- {r['model']} uses long_text=chunks: its timings, throughput and mean length are per chunk row; "
+          f"a dev text is {r['rows_per_dev_text']:.2f} rows on average (its cost: that many times a row's)"
+          for r in rows if r["long_text"] == "chunks" and r["variant"] == "pytorch_fp32"],
         "- GFLOP/ex: analytic, N(8LH²+4L²H+4LHI)+2H²+2HC, at the mean dev length / at "
         f"{cfg.fixed_len}; GFLOP/s b32 counts the padded batch",
         f"- '% peak / % GEMM': the batch-{cfg.batch_size} GFLOP/s against the theoretical peak / the best "

@@ -18,6 +18,10 @@ previous good export is swapped out and removed only after the rename). A model 
 renamed to ``onnx/<model>.failed`` for inspection; a previous good ``onnx/<model>`` is left as it
 was. After all models are done, any failure raises ``ExportValidationError`` listing every one.
 
+Dev rows are tokenised as the model was trained (``distill.tokens.encode`` with distill.json's
+max length and long_text settings; under long_text=chunks a dev row's logits are the mean of its
+chunks'), so every dev figure is per dev row.
+
 Validation, in order, per variant (optimum's exporter style: structure first, then values):
   onnx_checker       onnx.checker on the file
   ort_session        ONNX Runtime (CPU) loads it
@@ -55,8 +59,9 @@ import numpy as np
 
 from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
-from distill.data import load_dataset
+from distill.data import Split, load_dataset
 from distill.errors import PipelineError
+from distill.tokens import LongText, encode, mean_per_document
 
 VARIANTS = ("fp32", "o2", "int8")
 DEFAULT_MODELS = ("teacher", "student", "student_ce")  # exported when present and --models is empty
@@ -151,39 +156,40 @@ def label_ids_for_model(model_config, dataset, model_dir: Path) -> np.ndarray:
     return dataset.label_map.encode(dataset.dev)
 
 
-def dev_batches(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int):
-    """Dev rows grouped into padded batches, shortest first (less padding, same per-row logits).
+def dev_batches(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int,
+                long_text: LongText | None = None):
+    """Dev rows tokenised as the model was trained (``distill.tokens.encode`` with its long_text
+    settings), grouped into padded batches, shortest first (less padding, same per-row logits).
 
-    Returns (order, batches): order (R,) the row index of each position in the concatenated batch
-    outputs; batches: list of dicts name -> (B, L_b) int64 numpy arrays."""
-    lengths = [len(x) for x in tokenizer(texts, pairs, truncation=True, max_length=max_length)["input_ids"]]
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    batches = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        enc = tokenizer(
-            [texts[i] for i in rows], None if pairs is None else [pairs[i] for i in rows],
-            padding=True, truncation=True, max_length=max_length, return_tensors="np",
-        )
-        batches.append({k: v.astype(np.int64) for k, v in enc.items()})
-    return order, batches
+    Returns (order, batches, groups): order (R,) the row index of each position in the concatenated
+    batch outputs; batches: list of dicts name -> (B, L_b) int64 numpy arrays (token_type_ids when
+    the tokenizer's model takes them); groups (R,) the dev row of each model row under
+    long_text=chunks, else None (``_unsort`` averages a dev row's chunks)."""
+    encoded = encode(tokenizer, Split(texts=texts, labels=None, source="dev", text_pairs=pairs), None, max_length,
+                     long_text=long_text)
+    order = np.argsort(encoded.lengths, kind="stable")
+    type_ids = "token_type_ids" in tokenizer.model_input_names
+    batches = [encoded.arrays(order[start : start + batch_size], type_ids=type_ids)
+               for start in range(0, len(order), batch_size)]
+    return order, batches, encoded.groups
 
 
-def torch_logits(model_dir: Path, batches, order: np.ndarray) -> np.ndarray:
-    """(R, C) float32 PyTorch eager logits of the fp32 model, in dev file order."""
+def torch_logits(model_dir: Path, batches, order: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """(D, C) float32 PyTorch eager logits of the fp32 model, one per dev row in file order."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     with torch.inference_mode():
         out = [model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.float().numpy() for b in batches]
-    return _unsort(np.concatenate(out), order)
+    return _unsort(np.concatenate(out), order, groups)
 
 
-def _unsort(sorted_rows: np.ndarray, order: np.ndarray) -> np.ndarray:
+def _unsort(sorted_rows: np.ndarray, order: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """(R, C) logits in batch order -> (D, C) in file order, chunks averaged per dev row."""
     rows = np.empty_like(sorted_rows)
     rows[order] = sorted_rows
-    return rows
+    return mean_per_document(rows, groups)
 
 
 def ort_session(path: Path, threads: int):
@@ -194,11 +200,11 @@ def ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def ort_logits(session, batches, order: np.ndarray) -> np.ndarray:
-    """(R, C) float32 ONNX Runtime logits, in dev file order."""
+def ort_logits(session, batches, order: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """(D, C) float32 ONNX Runtime logits, one per dev row in file order."""
     names = [i.name for i in session.get_inputs()]
     out = [session.run(["logits"], {n: b[n] for n in names})[0] for b in batches]
-    return _unsort(np.concatenate(out), order)
+    return _unsort(np.concatenate(out), order, groups)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +278,7 @@ def _run_check(checks: list[Check], name: str, fn) -> None:
 def validate_variant(
     variant: str, variant_dir: Path, cfg: ExportConfig, reference: np.ndarray, labels: np.ndarray,
     batches, order: np.ndarray, input_names: list[str], num_labels: int, id2label: dict[int, str],
-    sample_texts: list[str], sample_pairs: list[str] | None,
+    sample_texts: list[str], sample_pairs: list[str] | None, groups: np.ndarray | None = None,
 ) -> tuple[list[Check], dict]:
     """Ordered checks of one variant against the PyTorch reference logits (R, C) and the dev
     labels (R,). Returns the checks and the figures (max_abs_diff, agreement, accuracy)."""
@@ -330,7 +336,7 @@ def validate_variant(
 
     def dev_values():
         need_session()
-        logits = ort_logits(state["session"], batches, order)
+        logits = ort_logits(state["session"], batches, order, groups)
         state["logits"] = logits
         figures["max_abs_diff"] = float(np.abs(logits - reference).max())
         figures["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
@@ -428,13 +434,15 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     input_names = list(tokenizer.model_input_names)
     texts, pairs = dataset.dev.texts, dataset.dev.text_pairs
-    order, batches = dev_batches(tokenizer, texts, pairs, max_length, cfg.batch_size)
+    order, batches, groups = dev_batches(tokenizer, texts, pairs, max_length, cfg.batch_size,
+                                         info.long_text_settings())
 
     t0 = time.perf_counter()
-    reference = torch_logits(model_dir, batches, order)
+    reference = torch_logits(model_dir, batches, order, groups)
     report: dict = {
         "model_dir": str(model_dir), "dev_source": dataset.dev.source, "dev_rows": len(labels),
-        "max_length": max_length, "num_labels": model_config.num_labels,
+        "max_length": max_length, "long_text": info.long_text_settings().to_dict(), "dev_model_rows": len(order),
+        "num_labels": model_config.num_labels,
         "pytorch_fp32": {"accuracy": float((reference.argmax(1) == labels).mean())},
         "variants": {}, "timings_s": {"pytorch_dev": round(time.perf_counter() - t0, 2)},
     }
@@ -461,7 +469,7 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
             t0 = time.perf_counter()
             checks, figures = validate_variant(
                 variant, staging / variant, cfg, reference, labels, batches, order, input_names,
-                model_config.num_labels, model_config.id2label, texts, pairs,
+                model_config.num_labels, model_config.id2label, texts, pairs, groups,
             )
             report["timings_s"][f"validate_{variant}"] = round(time.perf_counter() - t0, 2)
             print_report(model, variant, checks)

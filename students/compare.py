@@ -28,14 +28,13 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.artifacts import read_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text
+from distill.procs import run_stage
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
 ARMS = {
@@ -69,20 +68,6 @@ def arm_args(arm: str, seed: int, cfg: CompareConfig, teacher_dir: Path, run_dir
             f"--holdout_rows={cfg.holdout_rows}", f"--seed={seed}", "--progress=false", *extra, *own]
 
 
-def run_arm(args: list[str], log: Path, threads: int) -> int:
-    """One arm-seed in its own process; its output goes to ``log``. Returns the exit status."""
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"$ python -m distill distill {' '.join(args)}\n")
-        handle.flush()
-        done = subprocess.run([sys.executable, "-m", "distill", "distill", *args], stdout=handle,
-                              stderr=subprocess.STDOUT, env=env)
-    return done.returncode
-
-
 def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int) -> dict:
     """Per arm: dev accuracies by seed, mean, std; per (arm, baseline): paired differences."""
     summary: dict = {"arms": {}, "paired": {}}
@@ -96,10 +81,10 @@ def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int) 
             "train_rows": {s: results[arm][s]["train_rows"] for s in accs},
             "train_time_s": {s: results[arm][s]["train_time_s"] for s in accs},
         }
-    for base in BASELINES:
+    for i, base in enumerate(BASELINES):
         for arm in arms:
-            if arm == base or base not in summary["arms"]:
-                continue
+            if arm in BASELINES[: i + 1] or base not in summary["arms"]:
+                continue  # each pair once: pseudo - ce, never ce - pseudo
             common = sorted(set(summary["arms"][arm]["seeds"]) & set(summary["arms"][base]["seeds"]))
             diffs = [summary["arms"][arm]["seeds"][s] - summary["arms"][base]["seeds"][s] for s in common]
             n, mean, std = len(diffs), _mean(diffs), _std(diffs)
@@ -220,8 +205,8 @@ def main(argv: list[str]) -> int:
             if not metrics.exists():
                 t0 = time.perf_counter()
                 print(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})", flush=True)
-                status = run_arm(arm_args(arm, seed, cfg, teacher_dir, arm_dir, extra), arm_dir / "log.txt",
-                                 cfg.threads)
+                status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir, arm_dir, extra),
+                                   log=arm_dir / "log.txt", threads=cfg.threads)
                 if status != 0:
                     failures.append(f"{arm} seed {seed}: exit status {status}, see {arm_dir / 'log.txt'}")
                     print(f"compare: {failures[-1]}", flush=True)

@@ -31,14 +31,22 @@ from distill.artifacts import ModelInfo, read_model_info
 from distill.cache import fingerprint_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.data import Dataset, Split, load_dataset
+from distill.inspect import stage_data_checks
 from distill.kd_defaults import IGNORE_INDEX
-from distill.layer_losses import Projections, attention_loss, hidden_loss, layer_pairs
+from distill.layer_losses import (
+    Projections,
+    attention_loss,
+    disable_attention_dropout,
+    hidden_loss,
+    layer_pairs,
+)
 from distill.losses import kd_loss
 from distill.metrics import classification_metrics
 from distill.modeling import count_parameters, load_classifier
 from distill.scoring import cls_cache_name, split_files
 from distill.tokens import encode
 from distill.trainer import (
+    classification_evaluate,
     holdout_indices,
     peak_rss_mb,
     predict_logits,
@@ -47,6 +55,7 @@ from distill.trainer import (
     train,
 )
 from distill.transfer import read_transfer
+from distill.trim_vocab import trim_to_rows
 from students.build import build_student
 from students.config import PRESETS, StudentConfig
 
@@ -95,7 +104,8 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
     caches, states = [], []
     for name, split in splits.items():
         expected = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, split=split,
-                                     data_files=split_files(name, data, info.transfer.get(name)))
+                                     data_files=split_files(name, data, info.transfer.get(name)),
+                                     long_text=info.long_text)
         cache = open_logit_cache(teacher_dir / "logits", name, expected_parts=expected)
         cache.check_rows(split)
         caches.append(cache.logits)
@@ -164,6 +174,15 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     student, tokenizer_source, description = build_student(cfg, teacher_dir=teacher_dir, id2label=teacher.id2label,
                                                            attn=attn)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    trimmed = {}
+    if cfg.trim_vocab:  # keep the embedding rows the training rows use; dev stays unseen, only measured
+        student, tokenizer, trimmed = trim_to_rows(student, tokenizer, rows, data.dev,
+                                                   out / "tokens" / f"vocab_rank{rank}")
+        if rank == 0:
+            print(f"{out.name}: trim_vocab keeps {trimmed['vocab_after']:,} of {trimmed['embedding_rows_before']:,} "
+                  f"embedding rows, {trimmed['parameters_before']:,} -> {trimmed['parameters_after']:,} parameters; "
+                  f"dev: {trimmed['dev_unk_token_share']:.2%} of tokens become [UNK], "
+                  f"{trimmed['dev_resegmented_row_share']:.1%} of rows tokenise differently")
     teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
     tokens_aligned = type(tokenizer) is type(teacher_tok) and tokenizer.get_vocab() == teacher_tok.get_vocab()
     if cfg.w_attn > 0 and not (tokens_aligned and cfg.max_length == teacher.max_length):
@@ -173,19 +192,36 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     store = out / "tokens"
     if rank != 0 and dist.is_initialized():
         dist.barrier()  # rank 0 builds the token store first; the others then find it built
-    train_set = encode(tokenizer, rows, row_labels, cfg.max_length, store=store / "student")
+    long_text, teacher_long_text = cfg.long_text_settings(), teacher.long_text_settings()
+    train_set = encode(tokenizer, rows, row_labels, cfg.max_length, long_text=long_text, store=store / "student")
     if rank == 0 and dist.is_initialized():
         dist.barrier()
-    eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length)
-    dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length)
+    eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length, long_text=long_text)
+    dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length, long_text=long_text)
+    if train_set.groups is not None:  # (R_rows,) from here on: a chunk row reads its document's teacher row
+        teacher_rows = teacher_rows[train_set.groups]
+    data_checks, lines = stage_data_checks(
+        train=rows, dev=data.dev, train_lengths=train_set.source_lengths, dev_lengths=dev_set.source_lengths,
+        max_length=cfg.max_length, cut=long_text.effect(tokenizer, cfg.max_length, train_set, dev_set),
+        deduped=data.deduped)
+    for line in lines if rank == 0 else []:
+        print(line)
 
     online = cfg.online or (layers_on and not cached_layers)
-    same_batches = tokens_aligned and cfg.max_length == teacher.max_length
+    same_batches = tokens_aligned and cfg.max_length == teacher.max_length and long_text == teacher_long_text
+    if online and not same_batches and long_text != teacher_long_text and (
+            cfg.w_attn > 0 or "chunks" in (long_text.mode, teacher_long_text.mode)):
+        raise ConfigError(f"--long_text={long_text.mode}: the online teacher must read the student's rows "
+                          f"({'attention maps' if cfg.w_attn > 0 else 'chunks'}); give the student the teacher's "
+                          f"long_text settings {teacher.long_text}")
     if online:  # the teacher runs every step: for layer losses, or as the baseline of cached logits
         teacher_model = load_classifier(str(teacher_dir), id2label=teacher.id2label, attn_implementation=attn)
         teacher_model = teacher_model.to(device).eval()
         teacher_set = None if same_batches else encode(teacher_tok, rows, row_labels, teacher.max_length,
-                                                       store=store / "teacher")
+                                                       long_text=teacher_long_text, store=store / "teacher")
+    if cfg.w_attn > 0 and disable_attention_dropout(student) == 0:
+        raise ConfigError(f"--w_attn: found no attention dropout to turn off in {type(student).__name__}; its "
+                          "attention maps would be compared after dropout")
     model = student.to(device)
     pairs, teacher_width = None, None
     if layers_on:
@@ -229,7 +265,7 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
 
     run_cfg = dataclasses.replace(cfg, teacher_dir=str(teacher_dir))
     info = ModelInfo(role=role, task=teacher.task, labels=names, max_length=cfg.max_length, data=teacher.data,
-                     architecture={**description, "teacher": str(teacher_dir)})
+                     architecture={**description, "teacher": str(teacher_dir)}, long_text=long_text.to_dict())
 
     def save_best(trained, directory):
         inner = trained.student if isinstance(trained, WithLayerOutputs) else trained
@@ -243,14 +279,16 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
           f"{'online teacher' if online else 'cached logits'} | {device}")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    summary = train(model, cfg=run_cfg, train_set=train_set, eval_set=eval_set, eval_name=eval_name,
-                    label_names=names, loss_fn=loss_fn, out_dir=out, save_best=save_best)
+    evaluate = classification_evaluate(eval_set, names, batch_size=cfg.eval_batch_size, device=device,
+                                       amp=cfg.amp and device.type == "cuda")
+    summary = train(model, cfg=run_cfg, train_set=train_set, evaluate=evaluate, eval_name=eval_name,
+                    loss_fn=loss_fn, out_dir=out, save_best=save_best)
     wall = time.perf_counter() - start
     if rank != 0:
         return {}
     best = load_classifier(str(out), id2label=teacher.id2label).to(device)
     metrics = classification_metrics(predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device),
-                                     dev_set.labels, names)
+                                     dev_set.document_labels, names)
     result = {
         **metrics, **count_parameters(best), "role": role, "student": description,
         "w_kd": cfg.w_kd, "w_ce": cfg.w_ce, "w_hidden": cfg.w_hidden, "w_attn": cfg.w_attn,
@@ -263,7 +301,8 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
         "samples_seen": summary["samples_seen"], "best_step": summary["best_step"],
         "total_steps": summary["total_steps"], "steps_done": summary["step"],
         "stopped_early": summary["stopped_early"], "world_size": summary["world_size"], "device": str(device),
-        "peak_rss_mb": peak_rss_mb(), "history": summary["history"],
+        "peak_rss_mb": peak_rss_mb(), "long_text": long_text.to_dict(), "train_model_rows": len(train_set),
+        "data_checks": data_checks, **trimmed, "history": summary["history"],
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed

@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from distill.artifacts import ModelInfo, read_model_info, write_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config
 from distill.data import DEFAULT_DATA, DataSpec, load_dataset, write_skipped_rows
+from distill.inspect import stage_data_checks
 from distill.kd_defaults import IGNORE_INDEX
 from distill.metrics import classification_metrics
 from distill.modeling import (
     PACKAGED,
+    append_mean_pooling_layer,
     apply_strategy,
     count_parameters,
     load_classifier,
@@ -39,6 +41,7 @@ from distill.scoring import cls_cache_name, score_split, split_files
 from distill.tokens import encode
 from distill.trainer import (
     TrainConfig,
+    classification_evaluate,
     holdout_split,
     peak_rss_mb,
     predict_logits,
@@ -59,13 +62,20 @@ class TeacherConfig(TrainConfig):
     max_train_rows: int | None = None  # random subset of the training split (None: all)
     encoding: str = "utf-8"  # utf-8, a Python codec, or auto (UTF-8, else cp1252, else latin-1, per file)
     on_bad_rows: str = "error"  # error: stop and list bad rows | skip: drop them into skipped_rows.jsonl
+    dedupe: bool = False  # drop train rows whose normalised text is a dev row's or an earlier train row's
     # model
     base_model: str = PACKAGED  # "packaged" (all-MiniLM-L6-v2 from PyPI), a model folder, or a hub name
     strategy: str = "full"  # full | top-n | frozen | lora
+    pooling: str | None = None  # cls: the head reads [CLS] | mean: a fixed block puts the tokens' mean there
+    #                             (frozen only) | None: the strategy's default (POOLING_DEFAULTS)
     top_n: int = 2  # encoder layers that train under strategy=top-n
     lora_r: int = 8  # LoRA rank
     lora_alpha: int = 16  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.1  # dropout on the LoRA branch
+    # the learning rate depends on the strategy (STRATEGY_DEFAULTS, filled in by resolve_defaults)
+    lr: float | None = None  # peak learning rate (None: the strategy's default for this preset)
+    lr_source: str | None = None  # set by resolve_defaults: "given" or which default (provenance, not a setting)
+    preset: str = "quick"  # the preset this config starts from: quick | full (scales the default lr)
     # transfer sets: label-free text scored for the student (distill/transfer.py)
     transfer: list[str] = field(default_factory=list)  # unused_train, unlabeled, augmented, files or folders
     transfer_rows: int | None = None  # at most this many rows per transfer source (seeded sample; None: all)
@@ -80,18 +90,58 @@ class TeacherConfig(TrainConfig):
         """Where the rows come from; the student reads the same DataSpec from distill.json."""
         return DataSpec(path=self.data, text_column=self.text_column, text_pair_column=self.text_pair_column,
                         label_column=self.label_column, max_train_rows=self.max_train_rows, seed=self.seed,
-                        encoding=self.encoding, on_bad_rows=self.on_bad_rows)
+                        encoding=self.encoding, on_bad_rows=self.on_bad_rows, dedupe=self.dedupe)
 
 
 # The presets. quick: sized for a 2-core CPU (measured in docs/RESULTS.md); full: the whole
 # training split for several epochs, meant for a GPU. Transfer sources a dataset lacks are skipped.
 PRESETS = {
-    "quick": TeacherConfig(max_train_rows=8000, max_length=64, epochs=2, batch_size=32, lr=1e-4,
+    "quick": TeacherConfig(max_train_rows=8000, max_length=64, epochs=2, batch_size=32, preset="quick",
                            evals_per_epoch=2, patience=2, transfer=[UNUSED_TRAIN, UNLABELED], transfer_rows=40000),
-    "full": TeacherConfig(max_train_rows=None, max_length=128, epochs=3, batch_size=32, lr=5e-5,
+    "full": TeacherConfig(max_train_rows=None, max_length=128, epochs=3, batch_size=32, preset="full",
                           evals_per_epoch=4, patience=4, save_every_steps=500, transfer=[UNLABELED, AUGMENTED],
                           augment_factor=4),
 }
+
+# The default peak learning rate of each strategy: the best dev accuracy of a sweep on the quick
+# preset (SST-2, 8,000 rows, 2 epochs, batch 32, seed 0, one teacher per strategy and lr: dev
+# accuracy below, runs/sweep/<strategy>_<lr>/teacher/metrics.json; docs/RESULTS.md, "Strategy
+# defaults", keeps the table). The lr is the only default that
+# differs by strategy: warm-up, weight decay (LoRA matrices included) and head initialisation are
+# shared, none of them measured per strategy.
+STRATEGY_DEFAULTS = {
+    "full": 1e-4,  # 1e-4 0.8658 (runs/demo); sweep 5e-5 and 2e-4 unfinished (5e-5: 0.8544 at step 375/500)
+    "top-n": 1e-3,  # sweep (top_n=2): 1e-4 0.8440, 3e-4 0.8486, 1e-3 0.8521 (the grid's top: higher untried)
+    "frozen": 1e-2,  # sweep: 3e-3 0.7374, 1e-2 0.7385, 3e-2 0.7236 (flat: the [CLS] features are the limit)
+    "lora": 2e-3,  # sweep (r=8, alpha 16): 1e-4 0.7683, 5e-4 0.8257, 1e-3 0.8475, 2e-3 0.8509; 5e-3 not run
+}
+# The full preset (whole split, max length 128, ~20x the quick preset's steps; meant for a GPU, so
+# not swept) takes the quick default times this: half, the ratio the full strategy's lr had between
+# the two presets before the sweep (5e-5 : 1e-4). A rule, not a measurement.
+PRESET_LR_SCALE = {"quick": 1.0, "full": 0.5}
+# all-MiniLM-L6-v2 was trained for mean pooling: frozen, its [CLS] state is a poor feature (linear
+# probe 0.755 on SST-2 dev against 0.805 mean-pooled, benchmarks/frozen_pooling.py), so a frozen
+# teacher reads the tokens' mean through a fixed block (append_mean_pooling_layer).
+POOLING_DEFAULTS = {"frozen": "mean"}
+
+
+def resolve_defaults(cfg: TeacherConfig) -> TeacherConfig:
+    """``cfg`` with its lr decided, in the one place that decides it: a given lr is kept
+    (lr_source "given"); None takes ``STRATEGY_DEFAULTS[strategy] * PRESET_LR_SCALE[preset]`` and
+    lr_source says so; pooling None takes ``POOLING_DEFAULTS``. A resolved config (one read back
+    from train_config.json) is returned as is."""
+    if cfg.pooling is None:
+        cfg = dataclasses.replace(cfg, pooling=POOLING_DEFAULTS.get(cfg.strategy, "cls"))
+    if cfg.lr is not None:
+        return cfg if cfg.lr_source else dataclasses.replace(cfg, lr_source="given")
+    if cfg.strategy not in STRATEGY_DEFAULTS:
+        raise ConfigError(f"--strategy: unknown strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGY_DEFAULTS)}")
+    if cfg.preset not in PRESET_LR_SCALE:
+        raise ConfigError(f"--preset: unknown preset {cfg.preset!r}; choose one of {', '.join(PRESET_LR_SCALE)}")
+    base, scale = STRATEGY_DEFAULTS[cfg.strategy], PRESET_LR_SCALE[cfg.preset]
+    source = (f"default for {cfg.strategy}, {cfg.preset} preset: {base:g} (STRATEGY_DEFAULTS, lr sweep in "
+              f"docs/RESULTS.md){f' x {scale:g} (PRESET_LR_SCALE)' if scale != 1 else ''}")
+    return dataclasses.replace(cfg, lr=base * scale, lr_source=source)
 
 
 def stage_dir(run_dir: Path) -> Path:
@@ -102,13 +152,15 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     """Fine-tune, save the best model, write the logit caches; returns metrics.json's content."""
     from transformers import AutoTokenizer
 
+    cfg = resolve_defaults(cfg)  # lr=None -> the strategy's default; train_config.json keeps which
+    print(f"teacher: lr {cfg.lr:g} ({cfg.lr_source})")
     out = stage_dir(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = setup_distributed(cfg.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed)
     spec = cfg.data_spec()
-    data = load_dataset(spec)
+    data = load_dataset(spec)  # before anything is written: bad data leaves no half-made run behind
+    out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         write_skipped_rows(out, data)
     names = data.label_map.names
@@ -124,6 +176,11 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
         print(note)
     transfer = {name: read_transfer(source, dataset=data, spec=spec) for name, source in sources.items()}
     model = load_classifier(cfg.base_model, id2label=data.label_map.id2label, dropout=cfg.dropout)
+    if cfg.pooling not in ("cls", "mean") or (cfg.pooling == "mean" and cfg.strategy != "frozen"):
+        raise ConfigError(f"--pooling={cfg.pooling!r}: cls, or mean with --strategy=frozen (another strategy "
+                          "would train the fixed pooling block)")
+    if cfg.pooling == "mean":
+        append_mean_pooling_layer(model)  # frozen: the head then reads the mean-pooled states (modeling.py)
     model = apply_strategy(model, strategy=cfg.strategy, top_n=cfg.top_n, lora_r=cfg.lora_r,
                            lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout).to(device)
     params = count_parameters(model)
@@ -134,12 +191,21 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     info = ModelInfo(role="teacher", task="classification", labels=names, max_length=cfg.max_length, data=spec,
                      architecture={"base_model": cfg.base_model, "strategy": cfg.strategy,
                                    **({"top_n": cfg.top_n} if cfg.strategy == "top-n" else {}),
-                                   **({"lora_r": cfg.lora_r} if cfg.strategy == "lora" else {})},
-                     transfer={name: {**source, "counts": transfer[name][1]} for name, source in sources.items()})
+                                   **({"lora_r": cfg.lora_r} if cfg.strategy == "lora" else {}),
+                                   **({"pooling": "mean (fixed last block)"} if cfg.pooling == "mean" else {})},
+                     transfer={name: {**source, "counts": transfer[name][1]} for name, source in sources.items()},
+                     long_text=cfg.long_text_settings().to_dict())
 
-    train_set = encode(tokenizer, train_rows, data.label_map.encode(train_rows), cfg.max_length)
-    eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length)
-    dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length)
+    long_text = cfg.long_text_settings()
+    train_set = encode(tokenizer, train_rows, data.label_map.encode(train_rows), cfg.max_length, long_text=long_text)
+    eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length, long_text=long_text)
+    dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length, long_text=long_text)
+    data_checks, lines = stage_data_checks(
+        train=train_rows, dev=data.dev, train_lengths=train_set.source_lengths, dev_lengths=dev_set.source_lengths,
+        max_length=cfg.max_length, cut=long_text.effect(tokenizer, cfg.max_length, train_set, dev_set),
+        deduped=data.deduped)
+    for line in lines if rank == 0 else []:
+        print(line)
 
     def loss_fn(outputs, rows, batch):
         labels = torch.as_tensor(train_set.labels[rows], device=device)  # (B,)
@@ -157,8 +223,10 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
         if rank == 0:
             write_model_info(out, info)  # transfer sources added since are what later stages read
     else:
-        summary = train(model, cfg=cfg, train_set=train_set, eval_set=eval_set, eval_name=eval_name,
-                        label_names=names, loss_fn=loss_fn, out_dir=out, save_best=save_best)
+        evaluate = classification_evaluate(eval_set, names, batch_size=cfg.eval_batch_size, device=device,
+                                           amp=cfg.amp and device.type == "cuda")
+        summary = train(model, cfg=cfg, train_set=train_set, evaluate=evaluate, eval_name=eval_name,
+                        loss_fn=loss_fn, out_dir=out, save_best=save_best)
         summary = {k: summary[k] for k in ("train_seconds", "samples_seen", "best_step", "total_steps",
                                            "stopped_early", "world_size", "history")}
     wall = time.perf_counter() - start
@@ -189,7 +257,7 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
         return {}
     metrics = classification_metrics(
         predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp),
-        dev_set.labels, names)
+        dev_set.document_labels, names)
     result = {
         **metrics, **count_parameters(best), "trainable_parameters": params["trainable_parameters"],
         "strategy": cfg.strategy, "base_model": cfg.base_model, "train_rows": len(train_rows),
@@ -200,6 +268,7 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
         "stopped_early": summary["stopped_early"], "device": str(device), "cache": cache_report,
         "transfer": {name: entry["counts"] for name, entry in info.transfer.items()}, "transfer_notes": notes,
         "skipped_rows": len(data.skipped), "fallback_decoded": data.fallback_decoded, "peak_rss_mb": peak_rss_mb(),
+        "long_text": info.long_text, "train_model_rows": len(train_set), "data_checks": data_checks,
         "history": summary["history"], "loop": summary,
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
@@ -213,6 +282,10 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
 # values of these scores the new sets instead of training again.
 SCORING_ONLY = ("transfer", "transfer_rows", "transfer_text_column", "augment_factor", "cache_dtype",
                 "cache_chunk_rows", "cache_max_chunks", "cache_cls", "eval_batch_size", "progress", "device", "amp")
+# Where a setting came from, not a setting: a teacher trained at lr 1e-4 given by hand matches one
+# whose default is 1e-4 (the lr itself is compared), and train_config.json files from before
+# these fields existed still match.
+PROVENANCE = ("lr_source", "preset")
 
 
 def already_trained(out: Path, cfg: TeacherConfig) -> bool:
@@ -220,9 +293,9 @@ def already_trained(out: Path, cfg: TeacherConfig) -> bool:
     finished teacher with other settings is an error: expensive work is never overwritten."""
     if not (out / "metrics.json").exists() or (out / "checkpoint").exists():
         return False
-    saved = load_config(TeacherConfig, out / "train_config.json")
+    saved, cfg = load_config(TeacherConfig, out / "train_config.json"), resolve_defaults(cfg)  # resolved lr vs lr
     changed = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in asdict(cfg)
-               if k not in SCORING_ONLY and getattr(saved, k) != getattr(cfg, k)]
+               if k not in SCORING_ONLY + PROVENANCE and getattr(saved, k) != getattr(cfg, k)]
     if changed:
         raise ConfigError(f"{out}: holds a teacher trained with other settings ({'; '.join(changed)}); "
                           "use another --run-dir, or delete that folder to train again")

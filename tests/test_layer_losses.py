@@ -77,3 +77,18 @@ def test_attention_loss_averages_heads_when_counts_differ():
     a_s, a_t = s[0].mean(1), t[0].mean(1)
     want = (a_t * ((a_t + 1e-12).log() - (a_s + 1e-12).log())).sum(-1).mean()
     torch.testing.assert_close(got, want)
+
+
+def test_attention_maps_are_distributions_once_their_dropout_is_off(tiny_bert_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from distill.layer_losses import disable_attention_dropout
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager").train()
+    batch = {"input_ids": torch.randint(1000, 2000, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    before = model(**batch, output_attentions=True).attentions[0]
+    assert not torch.allclose(before.sum(-1), torch.ones(2, 2, 9))  # dropout on: rows do not sum to 1
+    assert disable_attention_dropout(model) == 4  # one per block of the tiny 4-layer BERT
+    after = model(**batch, output_attentions=True).attentions[0]
+    torch.testing.assert_close(after.sum(-1), torch.ones(2, 2, 9))
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())  # other dropout stays

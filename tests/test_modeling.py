@@ -343,3 +343,37 @@ def test_build_student_kinds(teacher_dir, tiny_bert_dir, batch):
         _build("tiny", teacher_dir, "unused")
     with pytest.raises(FileNotFoundError):
         _build("pretrained", teacher_dir, "./no-such-model")
+
+
+def test_mean_pooling_block_puts_the_mean_where_the_head_reads(tiny_bert_dir, tmp_path):
+    from distill.modeling import append_mean_pooling_layer, load_classifier
+
+    torch.manual_seed(0)
+    model = load_classifier(str(tiny_bert_dir), id2label=ID2LABEL)
+    ids = torch.randint(1000, 2000, (2, 7))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    model.eval()
+    with torch.no_grad():
+        states = model.bert(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, H)
+        mean = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H): real tokens only
+        append_mean_pooling_layer(model)
+        for mode in ("eval", "train"):  # the block's own dropouts are off in both
+            getattr(model, mode)()
+            model.bert.embeddings.dropout.p = 0.0  # keep the layers below deterministic for the check
+            for layer in encoder_layers(model)[:-1]:
+                for m in layer.modules():
+                    if isinstance(m, torch.nn.Dropout):
+                        m.p = 0.0
+                    if hasattr(m, "dropout_prob"):
+                        m.dropout_prob = 0.0
+            head_input = model.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+            want = torch.nn.functional.layer_norm(mean, (mean.shape[-1],), eps=model.config.layer_norm_eps)
+            torch.testing.assert_close(head_input, want, atol=0.05, rtol=0)  # the h/1000 residual term
+    assert model.config.num_hidden_layers == 5
+    assert not any(p.requires_grad for p in encoder_layers(model)[-1].parameters())
+    model.save_pretrained(tmp_path)  # a standard BERT classifier: reloads with its extra block
+    reloaded = load_classifier(str(tmp_path), id2label=ID2LABEL).eval()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids, attention_mask=mask).logits,
+                                   model(input_ids=ids, attention_mask=mask).logits)

@@ -236,7 +236,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(teacher_run, tmp_path
     ma = json.loads((straight / "student" / "metrics.json").read_text())
     mb = json.loads((killed / "student" / "metrics.json").read_text())
     assert (ma["accuracy"], ma["best_step"]) == (mb["accuracy"], mb["best_step"])
-    assert [h["eval_accuracy"] for h in ma["history"]] == [h["eval_accuracy"] for h in mb["history"]]
+    assert [h["eval"]["accuracy"] for h in ma["history"]] == [h["eval"]["accuracy"] for h in mb["history"]]
 
 
 @pytest.mark.slow

@@ -60,10 +60,10 @@ def test_classification_metrics_by_hand():
 
 def test_log_line_shows_the_parts_the_stage_has():
     row = {"step": 5, "epoch": 0.5, "loss": 0.4, "ce": 0.3, "lr": 1e-4, "samples_per_s": 30.0,
-           "eval_set": "holdout", "eval_accuracy": 0.8, "eval_macro_f1": 0.79, "best": True}
+           "eval_set": "holdout", "eval": {"accuracy": 0.8, "macro_f1": 0.79}, "best": True}
     line = format_log_line(row, 10, early_stop=False)
     assert "ce 0.3000" in line and "kd" not in line and line.endswith("best")
-    assert "holdout acc 0.8000 f1 0.7900" in line
+    assert "holdout accuracy 0.8000 macro_f1 0.7900" in line
     line = format_log_line({**row, "kd": 0.1, "hidden": 0.25, "attn": 0.05}, 10, early_stop=False)
     assert "ce 0.3000 | kd 0.1000 | hidden 0.2500 | attn 0.0500 | lr" in line
     line = format_log_line({**row, "kd": 0.1, "best": False}, 10, early_stop=True)
