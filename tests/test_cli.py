@@ -20,30 +20,42 @@ def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def test_bad_rows_are_one_error_listing_each(tmp_path):
+def in_process(capsys, *args: str) -> tuple[int, str]:
+    """``python -m distill <args>`` without a new interpreter: (exit status, stderr)."""
+    from distill.__main__ import main
+
+    status = main(list(args))
+    return status, capsys.readouterr().err
+
+
+def test_bad_rows_are_one_error_listing_each(tmp_path, capsys):
     rows = "".join(f"good row {i}\t{i % 2}\n" for i in range(30))
     bad = "".join(f"bad row {i}\n" for i in range(25))  # one field instead of two, 25 times
     (tmp_path / "train.tsv").write_text("text\tlabel\n" + rows + bad)
     (tmp_path / "dev.tsv").write_text("text\tlabel\nfine\t0\n")
-    done = cli("teacher", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"))
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
-    first, *listed = done.stderr.strip().splitlines()
+    status, err = in_process(capsys, "teacher", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"))
+    assert status == 2 and "Traceback" not in err
+    first, *listed = err.strip().splitlines()
     assert first == f"error: {tmp_path / 'train.tsv'}: 25 bad rows (the first 20 below)"
     assert listed[0] == "  line 32: expected 2 fields (text, label), found 1" and len(listed) == 20
-    assert not (tmp_path / "run" / "teacher" / "distill.json").exists()
-    debug = cli("teacher", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"), "--debug")
-    assert debug.returncode == 2 and "Traceback" in debug.stderr and "DataError" in debug.stderr
+    assert not (tmp_path / "run").exists()  # nothing half-made is left behind
+    status, err = in_process(capsys, "teacher", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"), "--debug")
+    assert status == 2 and "Traceback" in err and "DataError" in err
 
 
-def test_missing_inputs_and_unknown_keys_are_one_line(tmp_path):
-    done = cli("teacher", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run"))
-    assert done.returncode == 2 and done.stderr.strip() == f"error: {tmp_path / 'nowhere'}: no such dataset directory"
+def test_missing_inputs_and_unknown_keys_are_one_line(tmp_path, capsys):
+    status, err = in_process(capsys, "teacher", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r"))
+    assert status == 2 and err.strip() == f"error: {tmp_path / 'nowhere'}: no such dataset directory"
+    status, err = in_process(capsys, "distill", "--run-dir", str(tmp_path / "run"))
+    assert status == 2 and err.count("\n") == 1
+    assert "teacher: no such model directory (run `make teacher` first)" in err
+    status, err = in_process(capsys, "export", "--run-dir", str(tmp_path / "run"), "--no_such_key=1")
+    assert status == 2 and "unknown config key 'no_such_key'" in err and "Traceback" not in err
+
+
+def test_the_exit_status_reaches_the_shell(tmp_path):
     done = cli("distill", "--run-dir", str(tmp_path / "run"))
-    assert done.returncode == 2 and done.stderr.count("\n") == 1
-    assert "teacher: no such model directory (run `make teacher` first)" in done.stderr
-    done = cli("export", "--run-dir", str(tmp_path / "run"), "--no_such_key=1")
-    assert done.returncode == 2 and "unknown config key 'no_such_key'" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 
 
 @pytest.mark.slow

@@ -45,7 +45,8 @@ def test_stages_do_not_import_each_other():
 
 
 def test_no_import_cycles():
-    graph = {m: {i for i in imports if i in project_imports()} for m, imports in project_imports().items()}
+    imports = project_imports()
+    graph = {m: {i for i in targets if i in imports} for m, targets in imports.items()}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(module: str, path: list[str]) -> None:
