@@ -30,6 +30,7 @@ from distill.kd_defaults import IGNORE_INDEX
 from distill.metrics import classification_metrics
 from distill.modeling import (
     PACKAGED,
+    TASKS,
     append_mean_pooling_layer,
     apply_strategy,
     count_parameters,
@@ -37,6 +38,7 @@ from distill.modeling import (
     merge_for_saving,
     resolve_model_name,
 )
+from distill.ner_data import NerSpec
 from distill.scoring import cls_cache_name, score_split, split_files
 from distill.tokens import encode
 from distill.trainer import (
@@ -54,6 +56,7 @@ from distill.transfer import AUGMENTED, UNLABELED, UNUSED_TRAIN, read_transfer, 
 
 @dataclass
 class TeacherConfig(TrainConfig):
+    task: str = "classification"  # classification: a label per text | ner: a tag per word (teachers/ner.py)
     # data
     data: str = DEFAULT_DATA  # dataset directory (train + dev splits) or hub name
     text_column: str = "text"  # column holding the text
@@ -63,6 +66,8 @@ class TeacherConfig(TrainConfig):
     encoding: str = "utf-8"  # utf-8, a Python codec, or auto (UTF-8, else cp1252, else latin-1, per file)
     on_bad_rows: str = "error"  # error: stop and list bad rows | skip: drop them into skipped_rows.jsonl
     dedupe: bool = False  # drop train rows whose normalised text is a dev row's or an earlier train row's
+    tag_scheme: str = "auto"  # ner: the files' tag scheme, auto | iob1 | iob2 | iobes (distill/ner_data.py)
+    repair_tags: bool = False  # ner: read an impossible I-X as B-X (counted) instead of reporting a bad row
     # model
     base_model: str = PACKAGED  # "packaged" (all-MiniLM-L6-v2 from PyPI), a model folder, or a hub name
     strategy: str = "full"  # full | top-n | frozen | lora
@@ -92,6 +97,12 @@ class TeacherConfig(TrainConfig):
                         label_column=self.label_column, max_train_rows=self.max_train_rows, seed=self.seed,
                         encoding=self.encoding, on_bad_rows=self.on_bad_rows, dedupe=self.dedupe)
 
+    def ner_spec(self) -> NerSpec:
+        """Where the sentences come from (task ner); the student reads the same NerSpec from distill.json."""
+        return NerSpec(path=self.data, tag_scheme=self.tag_scheme, repair_tags=self.repair_tags,
+                       max_train_rows=self.max_train_rows, seed=self.seed, encoding=self.encoding,
+                       on_bad_rows=self.on_bad_rows)
+
 
 # The presets. quick: sized for a 2-core CPU (measured in docs/RESULTS.md); full: the whole
 # training split for several epochs, meant for a GPU. Transfer sources a dataset lacks are skipped.
@@ -112,7 +123,8 @@ PRESETS = {
 STRATEGY_DEFAULTS = {
     "full": 1e-4,  # 1e-4 0.8658 (runs/demo); sweep 5e-5 and 2e-4 unfinished (5e-5: 0.8544 at step 375/500)
     "top-n": 1e-3,  # sweep (top_n=2): 1e-4 0.8440, 3e-4 0.8486, 1e-3 0.8521 (the grid's top: higher untried)
-    "frozen": 1e-2,  # sweep: 3e-3 0.7374, 1e-2 0.7385, 3e-2 0.7236 (flat: the [CLS] features are the limit)
+    "frozen": 3e-3,  # pooling=mean: 1e-3 0.8085, 3e-3 0.8085, 1e-2 0.7982, 3e-2 0.7626; pooling=cls: 3e-3 0.7374,
+    #                  1e-2 0.7385, 3e-2 0.7236 (flat: the [CLS] features are the limit, POOLING_DEFAULTS)
     "lora": 2e-3,  # sweep (r=8, alpha 16): 1e-4 0.7683, 5e-4 0.8257, 1e-3 0.8475, 2e-3 0.8509; 5e-3 not run
 }
 # The full preset (whole split, max length 128, ~20x the quick preset's steps; meant for a GPU, so
@@ -130,8 +142,9 @@ def resolve_defaults(cfg: TeacherConfig) -> TeacherConfig:
     (lr_source "given"); None takes ``STRATEGY_DEFAULTS[strategy] * PRESET_LR_SCALE[preset]`` and
     lr_source says so; pooling None takes ``POOLING_DEFAULTS``. A resolved config (one read back
     from train_config.json) is returned as is."""
-    if cfg.pooling is None:
-        cfg = dataclasses.replace(cfg, pooling=POOLING_DEFAULTS.get(cfg.strategy, "cls"))
+    if cfg.pooling is None:  # ner: no pooling (the head reads every token)
+        pooling = POOLING_DEFAULTS.get(cfg.strategy, "cls") if cfg.task == "classification" else "cls"
+        cfg = dataclasses.replace(cfg, pooling=pooling)
     if cfg.lr is not None:
         return cfg if cfg.lr_source else dataclasses.replace(cfg, lr_source="given")
     if cfg.strategy not in STRATEGY_DEFAULTS:
@@ -152,9 +165,15 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     """Fine-tune, save the best model, write the logit caches; returns metrics.json's content."""
     from transformers import AutoTokenizer
 
+    if cfg.task not in TASKS:
+        raise ConfigError(f"--task={cfg.task}: expected one of {', '.join(TASKS)}")
     cfg = resolve_defaults(cfg)  # lr=None -> the strategy's default; train_config.json keeps which
     print(f"teacher: lr {cfg.lr:g} ({cfg.lr_source})")
     out = stage_dir(run_dir)
+    if cfg.task == "ner":  # token classification: the same strategies, loop and cache, per word
+        from teachers.ner import run_ner
+
+        return run_ner(cfg, out, trained=already_trained(out, cfg))
     device = setup_distributed(cfg.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed)
@@ -320,6 +339,8 @@ def parse_args(argv: list[str]) -> tuple[TeacherConfig, Path]:
     cfg = PRESETS[args.preset]
     if args.data:
         cfg = dataclasses.replace(cfg, data=args.data)
+    if apply_overrides(cfg, overrides).task == "ner":  # the presets' transfer sets are classification's
+        cfg = dataclasses.replace(cfg, transfer=[])
     return apply_overrides(cfg, overrides), Path(args.run_dir)
 
 
