@@ -738,3 +738,73 @@ def test_unreadable_directory_entries_do_not_count_as_splits(tmp_path):
     os.symlink(tmp_path / "missing.tsv", tmp_path / "dev.tsv")  # dangling link: not a file
     with raises_data_error(tmp_path, "no dev split"):
         load(tmp_path)
+
+
+# ------------------------------------------------------------------- many bad rows, skip, encodings
+
+
+def test_every_bad_row_of_a_file_is_listed_first_20_and_the_count(tmp_path):
+    good = [f"row {i}\t{i % 2}" for i in range(5)]
+    bad = [f"bad {i}" for i in range(23)] + ["\t1"]  # 23 with one field, then an empty text
+    path = write(tmp_path / "train.tsv", "text\tlabel\n" + "\n".join(good + bad) + "\n")
+    tsv(tmp_path / "dev.tsv", [("a", 0)])
+    with pytest.raises(DataError) as info:
+        load(tmp_path)
+    err = info.value
+    assert len(err.rows) == 24 and err.line == 7 and err.path == str(path)
+    lines = str(err).splitlines()
+    assert lines[0] == f"{path}: 24 bad rows (the first 20 below)" and len(lines) == 21
+    assert lines[1] == "  line 7: expected 2 fields (text, label), found 1"
+
+
+def test_skip_drops_bad_rows_and_records_each(tmp_path):
+    path = write(tmp_path / "train.tsv", "text\tlabel\nfine\t0\nbad\nok\t1\n  \t0\nalso\t\nlast\t1\n")
+    write(tmp_path / "dev.tsv", "text\tlabel\nd\t0\nunknown label\t7\n")
+    ds = load(tmp_path, on_bad_rows="skip")
+    assert ds.train.texts == ["fine", "ok", "last"] and ds.train.line_numbers == [2, 4, 7]
+    assert len(ds.dev) == 1
+    assert [(Path(r.path).name, r.line) for r in ds.skipped] == [("train.tsv", 3), ("train.tsv", 5), ("train.tsv", 6),
+                                                                 ("dev.tsv", 3)]
+    assert ds.skipped[0].reason.startswith("expected 2 fields") and "never appears" in ds.skipped[-1].reason
+    assert str(path) == ds.skipped[0].path
+
+
+def test_gzipped_splits_read_like_plain_ones(tmp_path):
+    plain = dataset_dir(tmp_path / "plain", TRAIN3, DEV3)
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (zipped / f"{name}.gz").write_bytes(gzip.compress((plain / name).read_bytes()))
+    a, b = load(plain), load(zipped)
+    assert a.train.texts == b.train.texts and a.dev.labels == b.dev.labels
+    assert b.files == [str(zipped / "train.tsv.gz"), str(zipped / "dev.tsv.gz")]
+    (zipped / "dev.tsv.gz").write_bytes(b"not gzip at all")
+    with raises_data_error(zipped / "dev.tsv.gz", "not a readable gzip file"):
+        load(zipped)
+
+
+def test_encoding_auto_reads_a_latin1_file_and_says_so(tmp_path):
+    (tmp_path / "train.tsv").write_bytes("text\tlabel\ncafé crème\t0\nnaïve\t1\n".encode("latin-1"))
+    tsv(tmp_path / "dev.tsv", [("ok", 0)])
+    with raises_data_error(tmp_path / "train.tsv", "not UTF-8", line=2):
+        load(tmp_path)
+    ds = load(tmp_path, encoding="auto")
+    assert ds.train.texts == ["café crème", "naïve"]
+    assert ds.fallback_decoded == {str(tmp_path / "train.tsv"): "cp1252"}
+    assert load(tmp_path, encoding="latin-1").train.texts == ["café crème", "naïve"]
+    with raises_data_error(tmp_path / "train.tsv", "unknown encoding 'klingon'"):
+        load(tmp_path, encoding="klingon")
+
+
+def test_a_corpus_with_an_undecodable_and_an_empty_file_loads_with_skip(tmp_path):
+    make_class_folders(tmp_path, "train", {"pos": ["good", "great", "fine"], "neg": ["bad", "awful"]})
+    (tmp_path / "train" / "pos" / "latin.txt").write_bytes("d\xe9j\xe0 vu".encode("latin-1"))
+    (tmp_path / "train" / "neg" / "empty.txt").write_bytes(b"")
+    make_class_folders(tmp_path, "dev", {"pos": ["ok"], "neg": ["meh"]})
+    with raises_data_error(tmp_path / "train", "2 bad rows"):
+        load(tmp_path)
+    ds = load(tmp_path, on_bad_rows="skip")
+    assert len(ds.train) == 5
+    assert sorted((Path(r.path).name, r.reason.split(" at ")[0]) for r in ds.skipped) == [
+        ("empty.txt", "file is empty"), ("latin.txt", "bytes that are not UTF-8")]
+    assert len(load(tmp_path, on_bad_rows="skip", encoding="auto").train) == 6  # the Latin-1 file reads

@@ -260,3 +260,21 @@ def test_two_process_ddp_matches_one_process(teacher_run, tmp_path):
     for key in a:  # same updates; only the order of float sums differs (all-reduce vs one batch)
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
     assert abs(ma["accuracy"] - mb["accuracy"]) <= 1 / 64
+
+
+def test_teacher_trains_through_bad_files_with_skip_and_lists_them(tmp_path, tiny_bert_dir):
+    for split, n in (("train", 20), ("dev", 4)):
+        for label in ("neg", "pos"):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                (folder / f"{i}.txt").write_text(f"{label} review number {i}\n")
+    (tmp_path / "data" / "train" / "pos" / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "data" / "train" / "neg" / "empty.txt").write_bytes(b"")
+    cfg = TeacherConfig(data=str(tmp_path / "data"), base_model=str(tiny_bert_dir), max_length=16, epochs=1,
+                        batch_size=8, lr=1e-3, transfer=[], progress=False, on_bad_rows="skip")
+    metrics = run_teacher(cfg, tmp_path / "run")
+    assert metrics["skipped_rows"] == 2 and metrics["train_rows"] == 40
+    skipped = [json.loads(line) for line in (tmp_path / "run" / "teacher" / "skipped_rows.jsonl").read_text().splitlines()]
+    assert sorted(Path(r["file"]).name for r in skipped) == ["empty.txt", "latin.txt"]
+    assert {r["reason"].split(" at ")[0] for r in skipped} == {"file is empty", "bytes that are not UTF-8"}
