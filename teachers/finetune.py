@@ -312,7 +312,8 @@ def already_trained(out: Path, cfg: TeacherConfig) -> bool:
     finished teacher with other settings is an error: expensive work is never overwritten."""
     if not (out / "metrics.json").exists() or (out / "checkpoint").exists():
         return False
-    saved, cfg = load_config(TeacherConfig, out / "train_config.json"), resolve_defaults(cfg)  # resolved lr vs lr
+    # both resolved: a config saved before a default existed (lr, pooling) compares by the value it had
+    saved, cfg = resolve_defaults(load_config(TeacherConfig, out / "train_config.json")), resolve_defaults(cfg)
     changed = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in asdict(cfg)
                if k not in SCORING_ONLY + PROVENANCE and getattr(saved, k) != getattr(cfg, k)]
     if changed:
