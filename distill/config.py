@@ -98,6 +98,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def atomic_save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=dpi)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # no temp file left behind; the error goes on
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
 def save_config(config: Any, path: str | os.PathLike) -> None:
     atomic_write_text(path, json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True) + "\n")
 

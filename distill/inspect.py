@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from distill.config import apply_overrides, atomic_write_text
+from distill.config import apply_overrides, atomic_save_figure, atomic_write_text
 from distill.data import DEFAULT_DATA, MAX_LISTED, BadRow, DataError, Dataset, DataSpec, Split, load_dataset
 from distill.modeling import PACKAGED, resolve_model_name
 from distill.transfer import normalise_text
@@ -478,19 +476,7 @@ def plot_lengths(path: Path, lengths: dict[str, np.ndarray], max_length: int, su
     axis.set_ylabel("share of rows")
     axis.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=110)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # no temp file left behind; the error goes on
-        raise
-    finally:
-        plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def run(cfg: InspectConfig, data: str, out: Path) -> dict:

@@ -27,13 +27,12 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.artifacts import read_model_info
-from distill.config import ConfigError, apply_overrides, atomic_write_text
+from distill.config import ConfigError, apply_overrides, atomic_save_figure, atomic_write_text
 from distill.procs import run_stage
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
@@ -176,10 +175,7 @@ def plot(summary: dict, teacher_acc: float, path: Path) -> None:
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_save_figure(fig, path)
 
 
 def main(argv: list[str]) -> int:

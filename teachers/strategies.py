@@ -27,12 +27,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.config import ConfigError, apply_overrides, atomic_write_text
+from distill.config import ConfigError, apply_overrides, atomic_save_figure, atomic_write_text
 from distill.modeling import STRATEGIES
 from distill.procs import run_stage
 from teachers.finetune import PRESETS, TeacherConfig, already_trained, resolve_defaults
@@ -224,10 +223,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.margins(x=0.25, y=0.15)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_save_figure(fig, path)
 
 
 def main(argv: list[str]) -> int:
