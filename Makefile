@@ -2,6 +2,7 @@
 # Every stage target installs the environment (.venv) first when it is missing.
 #   make demo                     whole pipeline on the default assets (SST-2, all-MiniLM-L6-v2)
 #   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full
+#   make teacher TASK=ner DATA=<NER dir>   token classification (CoNLL/JSONL); later stages read the task from distill.json
 #   make distill ARGS="--temperature=4 --w_kd=0.9"   extra --key=value overrides for the stage
 #   make strategies DATA=... RUN=...  the four teacher strategies on the same rows, a student from each, one table
 #   make test                     the test suite (TEST_ARGS="-m slow" for the long tests)
@@ -14,6 +15,7 @@ PY     := $(VENV)/bin/python
 DATA   ?= data/sst2
 RUN    ?= runs/demo
 PRESET ?= quick
+TASK   ?= classification
 ARGS   ?=
 TEST_ARGS ?=
 
@@ -52,7 +54,7 @@ inspect: setup
 	$(PY) -m distill inspect --data $(DATA) --out $(RUN)/inspect $(ARGS)
 
 teacher: setup
-	$(PY) -m distill teacher --data $(DATA) --run-dir $(RUN) --preset $(PRESET) $(ARGS)
+	$(PY) -m distill teacher --data $(DATA) --run-dir $(RUN) --preset $(PRESET) --task=$(TASK) $(ARGS)
 
 # full, top-n, frozen and lora on the same rows and seed (each resumable, in $(RUN)/strategies/<strategy>),
 # the quick 3-layer student from each, then strategies.md/.json/.png and the pick; ARGS as for teacher

@@ -7,6 +7,14 @@ Files in the cache directory, for a split ``name``:
     name.texthash.npy    (R, 8) uint8: first 8 bytes of sha256 of each row's text, to line rows up
     name.manifest.json   shape, dtype, label names, fingerprint and its parts, sha256 of name.npy
 
+A ragged cache (``row_offsets``: per-word logits of sentences, distill/ner.py) has several logit
+rows per example: ``name.npy`` is (N, C) with N the total of every example's rows, and
+
+    name.offsets.npy     (U + 1,) int64: example u owns rows offsets[u]:offsets[u + 1] of name.npy
+
+while the text hashes and the manifest's ``rows`` count the U examples; chunks are then chunks of
+examples. The manifest holds the offsets' sha256, and a reader checks them like the array.
+
 While writing, ``name.npy.partial`` holds the array and ``name.progress.<rank>.json`` the chunks
 each process finished (with a sha256 per chunk). An interrupted write resumes with the chunks not
 done (or damaged since), under any number of processes; chunks are scored in a fixed composition,
@@ -84,13 +92,14 @@ class LogitCache:
     directory: Path
     name: str
     manifest: dict
-    logits: np.ndarray  # (R, C) memmap
-    text_hashes: np.ndarray  # (R, 8) uint8
+    logits: np.ndarray  # (R, C) memmap; ragged: (N, C), N the rows of all examples
+    text_hashes: np.ndarray  # (R, 8) uint8, one per example
+    offsets: np.ndarray | None = None  # ragged only: (R + 1,) int64, example r owns logits[offsets[r]:offsets[r + 1]]
 
     def check_rows(self, split: Split) -> None:
         """Raise unless ``split``'s rows are the cached rows, in the same order."""
-        if len(split) != len(self.logits):
-            raise CacheError(f"{self._path()}: cache has {len(self.logits)} rows, the data has {len(split)}")
+        if len(split) != len(self.text_hashes):
+            raise CacheError(f"{self._path()}: cache has {len(self.text_hashes)} rows, the data has {len(split)}")
         mismatch = np.nonzero((text_hashes(split) != self.text_hashes).any(axis=1))[0]
         if len(mismatch):
             i = int(mismatch[0])
@@ -120,6 +129,7 @@ def write_logit_cache(
     world: int = 1,
     barrier: Callable[[], None] = lambda: None,
     max_chunks: int | None = None,
+    row_offsets: np.ndarray | None = None,
 ) -> Path | None:
     """Score ``split`` chunk by chunk with ``score(start, stop) -> (stop - start, C) float32`` and
     write the cache. Resumes an interrupted write with the same fingerprint; skips the work when
@@ -132,9 +142,14 @@ def write_logit_cache(
     result does not depend on the number of processes (byte-identical at equal thread counts).
 
     ``max_chunks``: score at most this many chunks in this call (a time box); when chunks are
-    left, the partial write stays resumable and None is returned."""
+    left, the partial write stays resumable and None is returned.
+
+    ``row_offsets`` (a ragged cache, see the module docstring): (R + 1,) int64, row r of ``split``
+    owns logit rows row_offsets[r]:row_offsets[r + 1]; ``chunk_rows`` then counts rows of ``split``,
+    and ``score(start, stop)`` returns (row_offsets[stop] - row_offsets[start], C)."""
     if dtype not in ("float32", "float16"):
         raise ValueError(f"cache dtype must be float32 or float16, not {dtype!r}")
+    offsets = _offsets(row_offsets, len(split))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     fingerprint = fingerprint_of(parts)
@@ -142,17 +157,19 @@ def write_logit_cache(
     partial = directory / f"{name}.npy.partial"
     hashes_path = directory / f"{name}.texthash.npy"
     rows = len(split)
-    if _complete(manifest_path, final, hashes_path, fingerprint, split):
+    if _complete(manifest_path, final, hashes_path, fingerprint, split, offsets if row_offsets is not None else None):
         return manifest_path  # already complete and intact
     layout = {"fingerprint": fingerprint, "rows": rows, "num_labels": num_labels, "dtype": dtype,
               "chunk_rows": chunk_rows}
+    if row_offsets is not None:
+        layout["offsets_sha256"] = _sha256_bytes(offsets)
     n_chunks = (rows + chunk_rows - 1) // chunk_rows
-    done = _verified_chunks(directory, name, layout, partial) if partial.exists() else {}
+    done = _verified_chunks(directory, name, layout, partial, offsets) if partial.exists() else {}
     barrier()  # every rank has read the progress files before any rank writes
     if rank == 0 and not done:
         for old in _progress_files(directory, name):
             old.unlink()
-        np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(rows, num_labels)).flush()
+        np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(int(offsets[-1]), num_labels)).flush()
     barrier()  # the .partial exists before any rank maps it
     mine = {i: done[i] for i in done if i % world == rank}
     progress_path = directory / f"{name}.progress.{rank}.json"
@@ -165,35 +182,55 @@ def write_logit_cache(
             break
         new += 1
         start, stop = i * chunk_rows, min(rows, (i + 1) * chunk_rows)
+        first, last = int(offsets[start]), int(offsets[stop])  # its logit rows (= start, stop unless ragged)
         logits = score(start, stop)
-        if logits.shape != (stop - start, num_labels):
+        if logits.shape != (last - first, num_labels):
             raise CacheError(f"scorer returned {logits.shape} for rows {start}:{stop}, expected "
-                             f"{(stop - start, num_labels)}")
-        array[start:stop] = logits.astype(dtype)
+                             f"{(last - first, num_labels)}")
+        array[first:last] = logits.astype(dtype)
         array.flush()
-        mine[i] = _sha256_bytes(array[start:stop])
+        mine[i] = _sha256_bytes(array[first:last])
         atomic_write_text(progress_path, json.dumps({**layout, "chunks": {str(k): v for k, v in mine.items()}}))
     del array
     barrier()  # every rank's chunks are in
-    if max_chunks is not None and len(_verified_chunks(directory, name, layout, partial)) < n_chunks:
+    if max_chunks is not None and len(_verified_chunks(directory, name, layout, partial, offsets)) < n_chunks:
         return None  # time-boxed: the rest is scored by the next call
     if rank == 0:
-        missing = sorted(set(range(n_chunks)) - set(_verified_chunks(directory, name, layout, partial)))
+        missing = sorted(set(range(n_chunks)) - set(_verified_chunks(directory, name, layout, partial, offsets)))
         if missing:
             raise CacheError(f"{partial}: chunks {missing[:10]} are missing after scoring (a rank failed?)")
-        _install(directory, name, split, partial, fingerprint, num_labels, label_names, parts, dtype)
+        _install(directory, name, split, partial, fingerprint, num_labels, label_names, parts, dtype,
+                 offsets if row_offsets is not None else None)
     barrier()  # no rank reads the cache before it is installed
     return manifest_path
 
 
-def _complete(manifest_path: Path, final: Path, hashes_path: Path, fingerprint: str, split: Split) -> bool:
+def _offsets(row_offsets: np.ndarray | None, rows: int) -> np.ndarray:
+    """(rows + 1,) int64 logit-row offsets of the rows: 0..rows unless ragged (checked)."""
+    if row_offsets is None:
+        return np.arange(rows + 1, dtype=np.int64)
+    offsets = np.asarray(row_offsets, dtype=np.int64)
+    if offsets.shape != (rows + 1,) or (rows + 1 and offsets[0] != 0) or np.any(np.diff(offsets) < 0):
+        raise ValueError(f"row_offsets must be ({rows + 1},) non-decreasing from 0, got shape {offsets.shape}")
+    return offsets
+
+
+def _offsets_path(directory: Path, name: str) -> Path:
+    return Path(directory) / f"{name}.offsets.npy"
+
+
+def _complete(manifest_path: Path, final: Path, hashes_path: Path, fingerprint: str, split: Split,
+              offsets: np.ndarray | None = None) -> bool:
     if not (manifest_path.exists() and final.exists() and hashes_path.exists()):
         return False
     try:
         manifest = json.loads(manifest_path.read_text())
+        same_offsets = offsets is None or (
+            manifest.get("offsets_sha256") == _sha256_bytes(offsets)
+            and np.array_equal(np.load(final.with_suffix(".offsets.npy")), offsets))  # name.npy -> name.offsets.npy
         return (manifest.get("fingerprint") == fingerprint and file_digest(final) == manifest.get("file_sha256")
-                and np.array_equal(np.load(hashes_path), text_hashes(split)))
-    except (OSError, ValueError, EOFError):  # an unreadable manifest or hash file: rebuild
+                and np.array_equal(np.load(hashes_path), text_hashes(split)) and same_offsets)
+    except (OSError, ValueError, EOFError):  # an unreadable manifest, hash or offsets file: rebuild
         return False
 
 
@@ -201,7 +238,7 @@ def _progress_files(directory: Path, name: str) -> list[Path]:
     return sorted(directory.glob(f"{name}.progress.*.json"))
 
 
-def _verified_chunks(directory: Path, name: str, layout: dict, partial: Path) -> dict[int, str]:
+def _verified_chunks(directory: Path, name: str, layout: dict, partial: Path, offsets: np.ndarray) -> dict[int, str]:
     """Chunks recorded by any rank's progress file (of this layout) whose bytes in ``partial``
     still match their sha256; a damaged chunk is left out, so it is scored again."""
     recorded: dict[int, str] = {}
@@ -218,30 +255,41 @@ def _verified_chunks(directory: Path, name: str, layout: dict, partial: Path) ->
         array = np.load(partial, mmap_mode="r")
     except (OSError, ValueError):
         return {}
-    chunk = layout["chunk_rows"]
-    good = {i: sha for i, sha in recorded.items() if _sha256_bytes(array[i * chunk:(i + 1) * chunk]) == sha}
+    chunk, rows = layout["chunk_rows"], layout["rows"]
+
+    def logit_rows(i: int) -> slice:  # chunk i's rows of the array (ragged: its examples' rows)
+        return slice(int(offsets[min(i * chunk, rows)]), int(offsets[min((i + 1) * chunk, rows)]))
+
+    good = {i: sha for i, sha in recorded.items() if _sha256_bytes(array[logit_rows(i)]) == sha}
     del array
     return good
 
 
 def _install(directory: Path, name: str, split: Split, partial: Path, fingerprint: str, num_labels: int,
-             label_names: list[str], parts: dict, dtype: str) -> None:
-    """Swap the finished ``.partial`` in under the final name, with its text hashes and manifest."""
+             label_names: list[str], parts: dict, dtype: str, offsets: np.ndarray | None = None) -> None:
+    """Swap the finished ``.partial`` in under the final name, with its text hashes (and, ragged,
+    its offsets) and manifest."""
     final, manifest_path = directory / f"{name}.npy", directory / f"{name}.manifest.json"
     hashes_tmp = directory / f".{name}.texthash.tmp.npy"
     np.save(hashes_tmp, text_hashes(split))
+    if offsets is not None:
+        np.save(directory / f".{name}.offsets.tmp.npy", offsets)
     with open(partial, "rb") as handle:
         os.fsync(handle.fileno())
     rows = len(split)
     manifest = {
-        "format": CACHE_FORMAT, "name": name, "shape": [rows, num_labels], "dtype": dtype, "rows": rows,
+        "format": CACHE_FORMAT, "name": name, "shape": [rows if offsets is None else int(offsets[-1]), num_labels],
+        "dtype": dtype, "rows": rows,
         "label_names": label_names, "source": split.source, "fingerprint": fingerprint, "parts": parts,
         "file_sha256": file_digest(partial), "file_bytes": partial.stat().st_size,
+        **({} if offsets is None else {"offsets_sha256": _sha256_bytes(offsets)}),
     }
     # the old manifest goes first: a crash between the renames below must not leave it vouching
     # for a mix of old and new files (a reader then sees an unfinished write, and a rerun resumes)
     manifest_path.unlink(missing_ok=True)
     os.replace(hashes_tmp, directory / f"{name}.texthash.npy")
+    if offsets is not None:
+        os.replace(directory / f".{name}.offsets.tmp.npy", _offsets_path(directory, name))
     os.replace(partial, final)
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     for path in _progress_files(directory, name):
@@ -287,4 +335,17 @@ def open_logit_cache(directory: Path, name: str, *, expected_parts: dict | None,
         raise CacheError(f"{directory / f'{name}.texthash.npy'}: missing or unreadable ({err})") from err
     if hashes.shape != (manifest["rows"], 8):
         raise CacheError(f"{directory / f'{name}.texthash.npy'}: wrong shape {hashes.shape}")
-    return LogitCache(directory=directory, name=name, manifest=manifest, logits=logits, text_hashes=hashes)
+    offsets = None
+    if "offsets_sha256" in manifest:  # ragged: which logit rows are each example's
+        path = _offsets_path(directory, name)
+        try:
+            offsets = np.load(path)
+        except (OSError, ValueError, EOFError) as err:
+            raise CacheError(f"{path}: missing or unreadable ({err})") from err
+        if offsets.shape != (manifest["rows"] + 1,) or int(offsets[-1]) != manifest["shape"][0]:
+            raise CacheError(f"{path}: offsets {offsets.shape} ending at {offsets[-1] if len(offsets) else None} do not "
+                             f"fit {manifest['rows']} rows of {manifest['shape'][0]} logit rows (truncated or replaced)")
+        if _sha256_bytes(offsets.astype(np.int64)) != manifest["offsets_sha256"]:
+            raise CacheError(f"{path}: contents do not match the manifest's sha256 (corrupted)")
+    return LogitCache(directory=directory, name=name, manifest=manifest, logits=logits, text_hashes=hashes,
+                      offsets=offsets)

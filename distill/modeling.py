@@ -17,6 +17,16 @@ from torch import nn
 
 PACKAGED = "packaged"  # the base-model name that means the PyPI-packaged all-MiniLM-L6-v2
 STRATEGIES = ("full", "top-n", "frozen", "lora")
+TASKS = ("classification", "ner")  # distill.json's task: a label per text | a tag per word (token classification)
+
+
+def auto_model_class(task: str):
+    """The transformers Auto class of a task: sequence classification, or token classification (ner)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
 
 
 def resolve_model_name(name: str) -> str:
@@ -43,10 +53,11 @@ def resolve_model_name(name: str) -> str:
 
 
 def load_classifier(name: str, *, id2label: dict[int, str], dropout: float | None = None,
-                    attn_implementation: str | None = None) -> nn.Module:
-    """An ``AutoModelForSequenceClassification`` with a head sized for ``id2label``.
-    ``attn_implementation="eager"`` when attention maps are needed (SDPA returns none)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+                    attn_implementation: str | None = None, task: str = "classification") -> nn.Module:
+    """An ``AutoModelForSequenceClassification`` (``task="ner"``: ``AutoModelForTokenClassification``)
+    with a head sized for ``id2label``. ``attn_implementation="eager"`` when attention maps are
+    needed (SDPA returns none)."""
+    from transformers import AutoConfig
 
     source = resolve_model_name(name)
     config = AutoConfig.from_pretrained(source)
@@ -56,7 +67,7 @@ def load_classifier(name: str, *, id2label: dict[int, str], dropout: float | Non
     if dropout is not None:
         set_dropout(config, dropout)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    return AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
+    return auto_model_class(task).from_pretrained(source, config=config, **kwargs)
 
 
 def set_dropout(config, dropout: float) -> None:
@@ -100,7 +111,9 @@ def apply_strategy(model: nn.Module, *, strategy: str, top_n: int = 2, lora_r: i
     if strategy == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
-        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout)
+        token = type(model).__name__.endswith("ForTokenClassification")  # a tag per token: peft's TOKEN_CLS
+        config = LoraConfig(task_type=TaskType.TOKEN_CLS if token else TaskType.SEQ_CLS, r=lora_r,
+                            lora_alpha=lora_alpha, lora_dropout=lora_dropout)
         return get_peft_model(model, config)
     if strategy == "top-n" and not 0 < top_n <= len(encoder_layers(model)):
         raise ValueError(f"top_n={top_n} but the model has {len(encoder_layers(model))} encoder layers")
@@ -159,6 +172,16 @@ def merge_for_saving(model: nn.Module) -> nn.Module:
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     return model
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """What to save of a model in training: a LoRA model merged into plain weights, on a copy (merging
+    rewrites the weights in place, and training goes on); any other model as it is."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    import copy
+
+    return copy.deepcopy(model).merge_and_unload()
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -24,6 +24,17 @@ input row, in input order::
 (``line``: the row's line in the input, absent for a folder of files). Rows are run in batches of
 similar length (less padding); the order of the output is the order of the input.
 
+A token classifier (distill.json task ``ner``) reads each row as a whitespace-tokenised sentence and
+writes its words, their tags, and the entities (IOB2 spans, read as seqeval reads them) with their
+word span (``start``, ``end`` exclusive), character span in the row's text, and ``score``: the mean,
+over the entity's words, of the probability of the word's tag::
+
+    {"line": 1, "text": "Alice flew to New York", "tokens": [...], "tags": ["B-per", "O", "O", "B-loc", "I-loc"],
+     "entities": [{"text": "New York", "type": "loc", "start": 3, "end": 5, "char_start": 14, "char_end": 22,
+                   "score": 0.91}, ...]}
+
+Words past the model's max length get ``O`` (``words_cut`` says how many, when any were).
+
 Options other than --model / --input / --output are fields of ``PredictConfig``, given as
 ``--key=value`` or ``--key value``. Bad input prints ``error: <file>, line <n>: <problem>`` and
 exits with status 2.
@@ -78,14 +89,15 @@ class PredictError(ValueError, PipelineError):
 
 @dataclass
 class Model:
-    """A loaded classifier: ``run`` maps a feed (name -> (B, L) int64) to logits (B, C) float32."""
+    """A loaded classifier: ``run`` maps a feed (name -> (B, L) int64) to logits (B, C) float32
+    (a token classifier's: (B, L, C))."""
 
     directory: Path
     runtime: str  # onnxruntime | pytorch
     info: ModelInfo
     tokenizer: object  # the folder's transformers tokenizer
     input_names: list[str]  # what ``run`` takes from the tokenizer's output
-    run: object  # callable: dict[str, (B, L) int64 ndarray] -> (B, C) float32 ndarray
+    run: object  # callable: dict[str, (B, L) int64 ndarray] -> (B, C) float32 ndarray ((B, L, C): task ner)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +132,7 @@ def model_info(directory: Path) -> tuple[str, ModelInfo]:
     directory = Path(directory)
     runtime = model_runtime(directory)
     info = read_model_info(directory, hint="make export" if runtime == "onnxruntime" else MAKES.get(directory.name))
-    if info.data.text_pair_column:
+    if getattr(info.data, "text_pair_column", None):  # a NerSpec has none
         raise PredictError(f"{directory / 'distill.json'}: this model classifies sentence pairs "
                            f"({info.data.text_column}, {info.data.text_pair_column}); predict takes single texts")
     if not (directory / "tokenizer_config.json").is_file():
@@ -154,11 +166,12 @@ def load_model(directory: Path, threads: int = 0) -> Model:
         return Model(directory, runtime, info, tokenizer, names, run_ort)
 
     import torch
-    from transformers import AutoModelForSequenceClassification
+
+    from distill.modeling import auto_model_class
 
     if threads > 0:
         torch.set_num_threads(threads)
-    model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+    model = auto_model_class(info.task).from_pretrained(directory).eval()
     names = list(tokenizer.model_input_names)
 
     def run_torch(feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -190,6 +203,52 @@ def predict_logits(model: Model, texts: list[str], batch_size: int) -> np.ndarra
     unsorted = np.empty_like(logits)
     unsorted[order] = logits
     return encoded.document_logits(unsorted)
+
+
+def predict_entities(model: Model, split: Split, batch_size: int) -> str:
+    """JSONL text for a token classifier: each row of ``split`` split on whitespace into words, the
+    words aligned to the model's sub-tokens as in training (distill/ner.py), one object per row
+    (see the module docstring)."""
+    import re
+
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from distill.ner import align_words, predicted_tags, word_logits_from_batches
+    from distill.ner_data import TokenSplit
+
+    if batch_size < 1:
+        raise PredictError(f"--batch_size={batch_size}: expected at least 1")
+    spans = [[(m.start(), m.end()) for m in re.finditer(r"\S+", text)] for text in split.texts]  # (S, T_s)
+    sentences = [[text[a:b] for a, b in words] for text, words in zip(split.texts, spans, strict=True)]
+    aligned = align_words(model.tokenizer, TokenSplit(sentences=sentences, tags=None, source=split.source), None,
+                          model.info.max_length)
+    order = np.argsort(aligned.tokens.lengths, kind="stable")
+    type_ids = "token_type_ids" in model.input_names
+    outputs = []
+    for start in range(0, len(order), batch_size):
+        feed = aligned.tokens.arrays(order[start : start + batch_size], type_ids=type_ids)
+        outputs.append(model.run({n: feed[n] for n in model.input_names}))  # (B, L, C)
+    if outputs and outputs[0].shape[-1] != len(model.info.labels):
+        raise PredictError(f"{model.directory / 'distill.json'}: {len(model.info.labels)} tags, but the model "
+                           f"outputs {outputs[0].shape[-1]} logits per token")
+    logits = word_logits_from_batches(outputs, order, aligned)  # (N, C) per kept word
+    chosen = softmax(logits).max(axis=1) if len(logits) else np.zeros(0)  # (N,) probability of each word's tag
+    tags = predicted_tags(logits, aligned, model.info.labels)  # (S, T_s), cut words O
+    lines = []
+    for s, text in enumerate(split.texts):
+        first = int(aligned.word_offsets[s])
+        entities = []
+        for kind, a, b in get_entities(tags[s]):  # b inclusive
+            probs = [float(chosen[first + j]) for j in range(a, b + 1) if j < aligned.kept[s]]
+            c0, c1 = spans[s][a][0], spans[s][b][1]
+            entities.append({"text": text[c0:c1], "type": kind, "start": a, "end": b + 1, "char_start": c0,
+                             "char_end": c1, "score": float(np.mean(probs)) if probs else 0.0})
+        row: dict = {"line": split.line_numbers[s]} if split.line_numbers else {}
+        row.update({"text": text, "tokens": sentences[s], "tags": tags[s], "entities": entities})
+        if aligned.words[s] > aligned.kept[s]:
+            row["words_cut"] = int(aligned.words[s] - aligned.kept[s])
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    return "".join(lines)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -281,12 +340,15 @@ def predict(model_dir: Path, source: str, target: str, cfg: PredictConfig) -> in
         raise PredictError(f"--batch_size={cfg.batch_size}, --threads={cfg.threads}: expected batch_size >= 1 "
                            "and threads >= 0 (0: the runtime's default)")
     _, info = model_info(model_dir)
-    default_columns = tuple(dict.fromkeys((info.data.text_column, *DEFAULT_TEXT_COLUMNS)))
+    default_columns = tuple(dict.fromkeys((getattr(info.data, "text_column", "text"), *DEFAULT_TEXT_COLUMNS)))
     split, counts = read_input(source, text_column=cfg.text_column, default_columns=default_columns,
                                fmt=cfg.format, encoding=cfg.encoding)
     model = load_model(model_dir, cfg.threads)
-    probabilities = softmax(predict_logits(model, split.texts, cfg.batch_size))  # (R, C)
-    write_output(target, output_lines(split, probabilities, info.labels))
+    if info.task == "ner":  # a tag per word: entities
+        write_output(target, predict_entities(model, split, cfg.batch_size))
+    else:
+        probabilities = softmax(predict_logits(model, split.texts, cfg.batch_size))  # (R, C)
+        write_output(target, output_lines(split, probabilities, info.labels))
     skipped = f", {counts['empty']} empty skipped" if counts.get("empty") else ""
     print(f"predict: {len(split)} rows from {split.source}{skipped}, {model.runtime} {model_dir} -> "
           f"{'stdout' if target == STDIO else target}", file=sys.stderr)

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from distill.config import atomic_write_text
+from distill.config import atomic_save_figure, atomic_write_text
 
 MODELS = (("teacher", "Teacher"), ("student", "KD student"), ("student_ce", "CE-only student"))
 
@@ -29,6 +29,8 @@ def write_report(run_dir: Path) -> Path:
     lines = [f"# Distillation report: `{run_dir}`", ""]
     if teacher is None:
         lines += ["No teacher yet: run `make teacher`."]
+    elif teacher.get("task") == "ner":
+        lines += ner_lines(metrics, rates)
     else:
         lines += ["| model | dev accuracy | macro-F1 | parameters | % of teacher acc. | CPU inference samples/s | "
                   "train rows | steps | train samples/s | train time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -77,6 +79,42 @@ def write_report(run_dir: Path) -> Path:
     return path
 
 
+def ner_lines(metrics: dict, rates: dict) -> list[str]:
+    """The token-classification report: entity-level (seqeval) micro P/R/F1 of each model, then F1
+    per entity type."""
+    teacher = metrics["teacher"]
+    present = [(name, title) for name, title in MODELS if metrics[name] is not None]
+    lines = ["Entity-level scores on dev (seqeval, IOB2; micro over entities; words cut by max_length count "
+             "as O).", "",
+             "| model | entity F1 | precision | recall | macro-F1 | token acc. | parameters | % of teacher F1 | "
+             "CPU inference sentences/s | train sentences | steps | train time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, title in present:
+        m, rate = metrics[name], rates.get(name)
+        lines.append(f"| {title} | {m['f1']:.4f} | {m['precision']:.4f} | {m['recall']:.4f} | {m['macro_f1']:.4f} | "
+                     f"{m['token_accuracy']:.4f} | {m['parameters'] / 1e6:.2f} M | "
+                     f"{100 * m['f1'] / max(teacher['f1'], 1e-12):.1f}% | {rate if rate is not None else '–'} | "
+                     f"{m['train_rows']:,} | {m.get('steps_done', m['total_steps']):,} | {m['train_time_s']:.0f} |")
+    types = sorted(teacher["per_type"])
+    lines += ["", "F1 per entity type (support: dev entities):", "",
+              "| type | support | " + " | ".join(title for _, title in present) + " |",
+              "|---|---|" + "---|" * len(present)]
+    for kind in types:
+        cells = [f"{metrics[n]['per_type'].get(kind, {}).get('f1', 0.0):.4f}" for n, _ in present]
+        lines.append(f"| {kind} | {teacher['per_type'][kind]['support']} | " + " | ".join(cells) + " |")
+    student, control = metrics["student"], metrics["student_ce"]
+    if student and control:
+        lines += ["", f"**KD gain over CE-only** (same student, sentences and seed): "
+                      f"{100 * (student['f1'] - control['f1']):+.2f} points of entity F1. One seed."]
+    if student:
+        s = student["student"]
+        lines += ["", f"Student: `{s['kind']}`" + (f", teacher layers kept {s['layers_kept']} of "
+                                                   f"{s['teacher_layers']}" if s["kind"] == "subset" else "")
+                  + f"; T = {student['temperature']}, w_kd = {student['w_kd']}, w_ce = {student['w_ce']}; "
+                    f"{student['train_words']:,} words of {student['train_rows']:,} sentences."]
+    return lines
+
+
 def plot_models(run_dir: Path, metrics: dict, rates: dict) -> Path:
     import matplotlib
 
@@ -86,10 +124,11 @@ def plot_models(run_dir: Path, metrics: dict, rates: dict) -> Path:
     names = [(n, t) for n, t in MODELS if metrics[n] is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     xs = range(len(names))
-    accuracies = [100 * metrics[n]["accuracy"] for n, _ in names]
+    score = "f1" if metrics["teacher"].get("task") == "ner" else "accuracy"  # ner: entity F1
+    accuracies = [100 * metrics[n][score] for n, _ in names]
     left.bar(xs, accuracies, color=["#555", "#2a7", "#c83"][: len(names)])
     left.set_ylim(max(0.0, min(accuracies) - 5), min(100.0, max(accuracies) + 2))
-    left.set_ylabel("dev accuracy (%)")
+    left.set_ylabel("dev entity F1 (%)" if score == "f1" else "dev accuracy (%)")
     for x, a in zip(xs, accuracies, strict=True):
         left.text(x, a, f"{a:.1f}", ha="center", va="bottom")
     right.bar(xs, [rates.get(n, 0) for n, _ in names], color=["#555", "#2a7", "#c83"][: len(names)])
@@ -97,10 +136,7 @@ def plot_models(run_dir: Path, metrics: dict, rates: dict) -> Path:
     for axis in (left, right):
         axis.set_xticks(list(xs), [t for _, t in names], rotation=10)
     fig.tight_layout()
-    path = run_dir / "models.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return atomic_save_figure(fig, run_dir / "models.png")
 
 
 def main(argv: list[str]) -> int:

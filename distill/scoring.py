@@ -27,7 +27,6 @@ def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: s
     rows, bytes, dtype, seconds and rows/s. Every rank of a process group must call it.
     ``max_chunks`` time-boxes the call (per process); an unfinished cache reports ``complete: False``.
     ``what="cls"`` caches the per-layer [CLS] states instead, as ``<name>.cls`` (``cls_states``)."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, data_files=data_files, split=split,
                               long_text=info.long_text)
     forward = predict_logits if what == "logits" else cls_states
@@ -36,20 +35,36 @@ def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: s
         name = cls_cache_name(name)
     width = len(info.labels) if what == "logits" else cls_width(model)
 
-    scored = [0]  # rows this process scored in this call
 
     def score(start: int, stop: int) -> np.ndarray:
-        scored[0] += stop - start
         # one row per document whatever info.long_text (chunks: predict_logits averages them)
         chunk = encode(tokenizer, split.subset(np.arange(start, stop)), np.full(stop - start, IGNORE_INDEX),
                        info.max_length, long_text=info.long_text_settings())
         return forward(model, chunk, batch_size=batch_size, device=device, amp=amp)
 
+    return write_scored(score, directory=teacher_dir / "logits", name=name, split=split, width=width,
+                        label_names=info.labels, parts=parts, dtype=dtype, chunk_rows=chunk_rows,
+                        max_chunks=max_chunks)
+
+
+def write_scored(score, *, directory: Path, name: str, split: Split, width: int, label_names: list[str], parts: dict,
+                 dtype: str, chunk_rows: int, max_chunks: int | None, row_offsets: np.ndarray | None = None) -> dict:
+    """``write_logit_cache`` of ``score(start, stop)`` over the rows of ``split`` (every rank of a
+    process group calls it), timed: rows, bytes, dtype, seconds, rows/s (ragged, ``row_offsets``:
+    also ``logit_rows``, the total of every row's logit rows)."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    scored = [0]  # rows this process scored in this call
+
+    def counted(start: int, stop: int) -> np.ndarray:
+        scored[0] += stop - start
+        return score(start, stop)
+
     t0 = time.perf_counter()
-    manifest = write_logit_cache(score, directory=teacher_dir / "logits", name=name, split=split,
-                                 num_labels=width, label_names=info.labels, parts=parts, dtype=dtype,
+    manifest = write_logit_cache(counted, directory=directory, name=name, split=split,
+                                 num_labels=width, label_names=label_names, parts=parts, dtype=dtype,
                                  chunk_rows=chunk_rows, rank=rank, world=world,
-                                 barrier=dist.barrier if world > 1 else (lambda: None), max_chunks=max_chunks)
+                                 barrier=dist.barrier if world > 1 else (lambda: None), max_chunks=max_chunks,
+                                 row_offsets=row_offsets)
     seconds = time.perf_counter() - t0
     if manifest is None:  # time-boxed and unfinished: this process's rows/s over what it scored in this call
         return {"rows": len(split), "complete": False, "rows_scored_this_call": scored[0],
@@ -58,7 +73,7 @@ def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: s
     written = json.loads(manifest.read_text())
     return {"rows": written["rows"], "complete": True, "bytes": written["file_bytes"], "dtype": written["dtype"],
             "seconds": round(seconds, 2), "rows_per_s": round(written["rows"] / max(seconds, 1e-9), 1),
-            "processes": world}
+            "processes": world, **({} if row_offsets is None else {"logit_rows": written["shape"][0]})}
 
 
 def cls_cache_name(name: str) -> str:

@@ -422,6 +422,15 @@ def save_model_dir(model: nn.Module, tokenizer, directory: Path, *, config: obje
     model_dir.rmdir()
 
 
+def loop_figures(summary: dict, wall: float) -> dict:
+    """The figures of a finished ``train`` (its returned summary) that a stage's metrics.json
+    reports: train and wall time, training speed, the best step, early stop, peak memory, history."""
+    return {"train_time_s": round(summary["train_seconds"], 2), "wall_time_s": round(wall, 2),
+            "train_samples_per_s": round(summary["samples_seen"] / max(summary["train_seconds"], 1e-9), 2),
+            "best_step": summary["best_step"], "total_steps": summary["total_steps"],
+            "stopped_early": summary["stopped_early"], "peak_rss_mb": peak_rss_mb(), "history": summary["history"]}
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
     import resource

@@ -16,7 +16,12 @@ Per model (teacher, student, and student_ce when exported) and variant, one flat
   speed-ups as ratios against the teacher in PyTorch fp32 measured in the same run
   versions (torch, onnxruntime, transformers), CPU model, threads, date, load average
 Dev rows are cut as each model was trained (distill.json's long_text; under chunks every figure is
-per chunk row, and bench.md says how many rows a dev text becomes). Tokenisation is done before timing; each timed call is one forward pass (PyTorch: numpy -> torch
+per chunk row, and bench.md says how many rows a dev text becomes). Token classifiers (distill.json
+task ``ner``): a row is a dev sentence, its words aligned to sub-tokens as in training
+(distill/ner.py), so batch-1 latency is per sentence and throughput in sentences/s; the quality
+column is the entity F1 (seqeval, micro) from validation.json, and each row also keeps the token
+accuracy as ``dev_accuracy``.
+Tokenisation is done before timing; each timed call is one forward pass (PyTorch: numpy -> torch
 tensors + model(**inputs) under inference_mode; ONNX Runtime: session.run on numpy arrays).
 
 Outputs: runs/<RUN>/bench/bench.json (rows, plus "machine": the peak with its inputs and every
@@ -46,7 +51,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (python export/bench.py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import apply_overrides, atomic_write_text  # noqa: E402  (stdlib-only imports)
+from distill.config import apply_overrides, atomic_save_figure, atomic_write_text  # noqa: E402  (stdlib-only)
 from distill.errors import PipelineError  # noqa: E402
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
@@ -354,17 +359,20 @@ def limit_shares(precision: str, gflops: float, limits: dict) -> dict:
 # FLOPs
 
 
-def bert_flops(num_layers: int, hidden: int, intermediate: int, num_labels: int, seq_len: float) -> float:
+def bert_flops(num_layers: int, hidden: int, intermediate: int, num_labels: int, seq_len: float,
+               token_head: bool = False) -> float:
     """Forward FLOPs of one example of a BERT classifier at sequence length L (a multiply-add = 2).
 
     per layer:  QKV projections 3 * 2LH^2, attention scores QK^T 2L^2H, scores x V 2L^2H,
                 attention output projection 2LH^2, FFN 2LHI + 2LIH
               = 8LH^2 + 4L^2H + 4LHI
-    head:       pooler 2H^2 + classifier 2HC
+    head:       pooler 2H^2 + classifier 2HC (``token_head``, a token classifier: 2LHC, no pooler)
     total:      N * (8LH^2 + 4L^2H + 4LHI) + 2H^2 + 2HC
     Left out (O(LH) per layer, <1% here): embeddings, biases, LayerNorm, softmax, GELU."""
     L, H, F = float(seq_len), float(hidden), float(intermediate)  # F: the formula's I
     per_layer = 8 * L * H * H + 4 * L * L * H + 4 * L * H * F
+    if token_head:
+        return num_layers * per_layer + 2 * L * H * num_labels
     return num_layers * per_layer + 2 * H * H + 2 * H * num_labels
 
 
@@ -403,13 +411,15 @@ def resolve_models(run_dir: Path, names: list[str]) -> tuple[list[str], list[str
     return models, notes
 
 
-def make_runner(kind: str, path: Path, threads: int):
-    """A callable feed -> logits (B, C) numpy, where feed maps input names to (B, L) int64."""
+def make_runner(kind: str, path: Path, threads: int, task: str = "classification"):
+    """A callable feed -> logits (B, C) numpy (task ner: (B, L, C)), where feed maps input names
+    to (B, L) int64."""
     if kind == "pytorch":
         import torch
-        from transformers import AutoModelForSequenceClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        from distill.modeling import auto_model_class
+
+        model = auto_model_class(task).from_pretrained(path).eval()
 
         def run_torch(feed):
             with torch.inference_mode():
@@ -445,20 +455,26 @@ def time_calls(run, feeds) -> list[float]:
     return out
 
 
-def prepare_inputs(tokenizer, texts, pairs, max_length: int, cfg: BenchConfig, long_text=None):
+def prepare_inputs(tokenizer, texts, pairs, max_length: int, cfg: BenchConfig, long_text=None, sentences=None):
     """Tokenised feeds (all int64 numpy), the dev rows cut as the model was trained
     (``distill.tokens.encode`` with its ``long_text``; under chunks a "row" is one chunk, so every
     figure is per chunk row): b1 list of (1, L_i); fixed list of (1, fixed_len); batches list of
     (batch_size, L_b); plus the real lengths (R,) of every model row of the dev split and the rows
-    per dev row (1.0 unless chunks)."""
+    per dev row (1.0 unless chunks). ``sentences`` (a distill.ner_data.TokenSplit: a token
+    classifier's dev split): the rows are its sentences, words aligned as in training."""
     import numpy as np
 
     from distill.data import Split
+    from distill.ner import align_words
     from distill.tokens import encode
 
     split = Split(texts=texts, labels=None, source="dev", text_pairs=pairs)
-    rows = encode(tokenizer, split, None, max_length, long_text=long_text)
-    fixed_rows = encode(tokenizer, split, None, cfg.fixed_len, long_text=long_text)
+    if sentences is not None:
+        rows = align_words(tokenizer, sentences, None, max_length).tokens
+        fixed_rows = align_words(tokenizer, sentences, None, cfg.fixed_len).tokens
+    else:
+        rows = encode(tokenizer, split, None, max_length, long_text=long_text)
+        fixed_rows = encode(tokenizer, split, None, cfg.fixed_len, long_text=long_text)
     type_ids = "token_type_ids" in tokenizer.model_input_names
 
     def enc(encoded, picks, width=None):
@@ -485,6 +501,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
 
     from distill.artifacts import read_model_info
     from distill.data import load_dataset
+    from distill.ner_data import load_ner_dataset
 
     torch.set_num_threads(threads)
     cores = available_cores()
@@ -511,24 +528,32 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         model_dir = run_dir / model
         info = read_model_info(model_dir)
         max_length = info.max_length
-        data = load_dataset(info.data)
+        ner = info.task == "ner"  # a token classifier: rows are dev sentences, quality is entity F1
+        data = load_ner_dataset(info.data) if ner else load_dataset(info.data)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         long_text = info.long_text_settings()
-        b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
-            tokenizer, data.dev.texts, data.dev.text_pairs, max_length, cfg, long_text)
+        if ner:
+            b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
+                tokenizer, [" ".join(s) for s in data.dev.sentences], None, max_length, cfg, long_text, data.dev)
+        else:
+            b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
+                tokenizer, data.dev.texts, data.dev.text_pairs, max_length, cfg, long_text)
         hf = AutoConfig.from_pretrained(model_dir)
-        flops = lambda L, hf=hf: bert_flops(  # noqa: E731
-            hf.num_hidden_layers, hf.hidden_size, hf.intermediate_size, hf.num_labels, L)
+        flops = lambda L, hf=hf, ner=ner: bert_flops(  # noqa: E731
+            hf.num_hidden_layers, hf.hidden_size, hf.intermediate_size, hf.num_labels, L, token_head=ner)
         validation = json.loads((run_dir / "onnx" / model / "validation.json").read_text())
+        key = "token_accuracy" if ner else "accuracy"
         accuracy = {
-            "pytorch_fp32": validation["pytorch_fp32"]["accuracy"],
-            "ort_fp32_o2": validation["variants"]["o2"]["figures"]["accuracy"],
-            "ort_int8": validation["variants"]["int8"]["figures"]["accuracy"],
+            "pytorch_fp32": validation["pytorch_fp32"][key],
+            "ort_fp32_o2": validation["variants"]["o2"]["figures"][key],
+            "ort_int8": validation["variants"]["int8"]["figures"][key],
         }
+        entity_f1 = {variant: validation["pytorch_fp32"]["entity_f1"] if sub is None else
+                     validation["variants"][sub]["figures"]["entity_f1"] for variant, _, _, sub in VARIANTS} if ner else {}
         mean_len = float(lengths.mean())
         for variant, runtime, precision, sub in VARIANTS:
             path = model_dir if sub is None else run_dir / "onnx" / model / sub / "model.onnx"
-            run = make_runner(runtime, path, threads)
+            run = make_runner(runtime, path, threads, info.task)
             t_start = time.perf_counter()
             time_calls(run, warm + fixed[:1] + batches[:1])
             t_b1 = time_calls(run, b1)
@@ -540,7 +565,8 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
             row = {
                 "run_dir": str(run_dir), "model": model, "variant": variant, "runtime": runtime,
                 "precision": precision, "path": str(path), "size_mb": round(file_size_mb(runtime, path), 2),
-                "dev_accuracy": accuracy[variant], "dev_rows": len(lengths),
+                "dev_accuracy": accuracy[variant], "dev_rows": len(lengths), "task": info.task,
+                **({"dev_entity_f1": entity_f1[variant]} if ner else {}),
                 "layers": hf.num_hidden_layers, "hidden": hf.hidden_size,
                 "mean_dev_len": round(mean_len, 2), "max_length": max_length,
                 "long_text": long_text.mode, "rows_per_dev_text": round(rows_per_text, 3),
@@ -561,10 +587,10 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
             }
             row.update(limit_shares(precision, row["gflops_batch"], limits))
             rows.append(row)
+            quality = f"F1 {row['dev_entity_f1']:.4f}" if ner else f"acc {row['dev_accuracy']:.4f}"
             print(f"{model:>10s} {variant:13s} p50 b1 {row['p50_b1_ms']:7.2f} ms  p50 {cfg.fixed_len} "
-                  f"{row['p50_fixed_ms']:7.2f} ms  {row['throughput_ex_s']:8.1f} ex/s  acc "
-                  f"{row['dev_accuracy']:.4f}  {row['size_mb']:.1f} MB  ({row['wall_s']:.1f} s, load "
-                  f"{row['loadavg_1m_after_row']:.2f})", flush=True)
+                  f"{row['p50_fixed_ms']:7.2f} ms  {row['throughput_ex_s']:8.1f} ex/s  {quality}  "
+                  f"{row['size_mb']:.1f} MB  ({row['wall_s']:.1f} s, load {row['loadavg_1m_after_row']:.2f})", flush=True)
             del run
 
     base = next(r for r in rows if (r["model"], r["variant"]) == BASELINE)
@@ -649,7 +675,8 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
         "## Results", "",
     ]
     lines += [f"> WARNING: {w}" for w in warnings] + ([""] if warnings else [])
-    head = ["model", "variant", "dev acc", "MB", "b1 p50/p90/p99 ms", f"{cfg.fixed_len} tok p50/p90/p99 ms",
+    score, score_name = _score_column(rows)
+    head = ["model", "variant", score_name, "MB", "b1 p50/p90/p99 ms", f"{cfg.fixed_len} tok p50/p90/p99 ms",
             f"b{cfg.batch_size} ex/s", "GFLOP/ex (mean/fixed)", "GFLOP/s b1/fixed/batch",
             "% peak / % GEMM", "speed-up b1/fixed/batch", "load after"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -658,7 +685,7 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
         if r["precision"].startswith("int8") and r["limit_basis"] != "int8":
             share += " (fp32)"
         lines.append("| " + " | ".join([
-            r["model"], r["variant"], f"{r['dev_accuracy']:.4f}", f"{r['size_mb']:.1f}",
+            r["model"], r["variant"], f"{r[score]:.4f}", f"{r['size_mb']:.1f}",
             f"{r['p50_b1_ms']:.2f} / {r['p90_b1_ms']:.2f} / {r['p99_b1_ms']:.2f}",
             f"{r['p50_fixed_ms']:.2f} / {r['p90_fixed_ms']:.2f} / {r['p99_fixed_ms']:.2f}",
             f"{r['throughput_ex_s']:.1f}",
@@ -671,8 +698,14 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
     return "\n".join(lines) + "\n"
 
 
+def _score_column(rows: list[dict]) -> tuple[str, str]:
+    """(row key, column name) of the quality figure: dev accuracy, or entity F1 for token classifiers."""
+    return ("dev_entity_f1", "entity F1") if "dev_entity_f1" in rows[0] else ("dev_accuracy", "dev acc")
+
+
 def plot(rows: list[dict], path: Path) -> None:
-    """Dev accuracy vs p50 latency at batch 1, one labelled point per model x variant."""
+    """Dev accuracy (token classifiers: entity F1) vs p50 latency at batch 1, one labelled point per
+    model x variant."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -681,23 +714,20 @@ def plot(rows: list[dict], path: Path) -> None:
     markers = {"pytorch_fp32": "o", "ort_fp32_o2": "s", "ort_int8": "^"}
     colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    score, _ = _score_column(rows)
     for r in rows:
-        ax.scatter(r["p50_b1_ms"], r["dev_accuracy"] * 100, marker=markers.get(r["variant"], "x"), s=50,
+        ax.scatter(r["p50_b1_ms"], r[score] * 100, marker=markers.get(r["variant"], "x"), s=50,
                    color=colours[r["model"]])
-        ax.annotate(f"{r['model']}/{r['variant']}", (r["p50_b1_ms"], r["dev_accuracy"] * 100),
+        ax.annotate(f"{r['model']}/{r['variant']}", (r["p50_b1_ms"], r[score] * 100),
                     textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("p50 latency, batch 1, dev sentences (ms)")
-    ax.set_ylabel("dev accuracy (%)")
+    ax.set_ylabel("dev entity F1 (%)" if score == "dev_entity_f1" else "dev accuracy (%)")
     r0 = rows[0]
     ax.set_title(f"{r0['cpu_model']}, {r0['threads']} threads", fontsize=9)
     ax.grid(alpha=0.3)
     ax.margins(x=0.2, y=0.15)  # room for the labels of the outermost points
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str]) -> int:

@@ -36,6 +36,14 @@ Validation, in order, per variant (optimum's exporter style: structure first, th
   loads_with_optimum ORTModelForSequenceClassification.from_pretrained(dir) + transformers
                      pipeline("text-classification") give the labels ONNX Runtime's argmax gives
 
+Token classifiers (distill.json task ``ner``) are exported with optimum's token-classification task
+(logits (batch, sequence, tags)) and validated on the dev sentences, words aligned as the model
+was trained (distill/ner.py): dynamic_axes and new_shape expect logits [sym, sym, tags];
+dev_max_abs_diff is per token, over the first sub-token of every dev word; dev_agreement the share
+of dev words whose tag matches PyTorch's; int8's value check is dev_entity_f1, |entity F1 int8 -
+entity F1 PyTorch fp32| <= int8_max_f1_delta (seqeval, micro); loads_with_optimum loads the folder
+with ORTModelForTokenClassification and compares its tags with ONNX Runtime's on 2 dev sentences.
+
 CLI:  python -m export.onnx_export --run-dir runs/demo [--models=teacher,student] [--key=value ...]
 """
 
@@ -61,6 +69,8 @@ from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
 from distill.data import Split, load_dataset
 from distill.errors import PipelineError
+from distill.ner import WordAligned, align_words, ner_scores, predicted_tags, word_logits_from_batches
+from distill.ner_data import TokenSplit, load_ner_dataset
 from distill.tokens import LongText, encode, mean_per_document
 
 VARIANTS = ("fp32", "o2", "int8")
@@ -100,6 +110,8 @@ class ExportConfig:
     int8_min_agreement: float = 0.97
     # int8: |dev accuracy(int8) - dev accuracy(PyTorch fp32)| allowed, as a fraction (0.01 = 1 point)
     int8_max_accuracy_delta: float = 0.01
+    # int8, token classifiers: |dev entity F1(int8) - dev entity F1(PyTorch fp32)| allowed (0.01 = 1 point)
+    int8_max_f1_delta: float = 0.01
     # int8: one weight scale per output channel; per-tensor scales flipped ~4% of labels on MiniLM-L6
     int8_per_channel: bool = True
     # int8: 7-bit weights; set true on CPUs without VNNI (AVX2 only), where u8 x s8 products can saturate
@@ -174,15 +186,51 @@ def dev_batches(tokenizer, texts: list[str], pairs: list[str] | None, max_length
     return order, batches, encoded.groups
 
 
-def torch_logits(model_dir: Path, batches, order: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """(D, C) float32 PyTorch eager logits of the fp32 model, one per dev row in file order."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
+@dataclass
+class NerDev:
+    """The dev sentences of a token classifier, as validation reads them."""
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    aligned: WordAligned  # the sentences with the model's tokenizer: first sub-token of each kept word
+    split: TokenSplit  # their words and gold IOB2 tags
+    tag_names: list[str]  # tag id -> name
+
+    def scores(self, word_logits: np.ndarray) -> dict:
+        """Entity F1 (seqeval micro) and token accuracy of word logits (N, C)."""
+        m = ner_scores(self.split.tags, predicted_tags(word_logits, self.aligned, self.tag_names))
+        return {"entity_f1": m["f1"], "token_accuracy": m["token_accuracy"]}
+
+
+def ner_dev_batches(tokenizer, split: TokenSplit, tag_names: list[str], max_length: int, batch_size: int):
+    """(order, batches, NerDev): the dev sentences aligned as the model was trained, batched
+    shortest first (as ``dev_batches``)."""
+    aligned = align_words(tokenizer, split, {n: i for i, n in enumerate(tag_names)}, max_length)
+    order = np.argsort(aligned.tokens.lengths, kind="stable")
+    type_ids = "token_type_ids" in tokenizer.model_input_names
+    batches = [aligned.tokens.arrays(order[start : start + batch_size], type_ids=type_ids)
+               for start in range(0, len(order), batch_size)]
+    return order, batches, NerDev(aligned=aligned, split=split, tag_names=tag_names)
+
+
+def _collect(outputs: list[np.ndarray], order: np.ndarray, groups: np.ndarray | None, ner: NerDev | None
+             ) -> np.ndarray:
+    """Per-batch logits -> (D, C) per dev row in file order, or (N, C) per dev word (``ner``)."""
+    if ner is not None:
+        return word_logits_from_batches(outputs, order, ner.aligned)
+    return _unsort(np.concatenate(outputs), order, groups)
+
+
+def torch_logits(model_dir: Path, batches, order: np.ndarray, groups: np.ndarray | None = None,
+                 ner: NerDev | None = None) -> np.ndarray:
+    """(D, C) float32 PyTorch eager logits of the fp32 model, one per dev row in file order (ner:
+    (N, C), one per dev word)."""
+    import torch
+
+    from distill.modeling import auto_model_class
+
+    model = auto_model_class("ner" if ner is not None else "classification").from_pretrained(model_dir).eval()
     with torch.inference_mode():
         out = [model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.float().numpy() for b in batches]
-    return _unsort(np.concatenate(out), order, groups)
+    return _collect(out, order, groups, ner)
 
 
 def _unsort(sorted_rows: np.ndarray, order: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
@@ -200,25 +248,27 @@ def ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def ort_logits(session, batches, order: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """(D, C) float32 ONNX Runtime logits, one per dev row in file order."""
+def ort_logits(session, batches, order: np.ndarray, groups: np.ndarray | None = None,
+               ner: NerDev | None = None) -> np.ndarray:
+    """(D, C) float32 ONNX Runtime logits, one per dev row in file order (ner: (N, C) per dev word)."""
     names = [i.name for i in session.get_inputs()]
     out = [session.run(["logits"], {n: b[n] for n in names})[0] for b in batches]
-    return _unsort(np.concatenate(out), order, groups)
+    return _collect(out, order, groups, ner)
 
 
 # ---------------------------------------------------------------------------------------------
 # building the variants
 
 
-def export_fp32(model_dir: Path, out_dir: Path, opset: int) -> None:
+def export_fp32(model_dir: Path, out_dir: Path, opset: int, task: str = "text-classification") -> None:
     """optimum's exporter: TorchScript torch.onnx export with dynamic batch_size / sequence_length
     axes, config.json and tokenizer copied beside model.onnx. Our own validation follows, so
-    optimum's (2-row dummy-input) validation is skipped."""
+    optimum's (2-row dummy-input) validation is skipped. ``task``: optimum's (token-classification
+    for NER)."""
     from optimum.exporters.onnx import main_export
 
     main_export(
-        str(model_dir), output=out_dir, task="text-classification", opset=opset, device="cpu",
+        str(model_dir), output=out_dir, task=task, opset=opset, device="cpu",
         library_name="transformers", local_files_only=True, do_validation=False,
     )
 
@@ -279,9 +329,13 @@ def validate_variant(
     variant: str, variant_dir: Path, cfg: ExportConfig, reference: np.ndarray, labels: np.ndarray,
     batches, order: np.ndarray, input_names: list[str], num_labels: int, id2label: dict[int, str],
     sample_texts: list[str], sample_pairs: list[str] | None, groups: np.ndarray | None = None,
+    ner: NerDev | None = None,
 ) -> tuple[list[Check], dict]:
     """Ordered checks of one variant against the PyTorch reference logits (R, C) and the dev
-    labels (R,). Returns the checks and the figures (max_abs_diff, agreement, accuracy)."""
+    labels (R,). Returns the checks and the figures (max_abs_diff, agreement, accuracy). A token
+    classifier (``ner``): reference (N, C) and labels (N,) per dev word; figures max_abs_diff,
+    agreement, entity_f1, token_accuracy."""
+    unit = "words" if ner is not None else "rows"
     import onnx
 
     path = variant_dir / ONNX_FILE
@@ -317,8 +371,10 @@ def validate_variant(
         shapes.update({o.name: list(o.shape) for o in state["session"].get_outputs()})
         ok = all(len(shapes[n]) == 2 and all(isinstance(d, str) for d in shapes[n]) for n in input_names)
         logits = shapes.get("logits", [])
-        ok = ok and len(logits) == 2 and isinstance(logits[0], str) and logits[1] == num_labels
-        return ok, shapes, "inputs [sym, sym], logits [sym, num_labels]", "symbolic dims are names"
+        rank = 3 if ner is not None else 2  # ner: a tag per token
+        ok = ok and len(logits) == rank and all(isinstance(d, str) for d in logits[:-1]) and logits[-1] == num_labels
+        want = "logits [sym, sym, num_labels]" if ner is not None else "logits [sym, num_labels]"
+        return ok, shapes, f"inputs [sym, sym], {want}", "symbolic dims are names"
 
     def new_shape():
         # real dev text padded/truncated to exactly check_seq_len tokens, check_batch rows
@@ -330,30 +386,41 @@ def validate_variant(
         )
         feed = {n: enc[n].astype(np.int64) for n in input_names}
         logits = state["session"].run(["logits"], feed)[0]
-        want = [cfg.check_batch, num_labels]
+        want = [cfg.check_batch, *([cfg.check_seq_len] if ner is not None else []), num_labels]
         ok = list(logits.shape) == want and bool(np.isfinite(logits).all())
         return ok, list(logits.shape), want, f"inputs {cfg.check_batch}x{cfg.check_seq_len}; finite values"
 
     def dev_values():
         need_session()
-        logits = ort_logits(state["session"], batches, order, groups)
+        logits = ort_logits(state["session"], batches, order, groups, ner)
         state["logits"] = logits
         figures["max_abs_diff"] = float(np.abs(logits - reference).max())
         figures["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
-        figures["accuracy"] = float((logits.argmax(1) == labels).mean())
+        if ner is not None:
+            figures.update(ner.scores(logits))
+        else:
+            figures["accuracy"] = float((logits.argmax(1) == labels).mean())
 
     def max_abs_diff():
         if "logits" not in state:
             dev_values()
         bound = getattr(cfg, f"{variant}_max_abs_diff")
-        return figures["max_abs_diff"] <= bound, figures["max_abs_diff"], bound, f"{len(labels)} dev rows"
+        return figures["max_abs_diff"] <= bound, figures["max_abs_diff"], bound, f"{len(labels)} dev {unit}"
 
     def agreement():
         if "logits" not in state:
             dev_values()
         bound = getattr(cfg, f"{variant}_min_agreement")
         n_diff = int(round((1 - figures["agreement"]) * len(labels)))
-        return figures["agreement"] >= bound, figures["agreement"], bound, f"{n_diff} of {len(labels)} rows differ"
+        return figures["agreement"] >= bound, figures["agreement"], bound, f"{n_diff} of {len(labels)} {unit} differ"
+
+    def entity_f1():
+        if "logits" not in state:
+            dev_values()
+        ref = ner.scores(reference)["entity_f1"]
+        delta = figures["entity_f1"] - ref
+        return (abs(delta) <= cfg.int8_max_f1_delta + 1e-12, round(delta, 6), cfg.int8_max_f1_delta,
+                f"int8 entity F1 {figures['entity_f1']:.4f} - fp32 (PyTorch) {ref:.4f}")
 
     def accuracy():
         if "logits" not in state:
@@ -364,6 +431,20 @@ def validate_variant(
             abs(delta) <= cfg.int8_max_accuracy_delta + 1e-12, round(delta, 6), cfg.int8_max_accuracy_delta,
             f"int8 accuracy {figures['accuracy']:.4f} - fp32 (PyTorch) {ref_acc:.4f}",
         )
+
+    def loads_with_optimum_ner():
+        from optimum.onnxruntime import ORTModelForTokenClassification
+
+        model = ORTModelForTokenClassification.from_pretrained(variant_dir)
+        need_session()
+        feed = ner.aligned.tokens.arrays(np.arange(min(2, len(ner.aligned))), type_ids=True)
+        got = model(**{n: feed[n] for n in input_names}).logits  # (2, L, C)
+        direct = state["session"].run(["logits"], {n: feed[n] for n in input_names})[0]
+        mask = feed["attention_mask"].astype(bool)
+        got_tags = [id2label[int(i)] for i in np.asarray(got).argmax(-1)[mask]]
+        want = [id2label[int(i)] for i in direct.argmax(-1)[mask]]
+        return (got_tags == want, got_tags[:8], want[:8],
+                "ORTModelForTokenClassification tags vs ONNX Runtime on 2 dev sentences (first 8 tokens shown)")
 
     def loads_with_optimum():
         from optimum.onnxruntime import ORTModelForSequenceClassification
@@ -396,8 +477,8 @@ def validate_variant(
         _run_check(checks, "dev_max_abs_diff", max_abs_diff)
     _run_check(checks, "dev_agreement", agreement)
     if variant == "int8":
-        _run_check(checks, "dev_accuracy", accuracy)
-    _run_check(checks, "loads_with_optimum", loads_with_optimum)
+        _run_check(checks, *(("dev_entity_f1", entity_f1) if ner is not None else ("dev_accuracy", accuracy)))
+    _run_check(checks, "loads_with_optimum", loads_with_optimum_ner if ner is not None else loads_with_optimum)
     return checks, figures
 
 
@@ -428,26 +509,43 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
 
     info = read_model_info(model_dir)
     max_length = cfg.max_length or info.max_length
-    dataset = load_dataset(info.data)
     model_config = AutoConfig.from_pretrained(model_dir)
-    labels = label_ids_for_model(model_config, dataset, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     input_names = list(tokenizer.model_input_names)
-    texts, pairs = dataset.dev.texts, dataset.dev.text_pairs
-    order, batches, groups = dev_batches(tokenizer, texts, pairs, max_length, cfg.batch_size,
-                                         info.long_text_settings())
+    ner = None
+    if info.task == "ner":  # a tag per word: the dev sentences, words aligned to the model's sub-tokens
+        dataset = load_ner_dataset(info.data)
+        names = [model_config.id2label[i] for i in range(model_config.num_labels)]
+        if names != dataset.tag_map.names:
+            raise ExportError(f"{model_dir}/config.json: id2label {names} does not match the dataset's tags "
+                              f"{dataset.tag_map.names}")
+        texts, pairs, groups = [" ".join(words) for words in dataset.dev.sentences], None, None
+        order, batches, ner = ner_dev_batches(tokenizer, dataset.dev, names, max_length, cfg.batch_size)
+        labels = ner.aligned.word_labels
+    else:
+        dataset = load_dataset(info.data)
+        labels = label_ids_for_model(model_config, dataset, model_dir)
+        texts, pairs = dataset.dev.texts, dataset.dev.text_pairs
+        order, batches, groups = dev_batches(tokenizer, texts, pairs, max_length, cfg.batch_size,
+                                             info.long_text_settings())
 
     t0 = time.perf_counter()
-    reference = torch_logits(model_dir, batches, order, groups)
+    reference = torch_logits(model_dir, batches, order, groups, ner)
     report: dict = {
-        "model_dir": str(model_dir), "dev_source": dataset.dev.source, "dev_rows": len(labels),
+        "model_dir": str(model_dir), "dev_source": dataset.dev.source, "dev_rows": len(dataset.dev),
         "max_length": max_length, "long_text": info.long_text_settings().to_dict(), "dev_model_rows": len(order),
-        "num_labels": model_config.num_labels,
-        "pytorch_fp32": {"accuracy": float((reference.argmax(1) == labels).mean())},
+        "num_labels": model_config.num_labels, "task": info.task,
+        "pytorch_fp32": ner.scores(reference) if ner is not None else
+        {"accuracy": float((reference.argmax(1) == labels).mean())},
         "variants": {}, "timings_s": {"pytorch_dev": round(time.perf_counter() - t0, 2)},
     }
-    print(f"{model}: {model_dir} -> dev {dataset.dev.source} ({len(labels)} rows), "
-          f"PyTorch fp32 accuracy {report['pytorch_fp32']['accuracy']:.4f}")
+    if ner is not None:
+        report.update(dev_words=len(labels), alignment=ner.aligned.summary())
+        print(f"{model}: {model_dir} -> dev {dataset.dev.source} ({len(dataset.dev)} sentences, {len(labels)} "
+              f"words), PyTorch fp32 entity F1 {report['pytorch_fp32']['entity_f1']:.4f}")
+    else:
+        print(f"{model}: {model_dir} -> dev {dataset.dev.source} ({len(labels)} rows), "
+              f"PyTorch fp32 accuracy {report['pytorch_fp32']['accuracy']:.4f}")
 
     onnx_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model}.staging-", dir=onnx_root))
@@ -456,7 +554,8 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the installed export is an ordinary folder
     try:
         for variant, build in (
-            ("fp32", lambda d: export_fp32(model_dir, d, cfg.opset)),
+            ("fp32", lambda d: export_fp32(model_dir, d, cfg.opset,
+                                           "token-classification" if ner is not None else "text-classification")),
             ("o2", lambda d: optimise_o2(staging / "fp32", d)),
             ("int8", lambda d: quantise_int8(staging / "fp32", d, cfg)),
         ):
@@ -469,7 +568,7 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
             t0 = time.perf_counter()
             checks, figures = validate_variant(
                 variant, staging / variant, cfg, reference, labels, batches, order, input_names,
-                model_config.num_labels, model_config.id2label, texts, pairs, groups,
+                model_config.num_labels, model_config.id2label, texts, pairs, groups, ner,
             )
             report["timings_s"][f"validate_{variant}"] = round(time.perf_counter() - t0, 2)
             print_report(model, variant, checks)

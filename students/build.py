@@ -4,7 +4,8 @@
                   evenly spaced by default (first and last included) or listed explicitly; the
                   embeddings and the head come along with their fine-tuned weights.
 - ``pretrained``: any other pretrained model (folder or hub name), with its own tokenizer: the
-                  cache holds per-example logits, so each model tokenises the raw text itself.
+                  cache holds per-example logits (ner: per-word), so each model tokenises the raw
+                  text (ner: aligns its own sub-tokens to the words) itself.
 - ``fresh``:      the teacher's architecture family with a new size (layers, hidden, heads),
                   randomly initialised, trained from scratch.
 """
@@ -15,7 +16,13 @@ from pathlib import Path
 
 from torch import nn
 
-from distill.modeling import encoder_layers, load_classifier, resolve_model_name, set_dropout
+from distill.modeling import (
+    auto_model_class,
+    encoder_layers,
+    load_classifier,
+    resolve_model_name,
+    set_dropout,
+)
 from students.config import StudentConfig
 
 STUDENT_KINDS = ("subset", "pretrained", "fresh")
@@ -32,9 +39,10 @@ def evenly_spaced_layers(total: int, keep: int) -> list[int]:
 
 
 def layer_subset(teacher_dir: Path, *, keep: int, layer_ids: list[int] | None, id2label: dict[int, str],
-                 dropout: float | None, attn: str | None = None) -> tuple[nn.Module, list[int], int]:
+                 dropout: float | None, attn: str | None = None, task: str = "classification"
+                 ) -> tuple[nn.Module, list[int], int]:
     """The teacher with only some encoder layers; returns (model, kept indices, teacher's layer count)."""
-    model = load_classifier(str(teacher_dir), id2label=id2label, dropout=dropout, attn_implementation=attn)
+    model = load_classifier(str(teacher_dir), id2label=id2label, dropout=dropout, attn_implementation=attn, task=task)
     layers = encoder_layers(model)
     total = len(layers)
     kept = list(layer_ids) if layer_ids else evenly_spaced_layers(len(layers), keep)
@@ -52,9 +60,9 @@ def layer_subset(teacher_dir: Path, *, keep: int, layer_ids: list[int] | None, i
 
 
 def fresh_model(teacher_dir: Path, *, layers: int, hidden: int, heads: int, id2label: dict[int, str],
-                dropout: float | None, attn: str | None = None) -> nn.Module:
+                dropout: float | None, attn: str | None = None, task: str = "classification") -> nn.Module:
     """A random-initialised model of the teacher's family with a new size."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(teacher_dir)
     if hidden % heads:
@@ -67,23 +75,25 @@ def fresh_model(teacher_dir: Path, *, layers: int, hidden: int, heads: int, id2l
     if dropout is not None:
         set_dropout(config, dropout)
     kwargs = {"attn_implementation": attn} if attn else {}
-    return AutoModelForSequenceClassification.from_config(config, **kwargs)
+    return auto_model_class(task).from_config(config, **kwargs)
 
 
-def build_student(cfg: StudentConfig, *, teacher_dir: Path, id2label: dict[int, str], attn: str | None = None
-                  ) -> tuple[nn.Module, str, dict]:
+def build_student(cfg: StudentConfig, *, teacher_dir: Path, id2label: dict[int, str], attn: str | None = None,
+                  task: str = "classification") -> tuple[nn.Module, str, dict]:
     """(model, tokenizer source, description for metrics.json) for ``cfg.student``. ``attn``: an
-    attention implementation to load with (``eager`` when attention maps are needed)."""
+    attention implementation to load with (``eager`` when attention maps are needed); ``task``:
+    distill.json's (ner: a token classifier)."""
     if cfg.student == "subset":
         model, kept, total = layer_subset(teacher_dir, keep=cfg.keep_layers, layer_ids=cfg.layer_ids or None,
-                                          id2label=id2label, dropout=cfg.dropout, attn=attn)
+                                          id2label=id2label, dropout=cfg.dropout, attn=attn, task=task)
         return model, str(teacher_dir), {"kind": "subset", "layers_kept": kept, "teacher_layers": total}
     if cfg.student == "pretrained":
-        model = load_classifier(cfg.pretrained, id2label=id2label, dropout=cfg.dropout, attn_implementation=attn)
+        model = load_classifier(cfg.pretrained, id2label=id2label, dropout=cfg.dropout, attn_implementation=attn,
+                                task=task)
         return model, resolve_model_name(cfg.pretrained), {"kind": "pretrained", "pretrained": cfg.pretrained}
     if cfg.student == "fresh":
         model = fresh_model(teacher_dir, layers=cfg.fresh_layers, hidden=cfg.fresh_hidden, heads=cfg.fresh_heads,
-                            id2label=id2label, dropout=cfg.dropout, attn=attn)
+                            id2label=id2label, dropout=cfg.dropout, attn=attn, task=task)
         return model, str(teacher_dir), {"kind": "fresh", "layers": cfg.fresh_layers, "hidden": cfg.fresh_hidden,
                                          "heads": cfg.fresh_heads}
     raise ValueError(f"unknown student kind {cfg.student!r}; choose one of {', '.join(STUDENT_KINDS)}")

@@ -327,9 +327,12 @@ def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
 def main(argv: list[str]) -> int:
     cfg, run_dir = parse_args(argv)
     teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
-    train_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student", role="student")
+    train_one = train_student
+    if read_model_info(teacher_dir, hint="make teacher").task == "ner":  # token classification: students/ner.py
+        from students.ner import train_ner_student as train_one
+    train_one(cfg, teacher_dir=teacher_dir, out=run_dir / "student", role="student")
     if cfg.student_ce:
-        train_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", role="student_ce")
+        train_one(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", role="student_ce")
     if dist.is_initialized():
         rank = dist.get_rank()
         dist.destroy_process_group()
