@@ -286,7 +286,8 @@ def _length_stats(lengths: np.ndarray, cfg: InspectConfig, limit: int | None) ->
     over = lengths > cfg.max_length
     return {"median": q[50], "p90": q[90], "p99": q[99], "max": int(lengths.max()), "mean": float(lengths.mean()),
             "over_max_length": int(over.sum()), "over_max_length_share": truncation_share(lengths, cfg.max_length),
-            "suggested_max_length": suggest_max_length(lengths, cfg.coverage, limit)}
+            "suggested_max_length": (suggested := suggest_max_length(lengths, cfg.coverage, limit)),
+            "suggested_covers": 1.0 - truncation_share(lengths, suggested)}
 
 
 def build_report(dataset: Dataset, lengths: dict[str, np.ndarray], cfg: InspectConfig, *, data: str,
@@ -350,8 +351,11 @@ def _warnings(report: dict, by_kind: dict[str, list[BadRow]], cfg: InspectConfig
     for name in ("train", "dev"):
         tokens = report["splits"][name]["tokens"]
         if tokens["over_max_length_share"] > cfg.truncation_warn:
+            covers = report["splits"]["train"]["tokens"]["suggested_covers"]
+            capped = (f" (the model's limit: it covers {_pct(covers)} of train rows; see --long_text)"
+                      if covers < cfg.coverage else "")
             out.append(f"{_pct(tokens['over_max_length_share'])} of {name} rows are longer than max_length "
-                       f"{cfg.max_length} tokens; suggested max_length {report['suggested_max_length']}")
+                       f"{cfg.max_length} tokens; suggested max_length {report['suggested_max_length']}{capped}")
     medians = [report["splits"][name]["tokens"]["median"] for name in ("train", "dev")]
     if max(medians) >= LENGTH_SHIFT * min(medians):
         out.append(f"dev rows are {'longer' if medians[1] > medians[0] else 'shorter'} than train rows: "
@@ -399,11 +403,21 @@ def _md_cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").strip()
 
 
+def _coverage_note(report: dict, cfg: dict) -> str:
+    """What the suggested max length covers; when even the largest choice the model allows falls
+    short of the wanted coverage, say so and name the long-text modes."""
+    covers = report["splits"]["train"]["tokens"]["suggested_covers"]
+    if covers >= cfg["coverage"]:
+        return f"covers {_pct(covers)} of train rows"
+    return (f"the model's limit; it covers only {_pct(covers)} of train rows: consider --long_text=head_tail "
+            "or --long_text=chunks")
+
+
 def render_markdown(report: dict) -> str:
     cfg = report["config"]
     lines = [f"# Data inspection: `{report['data']}`", "",
              f"Tokenizer of `{cfg['base_model']}` (`{report['tokenizer']}`), max_length {cfg['max_length']}; suggested max_length "
-             f"**{report['suggested_max_length']}** (covers {_pct(cfg['coverage'])} of train rows).", "",
+             f"**{report['suggested_max_length']}** ({_coverage_note(report, cfg)}).", "",
              "## Warnings", ""]
     lines += [f"- {w}" for w in report["warnings"]] or ["none"]
     for name, split in report["splits"].items():

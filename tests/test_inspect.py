@@ -192,3 +192,17 @@ def test_sst2_known_facts(sst2_dir):
     dup = inspect_stage.duplicates(data.train, data.dev)
     assert dup["train_exact"]["rows"] == 371 and dup["dev_in_train_normalised"]["rows"] == 0
     assert len(inspect_stage.label_looking(data.train, data.label_map.names)) == 4
+
+
+def test_a_suggestion_capped_by_the_model_says_what_it_covers(tmp_path, minilm_path):
+    # 3 of 4 train rows are 602 tokens, over the model's 512: no choice covers 99%
+    rows = [f"{LONG * 6}\t{i % 2}" for i in range(3)] + ["short\t1"]
+    write(tmp_path / "d" / "train.tsv", "\n".join(["text\tlabel", *rows]) + "\n")
+    write(tmp_path / "d" / "dev.tsv", "text\tlabel\nshort one\t0\nother\t1\n")
+    report = run(tmp_path / "d", tmp_path / "out", minilm_path)
+    tokens = report["splits"]["train"]["tokens"]
+    assert report["suggested_max_length"] == 512 and tokens["suggested_covers"] == pytest.approx(0.25)
+    page = (tmp_path / "out" / "inspect.md").read_text()
+    assert "**512** (the model's limit; it covers only 25% of train rows: consider --long_text=head_tail" in page
+    assert "75% of train rows are longer than max_length 64 tokens; suggested max_length 512 (the model's limit: " \
+           "it covers 25% of train rows; see --long_text)" in report["warnings"]
