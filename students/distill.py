@@ -90,11 +90,12 @@ class WithLayerOutputs(nn.Module):
         return self.student(**batch, output_hidden_states=True, output_attentions=self.attentions)
 
 
-def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[str], *, cls: bool = False
-                ) -> tuple[TeacherLogits, dict[str, Split], TeacherLogits | None]:
+def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[str], *, cls: bool = False,
+                logits: bool = True) -> tuple[TeacherLogits | None, dict[str, Split], TeacherLogits | None]:
     """The teacher's logits for the training split and the named transfer sets, each checked
     against its fingerprint and text hashes, the rows of each transfer set, and (``cls``) the
-    cached per-layer [CLS] states of the same rows."""
+    cached per-layer [CLS] states of the same rows. ``logits=False`` (the teacher runs online):
+    only the rows; a cache that is unfinished or absent is then no obstacle."""
     splits = {"train": data.train}
     for name in names:
         if name not in info.transfer:
@@ -106,9 +107,10 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
         expected = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, split=split,
                                      data_files=split_files(name, data, info.transfer.get(name)),
                                      long_text=info.long_text)
-        cache = open_logit_cache(teacher_dir / "logits", name, expected_parts=expected)
-        cache.check_rows(split)
-        caches.append(cache.logits)
+        if logits:
+            cache = open_logit_cache(teacher_dir / "logits", name, expected_parts=expected)
+            cache.check_rows(split)
+            caches.append(cache.logits)
         if cls:
             if not (teacher_dir / "logits" / f"{cls_cache_name(name)}.manifest.json").exists():
                 raise ConfigError(f"--layer_source=cached: the teacher cached no [CLS] states for {name!r}; "
@@ -118,7 +120,7 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
             cached.check_rows(split)
             states.append(cached.logits)
     transfer = {n: s for n, s in splits.items() if n != "train"}
-    return TeacherLogits(caches), transfer, TeacherLogits(states) if cls else None
+    return TeacherLogits(caches) if logits else None, transfer, TeacherLogits(states) if cls else None
 
 
 def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str) -> dict:
@@ -142,7 +144,10 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     cached_layers = cfg.layer_source == "cached" and cfg.w_hidden > 0
     if cached_layers and cfg.w_attn > 0:
         raise ConfigError("--w_attn needs the teacher online (attention maps are not cached); use --layer_source=online")
-    teacher_logits, transfer, teacher_cls = open_caches(teacher_dir, teacher, data, transfer_names, cls=cached_layers)
+    layers_on = cfg.w_hidden > 0 or cfg.w_attn > 0
+    online = cfg.online or (layers_on and not cached_layers)  # the teacher runs every step
+    teacher_logits, transfer, teacher_cls = open_caches(teacher_dir, teacher, data, transfer_names, cls=cached_layers,
+                                                        logits=cfg.pseudo_labels or not online)
 
     # The rows: labelled training rows (minus the held-back checkpoint rows), then transfer rows.
     kept, held = holdout_indices(len(data.train), cfg.holdout_rows, seed=teacher.data.seed)
@@ -168,7 +173,6 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     row_labels = np.concatenate(labels)  # (R,)
     eval_rows, eval_name = (data.train.subset(held), "holdout") if len(held) else (data.dev, "dev")
 
-    layers_on = cfg.w_hidden > 0 or cfg.w_attn > 0
     attn = "eager" if cfg.w_attn > 0 else None  # SDPA returns no attention maps
     torch.manual_seed(cfg.seed)
     student, tokenizer_source, description = build_student(cfg, teacher_dir=teacher_dir, id2label=teacher.id2label,
@@ -207,7 +211,6 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     for line in lines if rank == 0 else []:
         print(line)
 
-    online = cfg.online or (layers_on and not cached_layers)
     same_batches = tokens_aligned and cfg.max_length == teacher.max_length and long_text == teacher_long_text
     if online and not same_batches and long_text != teacher_long_text and (
             cfg.w_attn > 0 or "chunks" in (long_text.mode, teacher_long_text.mode)):

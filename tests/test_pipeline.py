@@ -278,3 +278,18 @@ def test_teacher_trains_through_bad_files_with_skip_and_lists_them(tmp_path, tin
     skipped = [json.loads(line) for line in (tmp_path / "run" / "teacher" / "skipped_rows.jsonl").read_text().splitlines()]
     assert sorted(Path(r["file"]).name for r in skipped) == ["empty.txt", "latin.txt"]
     assert {r["reason"].split(" at ")[0] for r in skipped} == {"file is empty", "bytes that are not UTF-8"}
+
+
+def test_an_online_teacher_needs_no_finished_transfer_cache(teacher_run, tmp_path):
+    # a time-boxed scoring run leaves a transfer set's cache unfinished: the cached student refuses
+    # it, a student with the teacher online trains on the same rows without reading it
+    run_dir = _clone_teacher(teacher_run, tmp_path / "run")
+    logits = run_dir / "teacher" / "logits"
+    [manifest] = [p for p in logits.glob("*.manifest.json") if not p.name.startswith("train")]
+    manifest.unlink()
+    args = ("--student_ce=false", "--epochs=1")
+    with pytest.raises(CacheError, match="no logit cache manifest"):
+        student_stage.main(student_args(run_dir, *args))
+    assert student_stage.main(student_args(run_dir, *args, "--online=true")) == 0
+    metrics = json.loads((run_dir / "student" / "metrics.json").read_text())
+    assert metrics["online"] and metrics["transfer_rows"] > 0
