@@ -122,10 +122,11 @@ PRESETS = {
 # shared, none of them measured per strategy.
 STRATEGY_DEFAULTS = {
     "full": 1e-4,  # 1e-4 0.8658 (runs/demo); sweep 5e-5 and 2e-4 unfinished (5e-5: 0.8544 at step 375/500)
-    "top-n": 1e-3,  # sweep (top_n=2): 1e-4 0.8440, 3e-4 0.8486, 1e-3 0.8521 (the grid's top: higher untried)
+    "top-n": 1e-3,  # sweep (top_n=2): 1e-4 0.8440, 3e-4 0.8486, 1e-3 0.8521, 3e-3 0.8142
     "frozen": 3e-3,  # pooling=mean: 1e-3 0.8085, 3e-3 0.8085, 1e-2 0.7982, 3e-2 0.7626; pooling=cls: 3e-3 0.7374,
     #                  1e-2 0.7385, 3e-2 0.7236 (flat: the [CLS] features are the limit, POOLING_DEFAULTS)
-    "lora": 2e-3,  # sweep (r=8, alpha 16): 1e-4 0.7683, 5e-4 0.8257, 1e-3 0.8475, 2e-3 0.8509; 5e-3 not run
+    "lora": 2e-3,  # sweep (r=8, alpha 16): 1e-4 0.7683, 5e-4 0.8257, 1e-3 0.8475, 2e-3 0.8509, 5e-3 0.8188;
+    #                r=16 at 2e-3: 0.8486
 }
 # The full preset (whole split, max length 128, ~20x the quick preset's steps; meant for a GPU, so
 # not swept) takes the quick default times this: half, the ratio the full strategy's lr had between
