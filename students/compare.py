@@ -6,7 +6,8 @@
 Needs a finished teacher in ``<run-dir>/teacher`` (``make teacher``), with transfer sets scored.
 Each arm trains the same student from the same start, for each seed, in its own resumable run
 directory ``<run-dir>/compare/<arm>/seed<k>/student`` (a separate process: one arm failing or
-being killed loses nothing else; rerun the command to finish what is missing):
+being killed loses nothing else; rerun the command to finish what is missing). ``--jobs=2
+--threads=1`` runs two arm-seeds at once, one thread each (what a 2-core machine does best):
 
     ce          CE on the labelled rows alone: what a user does without a teacher
     pseudo      CE on the labelled rows + the transfer rows labelled with the teacher's argmax
@@ -28,6 +29,7 @@ import dataclasses
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +60,9 @@ class CompareConfig:
     ce_epochs: int = 4  # the ce arm's epochs
     ce_patience: int = 0  # evaluations without improvement before the ce arm stops (0: never)
     preset: str = "quick"  # the student preset every arm starts from
-    threads: int = 0  # torch threads of each run (0: all cores); the arms run one after another
+    threads: int = 0  # torch threads of each run (0: all cores)
+    jobs: int = 1  # arm-seeds that run at once, each a process with `threads` threads: on 2 cores,
+    #               --jobs=2 --threads=1 keeps both busy (one 2-thread run scales worse than two 1-thread runs)
 
 
 def arm_args(arm: str, seed: int, cfg: CompareConfig, teacher_dir: Path, run_dir: Path, extra: list[str]) -> list[str]:
@@ -197,25 +201,36 @@ def main(argv: list[str]) -> int:
                           "`make distill ARGS=--seed=N` per seed (each writes the KD student and the CE-only control)")
     teacher_acc = json.loads((teacher_dir / "metrics.json").read_text())["accuracy"]
     out = run_dir / "compare"
-    results: dict[str, dict[int, dict]] = {}
+    if cfg.jobs < 1:
+        raise ConfigError(f"--jobs={cfg.jobs}: expected 1 or more")
     failures: list[str] = []
-    for seed in range(cfg.seeds):  # seed-major: a partial run already has whole seeds to compare
+
+    def train_arm(arm: str, seed: int) -> None:
+        """One arm-seed as its own process (its own run directory and log); a failure is recorded."""
+        arm_dir = out / arm / f"seed{seed}"
+        t0 = time.perf_counter()
+        print(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})", flush=True)
+        status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir, arm_dir, extra),
+                           log=arm_dir / "log.txt", threads=cfg.threads)
+        if status != 0:
+            failures.append(f"{arm} seed {seed}: exit status {status}, see {arm_dir / 'log.txt'}")
+            print(f"compare: {failures[-1]}", flush=True)
+        else:
+            print(f"compare: {arm} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
+
+    # seed-major: a partial run already has whole seeds to compare; finished arm-seeds are kept
+    todo = [(arm, seed) for seed in range(cfg.seeds) for arm in cfg.arms
+            if not (out / arm / f"seed{seed}" / "student" / "metrics.json").exists()]
+    with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:  # threads only wait on the subprocesses
+        list(pool.map(lambda job: train_arm(*job), todo))
+    failures.sort()
+    results: dict[str, dict[int, dict]] = {}
+    for seed in range(cfg.seeds):
         for arm in cfg.arms:
-            arm_dir = out / arm / f"seed{seed}"
-            metrics = arm_dir / "student" / "metrics.json"
-            if not metrics.exists():
-                t0 = time.perf_counter()
-                print(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})", flush=True)
-                status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir, arm_dir, extra),
-                                   log=arm_dir / "log.txt", threads=cfg.threads)
-                if status != 0:
-                    failures.append(f"{arm} seed {seed}: exit status {status}, see {arm_dir / 'log.txt'}")
-                    print(f"compare: {failures[-1]}", flush=True)
-                    continue
-                print(f"compare: {arm} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
-            result = json.loads(metrics.read_text())
-            results.setdefault(arm, {})[seed] = result
-            print(f"compare: {arm} seed {seed}: dev accuracy {result['accuracy']:.4f}", flush=True)
+            metrics = out / arm / f"seed{seed}" / "student" / "metrics.json"
+            if metrics.exists():
+                results.setdefault(arm, {})[seed] = result = json.loads(metrics.read_text())
+                print(f"compare: {arm} seed {seed}: dev accuracy {result['accuracy']:.4f}", flush=True)
     summary = summarise(results, cfg.arms, cfg.seeds)
     command = "python -m distill compare " + " ".join(argv)
     atomic_write_text(out / "compare.json", json.dumps({"command": command, "config": dataclasses.asdict(cfg),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_compare_end_to_end_on_a_tiny_teacher(tmp_path, sst2_small, tiny_bert_di
                       lr=1e-3, transfer=["unlabeled"], progress=False), tmp_path)
     args = ["--run-dir", str(tmp_path), "--seeds=2", "--arms=ce,pseudo,kd", "--holdout_rows=32", "--ce_epochs=1",
             "--max_length=32", "--batch_size=16", "--epochs=1", "--threads=1"]
-    assert compare(args) == 0
+    assert compare([*args, "--jobs=2"]) == 0  # two arm-seeds at a time
     report = json.loads((tmp_path / "compare" / "compare.json").read_text())
     assert set(report["arms"]) == {"ce", "pseudo", "kd"} and report["arms"]["kd"]["n"] == 2
     assert set(report["paired"]) == {"pseudo - ce", "kd - ce", "kd - pseudo"}
@@ -68,3 +69,9 @@ def test_compare_end_to_end_on_a_tiny_teacher(tmp_path, sst2_small, tiny_bert_di
     assert compare(args) == 0  # everything is there: nothing retrains
     assert (tmp_path / "compare" / "kd" / "seed0" / "student" / "metrics.json").stat().st_mtime_ns == before
     assert (tmp_path / "compare" / "compare.png").stat().st_size > 1000
+    # one job at a time retrains a removed arm-seed to the same weights as when two ran at once
+    kd1 = tmp_path / "compare" / "kd" / "seed1" / "student" / "model.safetensors"
+    parallel = kd1.read_bytes()
+    shutil.rmtree(tmp_path / "compare" / "kd" / "seed1")
+    assert compare([*args, "--jobs=1"]) == 0
+    assert kd1.read_bytes() == parallel
