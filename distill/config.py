@@ -64,12 +64,24 @@ def apply_overrides(config: C, overrides: list[str]) -> C:
     for item in overrides:
         if not item.startswith("--") or "=" not in item:
             raise ConfigError(f"expected --key=value, got {item!r}")
-        key, raw = item[2:].split("=", 1)
-        key = key.replace("-", "_")
+        key, raw = override_key(item), item.split("=", 1)[1]
         if key not in types_:
             raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(sorted(types_))}")
         changes[key] = _convert(raw, types_[key], key)
     return dataclasses.replace(config, **changes)
+
+
+def override_key(item: str) -> str:
+    """The config key a ``--key=value`` string sets (dashes read as underscores)."""
+    return item[2:].split("=", 1)[0].replace("-", "_")
+
+
+def split_overrides(overrides: list[str], cls: type) -> tuple[list[str], list[str]]:
+    """``--key=value`` strings split into those that set a field of the dataclass ``cls`` and
+    the rest (a driver's own settings, and what it passes on to the stages it runs)."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    mine = [o for o in overrides if override_key(o) in own]
+    return mine, [o for o in overrides if o not in mine]
 
 
 def config_from_dict(cls: type[C], values: dict[str, Any], source: str) -> C:

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.artifacts import read_model_info
-from distill.config import ConfigError, apply_overrides, atomic_save_figure, atomic_write_text
+from distill.config import (
+    ConfigError,
+    apply_overrides,
+    atomic_save_figure,
+    atomic_write_text,
+    split_overrides,
+)
 from distill.procs import run_stage
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
@@ -187,9 +193,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-dir", default="runs/demo", help="the run directory holding teacher/")
     parser.add_argument("--teacher-dir", help="the teacher (default: <run-dir>/teacher)")
     args, overrides = parser.parse_known_args(argv)
-    own_keys = {f.name for f in dataclasses.fields(CompareConfig)}
-    mine = [o for o in overrides if o[2:].split("=", 1)[0].replace("-", "_") in own_keys]
-    extra = [o for o in overrides if o not in mine]  # passed on to every arm's student stage
+    mine, extra = split_overrides(overrides, CompareConfig)  # extra: passed on to every arm's student stage
     cfg = apply_overrides(CompareConfig(), mine)
     unknown = [a for a in cfg.arms if a not in ARMS]
     if unknown:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from distill.artifacts import StageInputError, read_model_info
-from distill.config import ConfigError, apply_overrides, load_config
+from distill.config import ConfigError, apply_overrides, load_config, override_key
 from teachers.finetune import SCORING_ONLY, TeacherConfig, run
 
 
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     info = read_model_info(teacher_dir, hint="make teacher")
     if not (teacher_dir / "metrics.json").exists():
         raise StageInputError(teacher_dir / "metrics.json", "the teacher has not finished training", "make teacher")
-    keys = [o[2:].split("=", 1)[0].replace("-", "_") for o in overrides]
+    keys = [override_key(o) for o in overrides]
     not_scoring = [k for k in keys if k not in SCORING_ONLY]
     if not_scoring:
         raise ConfigError(f"--{not_scoring[0]}: score takes only what changes what is scored "

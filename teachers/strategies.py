@@ -31,7 +31,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.config import ConfigError, apply_overrides, atomic_save_figure, atomic_write_text
+from distill.config import (
+    ConfigError,
+    apply_overrides,
+    atomic_save_figure,
+    atomic_write_text,
+    override_key,
+    split_overrides,
+)
 from distill.modeling import STRATEGIES
 from distill.procs import run_stage
 from teachers.finetune import PRESETS, TeacherConfig, already_trained, resolve_defaults
@@ -232,14 +239,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-dir", default="runs/demo", help="output directory; runs go to <run-dir>/strategies")
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="the teacher preset")
     args, overrides = parser.parse_known_args(argv)
-    own_keys = {f.name for f in dataclasses.fields(StrategiesConfig)}
-    mine = [o for o in overrides if o[2:].split("=", 1)[0].replace("-", "_") in own_keys]
-    extra = [o for o in overrides if o not in mine]  # passed on to every strategy's teacher stage
+    mine, extra = split_overrides(overrides, StrategiesConfig)  # extra: passed on to every strategy's teacher stage
     cfg = apply_overrides(StrategiesConfig(), mine)
     unknown = [s for s in cfg.strategies if s not in STRATEGIES]
     if unknown or not cfg.strategies:
         raise ConfigError(f"--strategies: unknown or none {unknown}; choose from {', '.join(STRATEGIES)}")
-    if any(o[2:].split("=", 1)[0].replace("-", "_") == "strategy" for o in extra):
+    if any(override_key(o) == "strategy" for o in extra):
         raise ConfigError("--strategy: this command trains each of --strategies; give those instead")
     if cfg.cheapest_by not in COSTS:
         raise ConfigError(f"--cheapest_by: {cfg.cheapest_by!r}; choose one of {', '.join(COSTS)}")
