@@ -5,7 +5,8 @@
                   embeddings and the head come along with their fine-tuned weights.
 - ``pretrained``: any other pretrained model (folder or hub name), with its own tokenizer: the
                   cache holds per-example logits (ner: per-word), so each model tokenises the raw
-                  text (ner: aligns its own sub-tokens to the words) itself.
+                  text (ner: aligns its own sub-tokens to the words) itself; ``pretrained_layers``
+                  keeps that many of its layers, spread evenly (a 2-layer MiniLM under an mpnet teacher).
 - ``fresh``:      the teacher's architecture family with a new size (layers, hidden, heads),
                   randomly initialised, trained from scratch.
 """
@@ -38,11 +39,12 @@ def evenly_spaced_layers(total: int, keep: int) -> list[int]:
     return sorted({int(round(i * (total - 1) / (keep - 1))) for i in range(keep)})
 
 
-def layer_subset(teacher_dir: Path, *, keep: int, layer_ids: list[int] | None, id2label: dict[int, str],
+def layer_subset(source: Path | str, *, keep: int, layer_ids: list[int] | None, id2label: dict[int, str],
                  dropout: float | None, attn: str | None = None, task: str = "classification"
                  ) -> tuple[nn.Module, list[int], int]:
-    """The teacher with only some encoder layers; returns (model, kept indices, teacher's layer count)."""
-    model = load_classifier(str(teacher_dir), id2label=id2label, dropout=dropout, attn_implementation=attn, task=task)
+    """A model (the teacher's folder, or any pretrained folder or hub name) with only some of its
+    encoder layers; returns (model, kept indices, the source's layer count)."""
+    model = load_classifier(str(source), id2label=id2label, dropout=dropout, attn_implementation=attn, task=task)
     layers = encoder_layers(model)
     total = len(layers)
     kept = list(layer_ids) if layer_ids else evenly_spaced_layers(len(layers), keep)
@@ -88,9 +90,16 @@ def build_student(cfg: StudentConfig, *, teacher_dir: Path, id2label: dict[int, 
                                           id2label=id2label, dropout=cfg.dropout, attn=attn, task=task)
         return model, str(teacher_dir), {"kind": "subset", "layers_kept": kept, "teacher_layers": total}
     if cfg.student == "pretrained":
-        model = load_classifier(cfg.pretrained, id2label=id2label, dropout=cfg.dropout, attn_implementation=attn,
-                                task=task)
-        return model, resolve_model_name(cfg.pretrained), {"kind": "pretrained", "pretrained": cfg.pretrained}
+        source = resolve_model_name(cfg.pretrained)
+        if cfg.pretrained_layers is None:
+            model = load_classifier(source, id2label=id2label, dropout=cfg.dropout, attn_implementation=attn,
+                                    task=task)
+            return model, source, {"kind": "pretrained", "pretrained": cfg.pretrained}
+        model, kept, total = layer_subset(source, keep=cfg.pretrained_layers, layer_ids=None, id2label=id2label,
+                                          dropout=cfg.dropout, attn=attn, task=task)
+        # not "layers_kept": that key names teacher layers (the layer losses map onto them)
+        return model, source, {"kind": "pretrained", "pretrained": cfg.pretrained, "own_layers_kept": kept,
+                               "own_layers": total}
     if cfg.student == "fresh":
         model = fresh_model(teacher_dir, layers=cfg.fresh_layers, hidden=cfg.fresh_hidden, heads=cfg.fresh_heads,
                             id2label=id2label, dropout=cfg.dropout, attn=attn, task=task)
