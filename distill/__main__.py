@@ -1,4 +1,4 @@
-"""``python -m distill <stage> [options]``: teacher | strategies | score | distill | compare | export | bench |
+"""``python -m distill <stage> [options]``: teacher | strategies | score | distill | compare | gap | export | bench |
 predict | report.
 
 Stage modules are imported only once chosen: the benchmark must set thread counts before torch
@@ -22,6 +22,7 @@ stages:
   score     score more label-free text with a finished teacher (its transfer sets)
   distill   train the student on the cached logits, and the CE-only control
   compare   KD against its controls over several seeds (one table, one plot)
+  gap       students of several sizes, CE-only and distilled: accuracy, share of the teacher, int8 latency
   export    export teacher and students to ONNX (fp32, O2, int8) and validate them
   bench     benchmark PyTorch vs ONNX Runtime on CPU
   predict   label text with a trained model (ONNX variant or PyTorch directory)
@@ -35,6 +36,7 @@ STAGES = {
     "score": "teachers.score",
     "distill": "students.distill",
     "compare": "students.compare",
+    "gap": "students.gap",
     "export": "export.onnx_export",
     "bench": "export.bench",
     "predict": "distill.predict",

@@ -1,0 +1,284 @@
+"""The gap each student leaves: for several student sizes, dev accuracy on the labels alone and with
+distillation, the share of the teacher each keeps, and how fast each runs (ONNX Runtime int8).
+
+    python -m distill gap --run-dir runs/mpnet [--students=minilm_l6,minilm_l2,minilm_l1,fresh_4x256]
+        [--seeds=1] [--reference=runs/demo/teacher] [--jobs=2 --threads=1] [--key=value ...]
+    make gap RUN=runs/mpnet ARGS="--reference=runs/demo/teacher --jobs=2 --threads=1"
+
+Needs a finished teacher in ``<run-dir>/teacher`` with its transfer sets scored (``make teacher``;
+``--base_model=mpnet`` for a teacher worth distilling). For each student, three steps, each
+resumable (rerun the command to finish what is missing):
+
+1. ``compare`` with the arms ``ce`` (labels alone) and ``kd`` (soft targets on the labelled and
+   transfer rows), ``seeds`` seeds, in ``<run-dir>/gap/<student>/compare``: the same protocol as
+   ``make compare`` (checkpoints chosen on held-back training rows, dev only reported).
+2. The seed-0 KD student exported (fp32, O2, int8, validated) beside the teacher and, when given,
+   ``--reference`` (another teacher, e.g. the MiniLM-L6 one: a second speed baseline) in
+   ``<run-dir>/gap/models`` (links to the model folders, so ``export`` and ``bench`` read them
+   as one run).
+3. ``bench`` on those models: batch-1 latency over real dev sentences, the figure the table uses.
+
+The table (``gap.md``, ``gap.json``) has, per student: parameters, int8 size, int8 batch-1 p50
+latency and its speed-up over the teacher's (and the reference's) PyTorch fp32, CE-only and KD
+dev accuracy (mean over every finished seed, n shown), KD - CE, and the share of the teacher each
+keeps. ``gap.png``: accuracy against latency, one line for the CE-only students and one for the
+distilled ones; the shaded area between them is what distillation bought.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.artifacts import read_model_info
+from distill.config import (
+    ConfigError,
+    apply_overrides,
+    atomic_save_figure,
+    atomic_write_text,
+    split_overrides,
+)
+from distill.procs import run_stage
+from students.compare import CompareConfig
+from students.config import StudentConfig
+
+# Each student: the student-stage overrides that make it (on top of the preset and any extra ones).
+# The MiniLM ones cut the packaged all-MiniLM-L6-v2 (its own tokenizer); fresh_4x256 is the
+# teacher's family at 4 layers x 256 hidden, randomly initialised.
+STUDENTS = {
+    "minilm_l6": ["--student=pretrained"],
+    "minilm_l3": ["--student=pretrained", "--pretrained_layers=3"],
+    "minilm_l2": ["--student=pretrained", "--pretrained_layers=2"],
+    "minilm_l1": ["--student=pretrained", "--pretrained_layers=1"],
+    "minilm_l2_trim": ["--student=pretrained", "--pretrained_layers=2", "--trim_vocab=true"],
+    "fresh_4x256": ["--student=fresh", "--fresh_layers=4", "--fresh_hidden=256", "--fresh_heads=4"],
+}
+ARMS = ("ce", "kd")  # compare's arms: labels alone, and distillation
+TEACHER, REFERENCE = "teacher", "reference"  # their names in <run-dir>/gap/models
+LATENCY_VARIANT = "ort_int8"  # the students' deployed form
+BASELINE_VARIANT = "pytorch_fp32"  # the teachers' form in the speed-ups
+
+
+@dataclass
+class GapConfig:
+    students: list[str] = field(default_factory=lambda: ["minilm_l6", "minilm_l2", "minilm_l1", "fresh_4x256"])
+    seeds: int = 1  # seeds this call trains per student and arm (the table uses every finished seed)
+    reference: str | None = None  # another teacher folder timed beside the teacher (PyTorch fp32 baseline)
+    threads: int = 0  # torch threads of each training run (0: all cores)
+    jobs: int = 1  # arm-seeds that train at once (--jobs=2 --threads=1 on 2 cores)
+    bench_threads: int = 0  # threads of the latency benchmark (0: all cores)
+    reps_b1: int = 300  # timed batch-1 calls per model and variant
+    reps_fixed: int = 50  # timed calls at the fixed length (the bench's second figure; not in the table)
+
+
+def finished_seeds(student_dir: Path, arm: str) -> dict[int, dict]:
+    """{seed: metrics.json} of every finished seed of one arm."""
+    found = {}
+    for metrics in sorted((student_dir / "compare" / arm).glob("seed*/student/metrics.json")):
+        found[int(metrics.parent.parent.name.removeprefix("seed"))] = json.loads(metrics.read_text())
+    return found
+
+
+def link(target: Path, at: Path) -> None:
+    """``at`` -> ``target`` (replaced when it points elsewhere): export and bench read one folder."""
+    target = target.resolve()
+    if at.is_symlink() and at.resolve() == target:
+        return
+    if at.is_symlink():
+        at.unlink()
+    elif at.exists():
+        raise ConfigError(f"{at}: exists and is not a link; remove it (gap keeps only links there)")
+    at.symlink_to(target, target_is_directory=True)
+
+
+def gap_rows(students: list[str], out: Path, bench_rows: list[dict], teacher_acc: float,
+             reference_acc: float | None) -> list[dict]:
+    """One flat row per student: sizes, latency, accuracies and shares (None where missing)."""
+    def b1(model: str, variant: str) -> float | None:
+        hits = [r["p50_b1_ms"] for r in bench_rows if r["model"] == model and r["variant"] == variant]
+        return hits[0] if hits else None
+
+    def size(model: str, variant: str) -> float | None:
+        hits = [r["size_mb"] for r in bench_rows if r["model"] == model and r["variant"] == variant]
+        return hits[0] if hits else None
+
+    teacher_ms, reference_ms = b1(TEACHER, BASELINE_VARIANT), b1(REFERENCE, BASELINE_VARIANT)
+    rows = []
+    for name in students:
+        arms = {arm: finished_seeds(out / name, arm) for arm in ARMS}
+        acc = {arm: [m["accuracy"] for m in arms[arm].values()] for arm in ARMS}
+        mean = {arm: sum(v) / len(v) if v else None for arm, v in acc.items()}
+        any_metrics = next((m for arm in ARMS for m in arms[arm].values()), {})
+        ms = b1(name, LATENCY_VARIANT)
+        rows.append({
+            "student": name, "overrides": STUDENTS[name], "parameters": any_metrics.get("parameters"),
+            "int8_mb": size(name, LATENCY_VARIANT), "int8_p50_b1_ms": ms,
+            "speedup_vs_teacher": None if ms is None or teacher_ms is None else teacher_ms / ms,
+            "speedup_vs_reference": None if ms is None or reference_ms is None else reference_ms / ms,
+            "ce_n": len(acc["ce"]), "ce_seeds": acc["ce"], "ce": mean["ce"],
+            "kd_n": len(acc["kd"]), "kd_seeds": acc["kd"], "kd": mean["kd"],
+            "kd_minus_ce": None if mean["kd"] is None or mean["ce"] is None else mean["kd"] - mean["ce"],
+            "ce_share": None if mean["ce"] is None else mean["ce"] / teacher_acc,
+            "kd_share": None if mean["kd"] is None else mean["kd"] / teacher_acc,
+            "kd_minus_reference": None if mean["kd"] is None or reference_acc is None else mean["kd"] - reference_acc,
+        })
+    return rows
+
+
+def _f(x: float | None, spec: str, scale: float = 1.0) -> str:
+    return "–" if x is None else format(x if scale == 1 else scale * x, spec)
+
+
+def render(rows: list[dict], teachers: list[dict], command: str, failures: list[str]) -> str:
+    lines = ["# The gap each student leaves", "", f"`{command}`", "",
+             "Dev accuracy in points: CE-only (labels alone) and KD (soft targets on the labelled and transfer rows), "
+             "mean over n seeds; checkpoints chosen on held-back training rows. Latency: batch 1, real dev sentences, "
+             f"p50, students in ONNX Runtime int8, teachers in PyTorch fp32 (`{BASELINE_VARIANT}`), same run.", "",
+             "| teacher | parameters | PyTorch fp32 p50 b1 ms | int8 MB | dev accuracy |", "|---|---|---|---|---|"]
+    for t in teachers:
+        lines.append(f"| {t['name']} ({t['path']}) | {_f(t['parameters'], ',')} | {_f(t['p50_b1_ms'], '.2f')} | "
+                     f"{_f(t['int8_mb'], '.1f')} | {_f(t['accuracy'], '.2f', 100)} |")
+    with_ref = any(r["speedup_vs_reference"] is not None for r in rows)
+    lines += ["", "| student | parameters | int8 MB | int8 p50 b1 ms | × teacher" + (" | × reference" if with_ref else "")
+              + " | CE-only (n) | KD (n) | KD − CE | CE % of teacher | KD % of teacher"
+              + (" | KD − reference" if with_ref else "") + " |",
+              "|---|---|---|---|---|" + ("---|" if with_ref else "") + "---|---|---|---|---|" + ("---|" if with_ref else "")]
+    for r in rows:
+        ref = f" | {_f(r['speedup_vs_reference'], '.1f')}×" if with_ref else ""
+        ref_acc = f" | {_f(r['kd_minus_reference'], '+.2f', 100)}" if with_ref else ""
+        lines.append(f"| {r['student']} | {_f(r['parameters'], ',')} | {_f(r['int8_mb'], '.1f')} | "
+                     f"{_f(r['int8_p50_b1_ms'], '.2f')} | {_f(r['speedup_vs_teacher'], '.1f')}×{ref} | "
+                     f"{_f(r['ce'], '.2f', 100)} ({r['ce_n']}) | {_f(r['kd'], '.2f', 100)} ({r['kd_n']}) | "
+                     f"{_f(r['kd_minus_ce'], '+.2f', 100)} | {_f(r['ce_share'], '.1f', 100)} | "
+                     f"{_f(r['kd_share'], '.1f', 100)}{ref_acc} |")
+    lines += ["", "Students: " + "; ".join(f"`{r['student']}` = `{' '.join(r['overrides'])}`" for r in rows) + "."]
+    if failures:
+        lines += ["", "## Failed steps (rerun the command to retry them)", ""] + [f"- {f}" for f in failures]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], teachers: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = sorted((r for r in rows if r["int8_p50_b1_ms"] is not None and r["ce"] is not None and r["kd"] is not None),
+                  key=lambda r: r["int8_p50_b1_ms"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if done:
+        x = [r["int8_p50_b1_ms"] for r in done]
+        ce, kd = [100 * r["ce"] for r in done], [100 * r["kd"] for r in done]
+        ax.plot(x, ce, "o-", color="C0", label="students, CE only (labels alone)")
+        ax.plot(x, kd, "s-", color="C1", label="students, distilled")
+        ax.fill_between(x, ce, kd, color="C1", alpha=0.15, label="what distillation bought")
+        for r, y in zip(done, kd, strict=True):
+            ax.annotate(r["student"], (r["int8_p50_b1_ms"], y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for i, t in enumerate(teachers):
+        if t["p50_b1_ms"] is not None and t["accuracy"] is not None:
+            ax.scatter([t["p50_b1_ms"]], [100 * t["accuracy"]], marker="*", s=120, color=f"C{i + 2}", zorder=4,
+                       label=f"{t['name']} (PyTorch fp32)")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency at batch 1, ms (students: ONNX Runtime int8; log scale)")
+    ax.set_ylabel("dev accuracy (%)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill gap", description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", default="runs/demo", help="the run directory holding teacher/")
+    args, overrides = parser.parse_known_args(argv)
+    mine, extra = split_overrides(overrides, GapConfig)  # extra: passed on to every student's compare
+    cfg = apply_overrides(GapConfig(), mine)
+    _, for_student = split_overrides(extra, CompareConfig)
+    apply_overrides(StudentConfig(), for_student)  # an unknown key or bad value fails here, before any training
+    unknown = [s for s in cfg.students if s not in STUDENTS]
+    if unknown:
+        raise ConfigError(f"--students: unknown student(s) {unknown}; choose from {', '.join(STUDENTS)}")
+    if cfg.seeds < 1:
+        raise ConfigError(f"--seeds={cfg.seeds}: expected 1 or more (seed 0 is the one exported)")
+    run_dir = Path(args.run_dir)
+    teacher_dir = run_dir / "teacher"
+    if read_model_info(teacher_dir, hint="make teacher").task == "ner":
+        raise ConfigError(f"{teacher_dir}: the gap table is for classifiers")
+    reference_dir = Path(cfg.reference) if cfg.reference else None
+    if reference_dir is not None:
+        read_model_info(reference_dir, hint="make teacher")  # a clear error for a wrong path, before any training
+    out = run_dir / "gap"
+    failures: list[str] = []
+
+    # 1. the two arms of each student (compare resumes finished arm-seeds)
+    for name in cfg.students:
+        student_dir = out / name
+        print(f"gap: {name}: ce and kd, {cfg.seeds} seed(s) -> {student_dir / 'compare'}", flush=True)
+        status = run_stage("compare", ["--run-dir", str(student_dir), "--teacher-dir", str(teacher_dir),
+                                       f"--arms={','.join(ARMS)}", f"--seeds={cfg.seeds}", f"--jobs={cfg.jobs}",
+                                       f"--threads={cfg.threads}", *STUDENTS[name], *extra],
+                           log=student_dir / "log.txt")
+        if status != 0:
+            failures.append(f"{name}: compare exit status {status}, see {student_dir / 'log.txt'}")
+            print(f"gap: {failures[-1]}", flush=True)
+
+    # 2. one folder of links for export and bench: the teachers and each seed-0 KD student
+    models_dir = out / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    link(teacher_dir, models_dir / TEACHER)
+    timed = [TEACHER]
+    if reference_dir is not None:
+        link(reference_dir, models_dir / REFERENCE)
+        timed.append(REFERENCE)
+    for name in cfg.students:
+        kd_student = out / name / "compare" / "kd" / "seed0" / "student"
+        if (kd_student / "metrics.json").is_file():
+            link(kd_student, models_dir / name)
+            timed.append(name)
+    to_export = [m for m in timed if not (models_dir / "onnx" / m / "validation.json").is_file()]
+    if to_export:
+        print(f"gap: exporting {', '.join(to_export)} -> {models_dir / 'onnx'}", flush=True)
+        status = run_stage("export", ["--run-dir", str(models_dir), f"--models={','.join(to_export)}"],
+                           log=out / "export_log.txt")
+        if status != 0:
+            failures.append(f"export exit status {status}, see {out / 'export_log.txt'}")
+    exported = [m for m in timed if (models_dir / "onnx" / m / "validation.json").is_file()]
+
+    # 3. latency, all models in one run (ratios only mean something within one run)
+    bench_rows: list[dict] = []
+    if TEACHER in exported:
+        print(f"gap: timing {', '.join(exported)}", flush=True)
+        status = run_stage("bench", ["--run-dir", str(models_dir), f"--models={','.join(exported)}",
+                                     f"--threads={cfg.bench_threads}", f"--reps_b1={cfg.reps_b1}",
+                                     f"--reps_fixed={cfg.reps_fixed}"], log=out / "bench_log.txt")
+        if status != 0:
+            failures.append(f"bench exit status {status}, see {out / 'bench_log.txt'}")
+        else:
+            bench_rows = json.loads((models_dir / "bench" / "bench.json").read_text())["rows"]
+
+    teachers = []
+    for name, folder in [(TEACHER, teacher_dir), (REFERENCE, reference_dir)]:
+        if folder is None:
+            continue
+        metrics = json.loads((folder / "metrics.json").read_text())
+        hits = [r for r in bench_rows if r["model"] == name]
+        ms = [r["p50_b1_ms"] for r in hits if r["variant"] == BASELINE_VARIANT]
+        mb = [r["size_mb"] for r in hits if r["variant"] == LATENCY_VARIANT]
+        teachers.append({"name": name, "path": str(folder), "parameters": metrics.get("parameters"),
+                         "accuracy": metrics["accuracy"], "p50_b1_ms": ms[0] if ms else None,
+                         "int8_mb": mb[0] if mb else None})
+    reference_acc = teachers[1]["accuracy"] if reference_dir is not None else None
+    rows = gap_rows(cfg.students, out, bench_rows, teachers[0]["accuracy"], reference_acc)
+    command = "python -m distill gap " + " ".join(argv)
+    atomic_write_text(out / "gap.json", json.dumps({
+        "command": command, "config": dataclasses.asdict(cfg), "extra_overrides": extra, "teachers": teachers,
+        "rows": rows, "failures": failures, "bench": os.fspath(models_dir / "bench" / "bench.json")}, indent=2) + "\n")
+    atomic_write_text(out / "gap.md", render(rows, teachers, command, failures))
+    plot(rows, teachers, out / "gap.png")
+    print((out / "gap.md").read_text())
+    print(f"gap: wrote {out / 'gap.md'}, gap.json, gap.png")
+    return 1 if failures else 0
