@@ -1,7 +1,8 @@
 # The pipeline: make teacher -> make distill -> make export -> make bench (make demo runs all four).
 # Every stage target installs the environment (.venv) first when it is missing.
 #   make demo                     whole pipeline on the default assets (SST-2, all-MiniLM-L6-v2)
-#   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full
+#   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full|mpnet
+#                                 (mpnet: the 110M teacher after `make mpnet`, the packaged MiniLM-L6 as student)
 #   make teacher TASK=ner DATA=<NER dir>   token classification (CoNLL/JSONL); later stages read the task from distill.json
 #   make distill ARGS="--temperature=4 --w_kd=0.9"   extra --key=value overrides for the stage
 #   make strategies DATA=... RUN=...  the four teacher strategies on the same rows, a student from each, one table

@@ -45,4 +45,8 @@ PRESETS = {
                            ce_epochs=3),
     "full": StudentConfig(max_length=128, epochs=3, batch_size=32, lr=5e-5, evals_per_epoch=2, patience=4,
                           save_every_steps=500, ce_epochs=4),
+    # under the mpnet teacher (teacher preset mpnet): the quick schedule, the student the packaged
+    # MiniLM-L6 with its own tokenizer (a layer subset of a 768-wide teacher would not be small)
+    "mpnet": StudentConfig(max_length=64, epochs=1, batch_size=32, lr=1e-4, evals_per_epoch=4, patience=3,
+                           ce_epochs=3, student="pretrained"),
 }

@@ -26,11 +26,23 @@ from teachers.strategies import recommend, render, student_sentence
 def test_every_strategy_has_a_default_and_the_presets_leave_lr_to_it():
     assert set(STRATEGY_DEFAULTS) == set(STRATEGIES)
     assert all(p.lr is None for p in PRESETS.values())
-    assert {name: p.preset for name, p in PRESETS.items()} == {"quick": "quick", "full": "full"}
+    assert {name: p.preset for name, p in PRESETS.items()} == {"quick": "quick", "full": "full", "mpnet": "mpnet"}
+    assert set(PRESET_LR_SCALE) == set(PRESETS)
+
+
+def test_the_mpnet_presets_pair_the_110m_teacher_with_the_packaged_minilm_student():
+    from distill.modeling import PACKAGED
+    from students.config import PRESETS as STUDENT_PRESETS
+
+    teacher, _ = parse_args(["--preset", "mpnet"])
+    assert teacher.base_model == "mpnet" and resolve_defaults(teacher).lr == STRATEGY_DEFAULTS["full"] / 2
+    student = STUDENT_PRESETS["mpnet"]
+    assert (student.student, student.pretrained, student.pretrained_layers) == ("pretrained", PACKAGED, None)
+    assert set(STUDENT_PRESETS) == set(PRESETS)  # make PRESET=... passes one name to every stage
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("preset", ["quick", "full"])
+@pytest.mark.parametrize("preset", ["quick", "full", "mpnet"])
 def test_none_takes_the_strategys_default_for_the_preset(strategy, preset):
     cfg = resolve_defaults(dataclasses.replace(PRESETS[preset], strategy=strategy))
     assert cfg.lr == STRATEGY_DEFAULTS[strategy] * PRESET_LR_SCALE[preset]
