@@ -6,7 +6,12 @@
 - ``pretrained``: any other pretrained model (folder or hub name), with its own tokenizer: the
                   cache holds per-example logits (ner: per-word), so each model tokenises the raw
                   text (ner: aligns its own sub-tokens to the words) itself; ``pretrained_layers``
-                  keeps that many of its layers, spread evenly (a 2-layer MiniLM under an mpnet teacher).
+                  keeps its first N layers (a 2-layer MiniLM under an mpnet teacher). The bottom
+                  layers, not evenly spaced ones: an untuned model cut to its first layers still
+                  computes what it learnt, and dropping top layers was the best way to shrink a
+                  pretrained model in Sajjad et al. (2020, "On the effect of dropping layers of
+                  pre-trained transformer models"); on SST-2 under the mpnet teacher a 2-layer
+                  MiniLM kept as layers [0, 5] reached 0.8085 distilled (one seed; docs/RESULTS.md).
 - ``fresh``:      the teacher's architecture family with a new size (layers, hidden, heads),
                   randomly initialised, trained from scratch.
 """
@@ -95,7 +100,13 @@ def build_student(cfg: StudentConfig, *, teacher_dir: Path, id2label: dict[int, 
             model = load_classifier(source, id2label=id2label, dropout=cfg.dropout, attn_implementation=attn,
                                     task=task)
             return model, source, {"kind": "pretrained", "pretrained": cfg.pretrained}
-        model, kept, total = layer_subset(source, keep=cfg.pretrained_layers, layer_ids=None, id2label=id2label,
+        from transformers import AutoConfig
+
+        available = AutoConfig.from_pretrained(source).num_hidden_layers
+        if not 0 < cfg.pretrained_layers <= available:
+            raise ValueError(f"--pretrained_layers={cfg.pretrained_layers}: {source} has {available} layers")
+        model, kept, total = layer_subset(source, keep=cfg.pretrained_layers,
+                                          layer_ids=list(range(cfg.pretrained_layers)), id2label=id2label,
                                           dropout=cfg.dropout, attn=attn, task=task)
         # not "layers_kept": that key names teacher layers (the layer losses map onto them)
         return model, source, {"kind": "pretrained", "pretrained": cfg.pretrained, "own_layers_kept": kept,

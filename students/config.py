@@ -17,7 +17,7 @@ class StudentConfig(TrainConfig):
     keep_layers: int = 3  # subset: how many teacher layers to keep, evenly spaced
     layer_ids: list[int] = field(default_factory=list)  # subset: explicit layer indices (overrides keep_layers)
     pretrained: str = PACKAGED  # pretrained: a model folder or hub name
-    pretrained_layers: int | None = None  # pretrained: keep this many of its layers, evenly spaced (None: all)
+    pretrained_layers: int | None = None  # pretrained: keep its first N layers (None: all; students/build.py)
     fresh_layers: int = 4  # fresh: encoder layers
     fresh_hidden: int = 256  # fresh: hidden size (FFN is 4x)
     fresh_heads: int = 4  # fresh: attention heads

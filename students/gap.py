@@ -66,13 +66,14 @@ BASELINE_VARIANT = "pytorch_fp32"  # the teachers' form in the speed-ups
 @dataclass
 class GapConfig:
     students: list[str] = field(default_factory=lambda: ["minilm_l6", "minilm_l2", "minilm_l1", "fresh_4x256"])
-    seeds: int = 1  # seeds this call trains per student and arm (the table uses every finished seed)
+    seeds: int = 1  # seeds per student and arm: trained when missing (seeds an earlier call finished are kept)
     reference: str | None = None  # another teacher folder timed beside the teacher (PyTorch fp32 baseline)
     threads: int = 0  # torch threads of each training run (0: all cores)
     jobs: int = 1  # arm-seeds that train at once (--jobs=2 --threads=1 on 2 cores)
     bench_threads: int = 0  # threads of the latency benchmark (0: all cores)
     reps_b1: int = 300  # timed batch-1 calls per model and variant
     reps_fixed: int = 50  # timed calls at the fixed length (the bench's second figure; not in the table)
+    bench: bool = True  # export and time the students after training them (false: train only)
 
 
 def finished_seeds(student_dir: Path, arm: str) -> dict[int, dict]:
@@ -217,9 +218,11 @@ def main(argv: list[str]) -> int:
     # 1. the two arms of each student (compare resumes finished arm-seeds)
     for name in cfg.students:
         student_dir = out / name
-        print(f"gap: {name}: ce and kd, {cfg.seeds} seed(s) -> {student_dir / 'compare'}", flush=True)
+        # seeds an earlier call finished stay in compare's summary (it trains only what is missing)
+        seeds = max([cfg.seeds] + [s + 1 for arm in ARMS for s in finished_seeds(student_dir, arm)])
+        print(f"gap: {name}: ce and kd, {seeds} seed(s) -> {student_dir / 'compare'}", flush=True)
         status = run_stage("compare", ["--run-dir", str(student_dir), "--teacher-dir", str(teacher_dir),
-                                       f"--arms={','.join(ARMS)}", f"--seeds={cfg.seeds}", f"--jobs={cfg.jobs}",
+                                       f"--arms={','.join(ARMS)}", f"--seeds={seeds}", f"--jobs={cfg.jobs}",
                                        f"--threads={cfg.threads}", *STUDENTS[name], *extra],
                            log=student_dir / "log.txt")
         if status != 0:
@@ -228,6 +231,9 @@ def main(argv: list[str]) -> int:
 
     # 2. one folder of links for export and bench: the teachers and each seed-0 KD student
     models_dir = out / "models"
+    if not cfg.bench:
+        print("gap: --bench=false: trained only; rerun without it to export, time and tabulate", flush=True)
+        return 1 if failures else 0
     models_dir.mkdir(parents=True, exist_ok=True)
     link(teacher_dir, models_dir / TEACHER)
     timed = [TEACHER]

@@ -68,19 +68,28 @@ def test_gap_end_to_end_on_a_tiny_teacher(tmp_path, sst2_small, tiny_bert_dir):
     args = ["--run-dir", str(tmp_path), "--students=minilm_l2,minilm_l1", f"--pretrained={tiny_bert_dir}",
             f"--reference={tmp_path / 'teacher'}", "--holdout_rows=32", "--ce_epochs=1", "--max_length=32",
             "--batch_size=16", "--epochs=1", "--threads=1", "--jobs=2", "--reps_b1=20", "--reps_fixed=5"]
-    assert main(args) == 0
     out = tmp_path / "gap"
+    assert main([*args, "--bench=false"]) == 0  # trained only
+    assert (out / "minilm_l1" / "compare" / "kd" / "seed0" / "student" / "metrics.json").is_file()
+    assert not (out / "models").exists() and not (out / "gap.md").exists()
+    assert main(args) == 0
     report = json.loads((out / "gap.json").read_text())
     l2, l1 = report["rows"]
     assert (l2["student"], l1["student"]) == ("minilm_l2", "minilm_l1")
     assert l2["ce_n"] == l2["kd_n"] == 1 and 0 <= l2["kd"] <= 1 and l1["int8_p50_b1_ms"] > 0
     assert l1["parameters"] < l2["parameters"]  # one layer fewer
     kd_metrics = json.loads((out / "minilm_l2" / "compare" / "kd" / "seed0" / "student" / "metrics.json").read_text())
-    assert kd_metrics["student"]["own_layers_kept"] == [0, 3]
+    assert kd_metrics["student"]["own_layers_kept"] == [0, 1]
     assert {t["name"] for t in report["teachers"]} == {"teacher", "reference"}
     assert (out / "models" / "minilm_l2").resolve() == (out / "minilm_l2" / "compare" / "kd" / "seed0" / "student")
     assert (out / "gap.png").stat().st_size > 1000
-    # a rerun trains and exports nothing again
+    # a rerun with fewer seeds trains and exports nothing again, and keeps seed 1 in the summary
+    assert main([*args, "--seeds=2", "--students=minilm_l1", "--bench=false"]) == 0
     before = (out / "models" / "onnx" / "minilm_l1" / "validation.json").stat().st_mtime_ns
+    trained = (out / "minilm_l1" / "compare" / "kd" / "seed1" / "student" / "metrics.json").stat().st_mtime_ns
     assert main(args) == 0
     assert (out / "models" / "onnx" / "minilm_l1" / "validation.json").stat().st_mtime_ns == before
+    assert (out / "minilm_l1" / "compare" / "kd" / "seed1" / "student" / "metrics.json").stat().st_mtime_ns == trained
+    l1 = json.loads((out / "gap.json").read_text())["rows"][1]
+    assert l1["ce_n"] == l1["kd_n"] == 2
+    assert json.loads((out / "minilm_l1" / "compare" / "compare.json").read_text())["arms"]["kd"]["n"] == 2
