@@ -113,7 +113,9 @@ def gap_rows(students: list[str], out: Path, bench_rows: list[dict], teacher_acc
         arms = {arm: finished_seeds(out / name, arm) for arm in ARMS}
         acc = {arm: [m["accuracy"] for m in arms[arm].values()] for arm in ARMS}
         mean = {arm: sum(v) / len(v) if v else None for arm, v in acc.items()}
-        any_metrics = next((m for arm in ARMS for m in arms[arm].values()), {})
+        # the KD student's size: the one exported and timed (with --trim_vocab the arms' tables differ:
+        # the KD arm's rows include the transfer text)
+        any_metrics = next((m for arm in ("kd", "ce") for m in arms[arm].values()), {})
         ms = b1(name, LATENCY_VARIANT)
         rows.append({
             "student": name, "overrides": STUDENTS[name], "parameters": any_metrics.get("parameters"),

@@ -23,16 +23,18 @@ def bench_row(model, variant, ms, mb=1.0):
 
 
 def test_rows_count_every_finished_seed_and_ratios_come_from_one_bench(tmp_path):
-    write_metrics(tmp_path, "minilm_l2", "ce", 0, 0.80)
-    write_metrics(tmp_path, "minilm_l2", "ce", 1, 0.82)
-    write_metrics(tmp_path, "minilm_l2", "kd", 0, 0.85)
+    write_metrics(tmp_path, "minilm_l2", "ce", 0, 0.80, params=900)
+    write_metrics(tmp_path, "minilm_l2", "ce", 1, 0.82, params=900)
+    write_metrics(tmp_path, "minilm_l2", "kd", 0, 0.85, params=1000)
+    write_metrics(tmp_path, "minilm_l2", "ce", 2, 0.81, params=900)  # a trimmed table: smaller on fewer rows
     write_metrics(tmp_path, "minilm_l1", "kd", 0, 0.83, params=500)  # its ce arm never finished
     bench = [bench_row("teacher", "pytorch_fp32", 40.0), bench_row("reference", "pytorch_fp32", 8.0),
              bench_row("minilm_l2", "ort_int8", 0.5, mb=14.2), bench_row("minilm_l2", "pytorch_fp32", 3.0),
              bench_row("minilm_l1", "ort_int8", 0.4)]
     rows = gap_rows(["minilm_l2", "minilm_l1"], tmp_path, bench, teacher_acc=0.90, reference_acc=0.86)
     l2, l1 = rows
-    assert l2["ce_n"] == 2 and l2["ce"] == pytest.approx(0.81) and l2["kd_n"] == 1 and l2["kd"] == pytest.approx(0.85)
+    assert l2["ce_n"] == 3 and l2["ce"] == pytest.approx(0.81) and l2["kd_n"] == 1 and l2["kd"] == pytest.approx(0.85)
+    assert l2["parameters"] == 1000  # the KD student's: the one exported and timed
     assert l2["kd_minus_ce"] == pytest.approx(0.04) and l2["kd_share"] == pytest.approx(0.85 / 0.90)
     assert l2["int8_mb"] == 14.2 and l2["int8_p50_b1_ms"] == 0.5  # int8, not the PyTorch row
     assert l2["speedup_vs_teacher"] == pytest.approx(80.0) and l2["speedup_vs_reference"] == pytest.approx(16.0)
@@ -41,7 +43,7 @@ def test_rows_count_every_finished_seed_and_ratios_come_from_one_bench(tmp_path)
     teachers = [{"name": "teacher", "path": "t", "parameters": 9, "accuracy": 0.90, "p50_b1_ms": 40.0, "int8_mb": 100},
                 {"name": "reference", "path": "r", "parameters": 5, "accuracy": 0.86, "p50_b1_ms": 8.0, "int8_mb": 20}]
     md = render(rows, teachers, "python -m distill gap", ["minilm_l1: compare exit status 1"])
-    assert "| minilm_l2 | 1,000 | 14.2 | 0.50 | 80.0× | 16.0× | 81.00 (2) | 85.00 (1) | +4.00 | 90.0 | 94.4 | -1.00 |" in md
+    assert "| minilm_l2 | 1,000 | 14.2 | 0.50 | 80.0× | 16.0× | 81.00 (3) | 85.00 (1) | +4.00 | 90.0 | 94.4 | -1.00 |" in md
     assert "| minilm_l1 | 500 | 1.0 | 0.40 | 100.0× | 20.0× | – (0) | 83.00 (1) | – |" in md
     assert "Failed steps" in md
     plot(rows, teachers, tmp_path / "gap.png")  # the student with one arm missing is left off the lines
