@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from distill.config import (
     split_overrides,
 )
 from distill.procs import run_stage
-from students.compare import CompareConfig
+from students.compare import CompareConfig, _mean
 from students.config import StudentConfig
 
 # Each student: the student-stage overrides that make it (on top of the preset and any extra ones).
@@ -96,30 +95,31 @@ def link(target: Path, at: Path) -> None:
     at.symlink_to(target, target_is_directory=True)
 
 
+def bench_value(bench_rows: list[dict], model: str, variant: str, key: str) -> float | None:
+    """One figure (``p50_b1_ms``, ``size_mb``) of one model and variant from bench.json's rows."""
+    hits = [r[key] for r in bench_rows if r["model"] == model and r["variant"] == variant]
+    return hits[0] if hits else None
+
+
 def gap_rows(students: list[str], out: Path, bench_rows: list[dict], teacher_acc: float,
              reference_acc: float | None) -> list[dict]:
     """One flat row per student: sizes, latency, accuracies and shares (None where missing)."""
     def b1(model: str, variant: str) -> float | None:
-        hits = [r["p50_b1_ms"] for r in bench_rows if r["model"] == model and r["variant"] == variant]
-        return hits[0] if hits else None
-
-    def size(model: str, variant: str) -> float | None:
-        hits = [r["size_mb"] for r in bench_rows if r["model"] == model and r["variant"] == variant]
-        return hits[0] if hits else None
+        return bench_value(bench_rows, model, variant, "p50_b1_ms")
 
     teacher_ms, reference_ms = b1(TEACHER, BASELINE_VARIANT), b1(REFERENCE, BASELINE_VARIANT)
     rows = []
     for name in students:
         arms = {arm: finished_seeds(out / name, arm) for arm in ARMS}
         acc = {arm: [m["accuracy"] for m in arms[arm].values()] for arm in ARMS}
-        mean = {arm: sum(v) / len(v) if v else None for arm, v in acc.items()}
+        mean = {arm: _mean(v) for arm, v in acc.items()}
         # the KD student's size: the one exported and timed (with --trim_vocab the arms' tables differ:
         # the KD arm's rows include the transfer text)
         any_metrics = next((m for arm in ("kd", "ce") for m in arms[arm].values()), {})
         ms = b1(name, LATENCY_VARIANT)
         rows.append({
             "student": name, "overrides": STUDENTS[name], "parameters": any_metrics.get("parameters"),
-            "int8_mb": size(name, LATENCY_VARIANT), "int8_p50_b1_ms": ms,
+            "int8_mb": bench_value(bench_rows, name, LATENCY_VARIANT, "size_mb"), "int8_p50_b1_ms": ms,
             "speedup_vs_teacher": None if ms is None or teacher_ms is None else teacher_ms / ms,
             "speedup_vs_reference": None if ms is None or reference_ms is None else reference_ms / ms,
             "ce_n": len(acc["ce"]), "ce_seeds": acc["ce"], "ce": mean["ce"],
@@ -273,18 +273,16 @@ def main(argv: list[str]) -> int:
         if folder is None:
             continue
         metrics = json.loads((folder / "metrics.json").read_text())
-        hits = [r for r in bench_rows if r["model"] == name]
-        ms = [r["p50_b1_ms"] for r in hits if r["variant"] == BASELINE_VARIANT]
-        mb = [r["size_mb"] for r in hits if r["variant"] == LATENCY_VARIANT]
         teachers.append({"name": name, "path": str(folder), "parameters": metrics.get("parameters"),
-                         "accuracy": metrics["accuracy"], "p50_b1_ms": ms[0] if ms else None,
-                         "int8_mb": mb[0] if mb else None})
+                         "accuracy": metrics["accuracy"],
+                         "p50_b1_ms": bench_value(bench_rows, name, BASELINE_VARIANT, "p50_b1_ms"),
+                         "int8_mb": bench_value(bench_rows, name, LATENCY_VARIANT, "size_mb")})
     reference_acc = teachers[1]["accuracy"] if reference_dir is not None else None
     rows = gap_rows(cfg.students, out, bench_rows, teachers[0]["accuracy"], reference_acc)
     command = "python -m distill gap " + " ".join(argv)
     atomic_write_text(out / "gap.json", json.dumps({
         "command": command, "config": dataclasses.asdict(cfg), "extra_overrides": extra, "teachers": teachers,
-        "rows": rows, "failures": failures, "bench": os.fspath(models_dir / "bench" / "bench.json")}, indent=2) + "\n")
+        "rows": rows, "failures": failures, "bench": str(models_dir / "bench" / "bench.json")}, indent=2) + "\n")
     atomic_write_text(out / "gap.md", render(rows, teachers, command, failures))
     plot(rows, teachers, out / "gap.png")
     print((out / "gap.md").read_text())
