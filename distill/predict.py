@@ -55,6 +55,7 @@ from distill.artifacts import MAKES, ModelInfo, read_model_info
 from distill.config import apply_overrides, atomic_write_text
 from distill.data import TEXT_SUFFIXES, BadRow, DataError, Split, base_suffix, read_texts
 from distill.errors import PipelineError
+from distill.int8 import machine_facts, mismatch_warning, read_quantization
 from distill.tokens import encode
 
 STDIO = "-"  # --input / --output: stdin / stdout
@@ -154,6 +155,9 @@ def load_model(directory: Path, threads: int = 0) -> Model:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        mismatch = mismatch_warning(read_quantization(directory), machine_facts())
+        if mismatch:  # an int8 model validated on another kernel path (distill/int8.py): say so, on stderr
+            print(f"predict: warning: {mismatch}", file=sys.stderr)
         names = [i.name for i in session.get_inputs()]
         missing = [n for n in names if n not in tokenizer.model_input_names]
         if missing:

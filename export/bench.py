@@ -53,6 +53,7 @@ if __package__ in (None, ""):  # run as a script (python export/bench.py): make 
 
 from distill.config import apply_overrides, atomic_save_figure, atomic_write_text  # noqa: E402  (stdlib-only)
 from distill.errors import PipelineError  # noqa: E402
+from distill.int8 import machine_facts, mismatch_warning, read_quantization  # noqa: E402  (stdlib-only)
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
               "NUMEXPR_NUM_THREADS")
@@ -88,6 +89,8 @@ class BenchConfig:
     batch_size: int = 32
     # warn (and record) when the 1-minute load average exceeds this fraction of the cores
     busy_load_fraction: float = 0.5
+    # int8 must be at least this many times fp32-O2's speed (batch 1 or throughput) to be called worth it
+    int8_worth_ratio: float = 1.2
     # vector FMA instructions one core issues per cycle, for the theoretical peak. An ASSUMPTION: no
     # CPU flag says it. 2 fits Intel Xeon Gold 6xxx / Platinum (two 512-bit FMA units), Intel
     # Haswell and later AVX2 parts, AMD Zen 2/3 and Zen 5 server parts; 1 fits Xeon Bronze/Silver and
@@ -511,6 +514,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         warnings.append(busy)
         print(f"WARNING: {busy}", file=sys.stderr)
     peak = read_cpu_peak(threads, cfg.fma_units)
+    facts = machine_facts()  # the int8 kernel path this machine takes (distill/int8.py)
     gemm = measure_gemm(threads, cfg.gemm_sizes, cfg.gemm_repeats, cfg.gemm_sample_gflop,
                         int8=peak.int8_isa is not None)
     for line in limit_lines(peak, gemm):
@@ -551,6 +555,11 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         entity_f1 = {variant: validation["pytorch_fp32"]["entity_f1"] if sub is None else
                      validation["variants"][sub]["figures"]["entity_f1"] for variant, _, _, sub in VARIANTS} if ner else {}
         mean_len = float(lengths.mean())
+        quantization = read_quantization(run_dir / "onnx" / model / "int8")
+        mismatch = mismatch_warning(quantization, facts)
+        if mismatch:
+            warnings.append(f"{model}: {mismatch}")
+            print(f"WARNING: {model}: {mismatch}", file=sys.stderr)
         for variant, runtime, precision, sub in VARIANTS:
             path = model_dir if sub is None else run_dir / "onnx" / model / sub / "model.onnx"
             run = make_runner(runtime, path, threads, info.task)
@@ -567,6 +576,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
                 "precision": precision, "path": str(path), "size_mb": round(file_size_mb(runtime, path), 2),
                 "dev_accuracy": accuracy[variant], "dev_rows": len(lengths), "task": info.task,
                 **({"dev_entity_f1": entity_f1[variant]} if ner else {}),
+                **(int8_fields(quantization, facts) if sub == "int8" else {}),
                 "layers": hf.num_hidden_layers, "hidden": hf.hidden_size,
                 "mean_dev_len": round(mean_len, 2), "max_length": max_length,
                 "long_text": long_text.mode, "rows_per_dev_text": round(rows_per_text, 3),
@@ -593,6 +603,8 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
                   f"{row['size_mb']:.1f} MB  ({row['wall_s']:.1f} s, load {row['loadavg_1m_after_row']:.2f})", flush=True)
             del run
 
+    for line in int8_verdicts(rows, cfg.int8_worth_ratio):
+        warnings.append(line)
     base = next(r for r in rows if (r["model"], r["variant"]) == BASELINE)
     for r in rows:
         r["speedup_p50_b1"] = base["p50_b1_ms"] / r["p50_b1_ms"]
@@ -600,7 +612,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         r["speedup_throughput"] = r["throughput_ex_s"] / base["throughput_ex_s"]
 
     out_dir = run_dir / "bench"
-    machine = {"peak": dataclasses.asdict(peak), "gemm": gemm}
+    machine = {"peak": dataclasses.asdict(peak), "gemm": gemm, "int8": facts}
     result = {"command": command, "config": dataclasses.asdict(cfg), "warnings": warnings, "machine": machine,
               "rows": rows}
     atomic_write_text(out_dir / "bench.json", json.dumps(result, indent=2) + "\n")
@@ -610,6 +622,33 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         print(f"note: {w}", file=sys.stderr)
     print(f"wrote {out_dir / 'bench.json'}, bench.md, bench.png")
     return rows
+
+
+def int8_fields(quantization: dict | None, facts: dict) -> dict:
+    """What an int8 row's figures rest on: the target it was quantised for, the kernel path it was
+    validated on and the one it ran on here."""
+    return {"int8_target": None if quantization is None else quantization["name"],
+            "int8_validated_on": None if quantization is None else quantization["validated_on"]["kernel_path"],
+            "int8_kernel_path": facts["kernel_path"]}
+
+
+def int8_verdicts(rows: list[dict], worth_ratio: float) -> list[str]:
+    """One line per model whose int8 variant is not at least ``worth_ratio`` x faster than its
+    fp32-O2 variant at batch 1 or in throughput on this machine (say so plainly: the smaller file
+    is then its only gain)."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        own = {r["variant"]: r for r in rows if r["model"] == model}
+        if "ort_int8" not in own or "ort_fp32_o2" not in own:
+            continue
+        int8, o2 = own["ort_int8"], own["ort_fp32_o2"]
+        b1, batch = o2["p50_b1_ms"] / int8["p50_b1_ms"], int8["throughput_ex_s"] / o2["throughput_ex_s"]
+        int8["int8_over_o2_b1"], int8["int8_over_o2_throughput"] = round(b1, 3), round(batch, 3)
+        if max(b1, batch) < worth_ratio:
+            lines.append(f"{model}: int8 is not worth it on this CPU ({int8.get('int8_kernel_path', '?')} path): "
+                         f"{b1:.2f}x fp32-O2's speed at batch 1, {batch:.2f}x at batch {int8['batch_size']} "
+                         f"(under {worth_ratio:g}x); serve the O2 model here unless its size matters")
+    return lines
 
 
 def _fmt(x: float | None, spec: str, unit: str = "") -> str:
@@ -655,6 +694,8 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
         f"`{command}`", "",
         f"- date {r0['date']}; CPU {r0['cpu_model']} ({r0['cores']} cores); threads {r0['threads']}",
         f"- torch {r0['torch']}, onnxruntime {r0['onnxruntime']}, transformers {r0['transformers']}",
+        *[f"- int8 kernel path here: {r['int8_kernel_path']}; {r['model']}'s int8 model was quantised for target "
+          f"{r['int8_target']} and validated on the {r['int8_validated_on']} path" for r in rows if "int8_target" in r],
         f"- 1-minute load average: {r0['loadavg_1m_before_bench']:.2f} before the first timing; the load "
         "column is after each row and includes this benchmark's own threads",
         f"- batch-1 dynamic: {cfg.reps_b1} dev rows; fixed {cfg.fixed_len} tokens: {cfg.reps_fixed} calls; "

@@ -12,6 +12,11 @@ with ``config.json`` and the tokenizer beside each ``model.onnx``, so that
 ``ORTModelForSequenceClassification.from_pretrained(dir)`` and a transformers ``pipeline`` load a
 variant as-is. The run's report of all models goes to ``runs/<RUN>/onnx/validation.json``.
 
+The int8 variant is quantised for ``--int8_target`` (distill/int8.py: portable by default, which
+no x86 kernel path can saturate) and carries ``quantization.json``: its target and the CPU facts
+(model, int8 flags, kernel path) of the machine that validated it; bench and predict compare
+those with the machine they run on.
+
 Atomicity: a model's variants are built in ``onnx/.<model>.staging-*`` beside the target,
 validated there, and only a model whose every check passes is renamed to ``onnx/<model>`` (the
 previous good export is swapped out and removed only after the rename). A model that fails is
@@ -30,17 +35,24 @@ Validation, in order, per variant (optimum's exporter style: structure first, th
   dynamic_axes       batch and sequence axes symbolic on every input, batch symbolic on logits
   new_shape          logits shape (check_batch, num_labels) and finite on inputs of a batch and
                      length the exporter never traced (check_batch x check_seq_len)
-  dev_max_abs_diff   max |logit_onnx - logit_torch| over the WHOLE dev split (fp32, o2)
-  dev_agreement      share of dev rows whose argmax matches PyTorch's
-  dev_accuracy       int8 only: |acc_int8 - acc_fp32| <= int8_max_accuracy_delta (fp32: PyTorch's)
+  dev_max_abs_diff   fp32, o2: max |logit_onnx - logit_torch| over the WHOLE dev split
+  dev_agreement      fp32, o2: every dev row whose PyTorch top-1 logit beats its top-2 by more than
+                     twice that bound keeps its label (a closer tie may flip at 1e-5; nothing else can)
+  dev_decided_agreement  int8: share of the decided dev rows (PyTorch top-1 minus top-2 logit >=
+                     int8_decided_margin) whose label matches PyTorch's; flips of near-ties are
+                     reported (all-row agreement in the detail), not failed
+  dev_logit_error    int8: RMS(centred int8 logits - centred fp32 logits) / RMS(centred fp32
+                     logits) <= int8_max_logit_error: a saturating or broken quantisation moves
+                     every row, decided or not
+  dev_accuracy       int8: |acc_int8 - acc_fp32| <= int8_max_accuracy_delta (fp32: PyTorch's)
   loads_with_optimum ORTModelForSequenceClassification.from_pretrained(dir) + transformers
                      pipeline("text-classification") give the labels ONNX Runtime's argmax gives
 
 Token classifiers (distill.json task ``ner``) are exported with optimum's token-classification task
 (logits (batch, sequence, tags)) and validated on the dev sentences, words aligned as the model
 was trained (distill/ner.py): dynamic_axes and new_shape expect logits [sym, sym, tags];
-dev_max_abs_diff is per token, over the first sub-token of every dev word; dev_agreement the share
-of dev words whose tag matches PyTorch's; int8's value check is dev_entity_f1, |entity F1 int8 -
+dev_max_abs_diff is per token, over the first sub-token of every dev word; the agreements count
+dev words whose tag matches PyTorch's; int8's third value check is dev_entity_f1, |entity F1 int8 -
 entity F1 PyTorch fp32| <= int8_max_f1_delta (seqeval, micro); loads_with_optimum loads the folder
 with ORTModelForTokenClassification and compares its tags with ONNX Runtime's on 2 dev sentences.
 
@@ -69,6 +81,8 @@ from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
 from distill.data import Split, load_dataset
 from distill.errors import PipelineError
+from distill.int8 import DEFAULT_TARGET, Int8Target, machine_facts, read_quantization, write_quantization
+from distill.int8 import target as int8_target
 from distill.ner import WordAligned, align_words, ner_scores, predicted_tags, word_logits_from_batches
 from distill.ner_data import TokenSplit, load_ner_dataset
 from distill.tokens import LongText, encode, mean_per_document
@@ -103,19 +117,23 @@ class ExportConfig:
     o2_max_abs_diff: float = 1e-4
     # o2: every dev row must get PyTorch's label
     o2_min_agreement: float = 1.0
-    # int8: share of dev rows whose label matches PyTorch's (logit error ~0.1-1 is expected, so no |Δ| bound).
-    # The issue asked for 0.99; dynamic int8 on fine-tuned MiniLM-L6 and its 3-layer students measured
-    # 0.979-0.992 (flips are near-ties; accuracy stays within the 1-point bound, docs/EXPORT.md), so
-    # the default is 0.97 and the accuracy bound is what protects the user
-    int8_min_agreement: float = 0.97
+    # int8: a dev row is "decided" when PyTorch fp32's top-1 logit beats its top-2 by at least this much;
+    # int8 may flip near-tied rows (a logit error of ~0.1 is normal), a sound quantisation keeps decided ones
+    int8_decided_margin: float = 1.0
+    # int8: share of decided dev rows whose label matches PyTorch's (all-row agreement is reported, not held)
+    int8_min_decided_agreement: float = 0.99
+    # int8: RMS of (int8 - fp32) centred logits over RMS of fp32's centred logits (softmax ignores a shift);
+    # a saturating or broken quantisation moves every row, a sound one a few percent
+    int8_max_logit_error: float = 0.25
     # int8: |dev accuracy(int8) - dev accuracy(PyTorch fp32)| allowed, as a fraction (0.01 = 1 point)
     int8_max_accuracy_delta: float = 0.01
     # int8, token classifiers: |dev entity F1(int8) - dev entity F1(PyTorch fp32)| allowed (0.01 = 1 point)
     int8_max_f1_delta: float = 0.01
     # int8: one weight scale per output channel; per-tensor scales flipped ~4% of labels on MiniLM-L6
     int8_per_channel: bool = True
-    # int8: 7-bit weights; set true on CPUs without VNNI (AVX2 only), where u8 x s8 products can saturate
-    int8_reduce_range: bool = False
+    # int8: how weights are quantised for the CPUs that will serve the model (distill/int8.py):
+    # portable (7-bit s8 weights, no saturation on any x86 path) | vnni (8-bit s8, VNNI CPUs only) | u8u8
+    int8_target: str = DEFAULT_TARGET
     # int8: ONNX op types to quantise (Gather: the embedding tables; MiniLM-L6 58.9 -> 23.1 MB, same agreement)
     int8_operators: list[str] = field(default_factory=lambda: ["MatMul", "Attention", "Gather"])
     # int8: regex over the fp32 graph's node names to keep in fp32, e.g. "layer\.\d+/output/dense" (the
@@ -285,6 +303,23 @@ def optimise_o2(fp32_dir: Path, out_dir: Path) -> None:
     ORTOptimizer.from_pretrained(fp32_dir).optimize(optimization_config=config, save_dir=out_dir, file_suffix=None)
 
 
+def quantization_config(target: Int8Target, *, per_channel: bool, operators: list[str], exclude: list[str]):
+    """optimum's dynamic QuantizationConfig for ``target`` (distill/int8.py): uint8 activations
+    quantised per batch, symmetric weights of the target's type and range. optimum's named
+    configurations differ only in these two fields (avx512_vnni: s8 full range; avx512 with
+    reduce_range: s8 in 7 bits; avx2: u8)."""
+    from onnxruntime.quantization import QuantType
+    from optimum.onnxruntime.configuration import QuantizationConfig, default_quantization_parameters
+
+    fmt, mode, ops = default_quantization_parameters(is_static=False, operators_to_quantize=operators)
+    return QuantizationConfig(
+        is_static=False, format=fmt, mode=mode, activations_dtype=QuantType.QUInt8, activations_symmetric=False,
+        weights_dtype=QuantType.QInt8 if target.weights == "int8" else QuantType.QUInt8, weights_symmetric=True,
+        per_channel=per_channel, reduce_range=target.reduce_range, nodes_to_quantize=[], nodes_to_exclude=exclude,
+        operators_to_quantize=ops,
+    )
+
+
 def quantise_int8(fp32_dir: Path, out_dir: Path, cfg: ExportConfig) -> None:
     """optimum ORTQuantizer, dynamic (weights int8 ahead of time, activations uint8 per batch) on
     the plain fp32 export. Quantising the O2-fused graph through ORTQuantizer fails with the pinned
@@ -292,7 +327,6 @@ def quantise_int8(fp32_dir: Path, out_dir: Path, cfg: ExportConfig) -> None:
     onnxruntime's DefaultTensorType option). ONNX Runtime applies its own fusions when the
     session loads the quantised graph."""
     from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     exclude: list[str] = []
     if cfg.int8_exclude:
@@ -302,16 +336,34 @@ def quantise_int8(fp32_dir: Path, out_dir: Path, cfg: ExportConfig) -> None:
         exclude = [n.name for n in graph.node if re.search(cfg.int8_exclude, n.name)]
         if not exclude:
             raise ExportError(f"--int8_exclude={cfg.int8_exclude!r} matches no node of {fp32_dir / ONNX_FILE}")
-    qconfig = AutoQuantizationConfig.avx512_vnni(
-        is_static=False, per_channel=cfg.int8_per_channel, operators_to_quantize=list(cfg.int8_operators),
-        nodes_to_exclude=exclude,
-    )
-    qconfig.reduce_range = cfg.int8_reduce_range
+    qconfig = quantization_config(int8_target(cfg.int8_target), per_channel=cfg.int8_per_channel,
+                                  operators=list(cfg.int8_operators), exclude=exclude)
     ORTQuantizer.from_pretrained(fp32_dir).quantize(quantization_config=qconfig, save_dir=out_dir, file_suffix=None)
+    write_quantization(out_dir, target_name=cfg.int8_target, per_channel=cfg.int8_per_channel,
+                       operators=list(cfg.int8_operators), exclude=exclude, facts=machine_facts())
 
 
 # ---------------------------------------------------------------------------------------------
 # validation
+
+
+def int8_value_figures(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, *, decided_margin: float
+                       ) -> dict:
+    """A quantised (or exported) model's logits (R, C) against PyTorch fp32's (R, C) on the same
+    rows, with gold labels (R,): accuracy and its change, agreement on all rows and on the decided
+    ones (fp32 top-1 minus top-2 logit >= ``decided_margin``: flips of near-ties are no fault of the
+    export), and the centred-logit relative error (softmax ignores a per-row shift)."""
+    top2 = np.sort(reference, axis=1)[:, -2:]  # (R, 2)
+    decided = (top2[:, 1] - top2[:, 0]) >= decided_margin  # (R,)
+    same = logits.argmax(1) == reference.argmax(1)  # (R,)
+    centre = lambda x: x - x.mean(axis=1, keepdims=True)  # noqa: E731  (R, C)
+    spread = float(np.sqrt(np.mean(centre(reference) ** 2)))
+    error = float(np.sqrt(np.mean((centre(logits) - centre(reference)) ** 2)))
+    accuracy, ref_accuracy = float((logits.argmax(1) == labels).mean()), float((reference.argmax(1) == labels).mean())
+    return {"accuracy": accuracy, "accuracy_delta": accuracy - ref_accuracy, "agreement": float(same.mean()),
+            "decided_rows": int(decided.sum()), "decided_agreement": float(same[decided].mean()) if decided.any() else 1.0,
+            "decided_differ": int((~same & decided).sum()), "logit_error": error / max(spread, 1e-12),
+            "max_abs_diff": float(np.abs(logits - reference).max())}
 
 
 def _run_check(checks: list[Check], name: str, fn) -> None:
@@ -390,16 +442,22 @@ def validate_variant(
         ok = list(logits.shape) == want and bool(np.isfinite(logits).all())
         return ok, list(logits.shape), want, f"inputs {cfg.check_batch}x{cfg.check_seq_len}; finite values"
 
+    # decided rows: fp32 and o2 must keep every row whose margin exceeds twice their |Δlogit| bound
+    # (implied by that bound; a tie closer than that may flip), int8 every row past int8_decided_margin
+    margin = cfg.int8_decided_margin if variant == "int8" else 2 * getattr(cfg, f"{variant}_max_abs_diff")
+
     def dev_values():
         need_session()
         logits = ort_logits(state["session"], batches, order, groups, ner)
         state["logits"] = logits
-        figures["max_abs_diff"] = float(np.abs(logits - reference).max())
-        figures["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
+        values = int8_value_figures(logits, reference, labels, decided_margin=margin)
+        figures.update({k: values[k] for k in ("max_abs_diff", "agreement", "decided_rows", "decided_agreement",
+                                               "logit_error")})
         if ner is not None:
             figures.update(ner.scores(logits))
         else:
-            figures["accuracy"] = float((logits.argmax(1) == labels).mean())
+            figures["accuracy"] = values["accuracy"]
+        state["decided_differ"] = values["decided_differ"]
 
     def max_abs_diff():
         if "logits" not in state:
@@ -410,9 +468,17 @@ def validate_variant(
     def agreement():
         if "logits" not in state:
             dev_values()
-        bound = getattr(cfg, f"{variant}_min_agreement")
+        bound = cfg.int8_min_decided_agreement if variant == "int8" else getattr(cfg, f"{variant}_min_agreement")
         n_diff = int(round((1 - figures["agreement"]) * len(labels)))
-        return figures["agreement"] >= bound, figures["agreement"], bound, f"{n_diff} of {len(labels)} {unit} differ"
+        return (figures["decided_agreement"] >= bound, figures["decided_agreement"], bound,
+                f"{state['decided_differ']} of {figures['decided_rows']} decided {unit} differ (fp32 margin >= "
+                f"{margin:g}); all {unit}: {n_diff} of {len(labels)} differ, agreement {figures['agreement']:.4f}")
+
+    def logit_error():
+        if "logits" not in state:
+            dev_values()
+        return (figures["logit_error"] <= cfg.int8_max_logit_error, figures["logit_error"], cfg.int8_max_logit_error,
+                f"RMS of int8 - fp32 centred logits over fp32's, {len(labels)} dev {unit}")
 
     def entity_f1():
         if "logits" not in state:
@@ -475,8 +541,9 @@ def validate_variant(
     _run_check(checks, "new_shape", new_shape)
     if variant != "int8":
         _run_check(checks, "dev_max_abs_diff", max_abs_diff)
-    _run_check(checks, "dev_agreement", agreement)
+    _run_check(checks, "dev_decided_agreement" if variant == "int8" else "dev_agreement", agreement)
     if variant == "int8":
+        _run_check(checks, "dev_logit_error", logit_error)
         _run_check(checks, *(("dev_entity_f1", entity_f1) if ner is not None else ("dev_accuracy", accuracy)))
     _run_check(checks, "loads_with_optimum", loads_with_optimum_ner if ner is not None else loads_with_optimum)
     return checks, figures
@@ -574,6 +641,7 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
             print_report(model, variant, checks)
             report["variants"][variant] = {
                 "figures": figures, "checks": [dataclasses.asdict(c) for c in checks],
+                **({"quantization": read_quantization(staging / variant)} if variant == "int8" else {}),
             }
             for c in checks:
                 if not c.passed:
@@ -661,10 +729,11 @@ def run_export(run_dir: Path, cfg: ExportConfig) -> dict:
     """Export, validate and install every model; write ``onnx/validation.json``; raise
     ``ExportValidationError`` listing all failures if any check failed."""
     onnx_root = run_dir / "onnx"
+    int8_target(cfg.int8_target)  # an unknown target is refused before anything is built
     models = resolve_models(run_dir, cfg.models)
     report: dict = {
         "run_dir": str(run_dir), "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "versions": versions(), "config": dataclasses.asdict(cfg), "models": {},
+        "versions": versions(), "machine": machine_facts(), "config": dataclasses.asdict(cfg), "models": {},
     }
     failures: list[str] = []
     for model in models:

@@ -246,6 +246,11 @@ def test_bench_end_to_end(exported_run):
     assert "theoretical fp32 peak: 1 cores" in md and "(assumed: --fma_units)" in md
     assert "% peak / % GEMM" in md and "% of GEMM" not in md and "| onnxruntime | fp32 | 16x32x16 |" in md
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    here = machine["int8"]["kernel_path"]  # the CPU facts int8 figures rest on, and the target validated
+    for r in rows[2::3]:
+        assert (r["int8_target"], r["int8_validated_on"], r["int8_kernel_path"]) == ("portable", here, here)
+        assert r["int8_over_o2_b1"] > 0 and r["int8_over_o2_throughput"] > 0
+    assert f"int8 kernel path here: {here}; teacher's int8 model was quantised for target portable" in md
 
 
 def test_runs_as_a_script(exported_run, tmp_path):

@@ -510,15 +510,16 @@ def test_export_bench_and_predict_a_token_classifier(ner_run, tmp_path):
     run = tmp_path / "run"
     for name in ("teacher", "student"):
         shutil.copytree(ner_run / name, run / name)
-    # 32 dev entities: one int8 flip moves the entity F1 by ~3 points, so the bound is loosened here
-    assert export_main(["--run-dir", str(run), "--int8_max_f1_delta=0.2", "--int8_min_agreement=0.9"]) == 0
+    # 32 dev entities: one int8 flip of a near-tied word moves the entity F1 by ~3 points, so that bound is
+    # loosened here; decided words must still keep their tags
+    assert export_main(["--run-dir", str(run), "--int8_max_f1_delta=0.2"]) == 0
     report = json.loads((run / "onnx" / "validation.json").read_text())
     assert report["passed"]
     for name in ("teacher", "student"):
         own = report["models"][name]
         assert own["task"] == "ner" and own["dev_words"] == sum(len(s) for s in ner_sentences(16, 1))
         checks = [c["name"] for c in own["variants"]["int8"]["checks"]]
-        assert checks[-3:] == ["dev_agreement", "dev_entity_f1", "loads_with_optimum"]
+        assert checks[-4:] == ["dev_decided_agreement", "dev_logit_error", "dev_entity_f1", "loads_with_optimum"]
         for variant in ("fp32", "o2"):
             figures = own["variants"][variant]["figures"]
             assert figures["max_abs_diff"] <= 1e-4 and figures["agreement"] == 1.0

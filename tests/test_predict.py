@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,22 @@ def test_malformed_jsonl_exits_2_naming_file_and_line(run_dir, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == f"error: {src}, line 3: not valid JSON (Expecting value)\n"
     assert proc.stdout == ""
+
+
+def test_int8_model_on_a_cpu_it_was_not_validated_for_says_so(run_dir, tmp_path, monkeypatch, capsys):
+    """predict reads the int8 folder's quantization.json: on a CPU whose kernel path can saturate
+    that target's products, it warns on stderr (and still predicts)."""
+    import distill.predict as predict_module
+    from distill.int8 import machine_facts, write_quantization
+
+    int8 = tmp_path / "int8"
+    shutil.copytree(run_dir / "onnx" / "teacher" / "int8", int8)
+    vnni = {**machine_facts(), "kernel_path": "avx512_vnni"}
+    write_quantization(int8, target_name="vnni", per_channel=True, operators=["MatMul"], exclude=[], facts=vnni)
+    monkeypatch.setattr(predict_module, "machine_facts", lambda: {**vnni, "kernel_path": "avx2"})
+    src = tmp_path / "in.txt"
+    src.write_text(TEXTS[0] + "\n", encoding="utf-8")
+    assert main(["--model", str(int8), "--input", str(src), "--output", str(tmp_path / "out.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert "predict: warning: int8 model quantised for target 'vnni'" in err and "avx2 path" in err
+    assert len(read_rows(tmp_path / "out.jsonl")) == 1
