@@ -61,6 +61,24 @@ TARGETS = {
 DEFAULT_TARGET = "portable"
 
 
+@dataclass(frozen=True)
+class Int8Gate:
+    """The bounds an int8 graph is held to against PyTorch fp32 on the dev rows (the export's
+    checks and the teacher's int8 scorer both use them; ExportConfig exposes each as an option)."""
+
+    # a row is decided when PyTorch's top-1 logit beats its top-2 by this much: int8 may flip the rest
+    decided_margin: float = 1.0
+    # share of the decided rows whose label int8 must keep
+    min_decided_agreement: float = 0.99
+    # RMS of the centred logit error over RMS of the centred fp32 logits (a sound int8: 0.05-0.13 measured)
+    max_logit_error: float = 0.25
+    # |accuracy(int8) - accuracy(fp32)|, a fraction (0.01 = 1 point)
+    max_accuracy_delta: float = 0.01
+
+
+GATE = Int8Gate()
+
+
 def target(name: str) -> Int8Target:
     if name not in TARGETS:
         from distill.config import ConfigError

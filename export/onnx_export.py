@@ -81,15 +81,22 @@ from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
 from distill.data import Split, load_dataset
 from distill.errors import PipelineError
-from distill.int8 import DEFAULT_TARGET, Int8Target, machine_facts, read_quantization, write_quantization
+from distill.int8 import DEFAULT_TARGET, GATE, machine_facts, read_quantization
 from distill.int8 import target as int8_target
 from distill.ner import WordAligned, align_words, ner_scores, predicted_tags, word_logits_from_batches
 from distill.ner_data import TokenSplit, load_ner_dataset
+from distill.onnx_graph import (  # noqa: F401  (ONNX_FILE, ort_session: the names other stages' tests use here)
+    ONNX_FILE,
+    export_fp32,
+    int8_value_figures,
+    optimise_o2,
+    ort_session,
+    quantise_weights,
+)
 from distill.tokens import LongText, encode, mean_per_document
 
 VARIANTS = ("fp32", "o2", "int8")
 DEFAULT_MODELS = ("teacher", "student", "student_ce")  # exported when present and --models is empty
-ONNX_FILE = "model.onnx"  # the name ORTModel.from_pretrained(dir) looks for without file_name
 
 
 @dataclass
@@ -119,14 +126,14 @@ class ExportConfig:
     o2_min_agreement: float = 1.0
     # int8: a dev row is "decided" when PyTorch fp32's top-1 logit beats its top-2 by at least this much;
     # int8 may flip near-tied rows (a logit error of ~0.1 is normal), a sound quantisation keeps decided ones
-    int8_decided_margin: float = 1.0
+    int8_decided_margin: float = GATE.decided_margin
     # int8: share of decided dev rows whose label matches PyTorch's (all-row agreement is reported, not held)
-    int8_min_decided_agreement: float = 0.99
+    int8_min_decided_agreement: float = GATE.min_decided_agreement
     # int8: RMS of (int8 - fp32) centred logits over RMS of fp32's centred logits (softmax ignores a shift);
     # a saturating or broken quantisation moves every row, a sound one a few percent
-    int8_max_logit_error: float = 0.25
+    int8_max_logit_error: float = GATE.max_logit_error
     # int8: |dev accuracy(int8) - dev accuracy(PyTorch fp32)| allowed, as a fraction (0.01 = 1 point)
-    int8_max_accuracy_delta: float = 0.01
+    int8_max_accuracy_delta: float = GATE.max_accuracy_delta
     # int8, token classifiers: |dev entity F1(int8) - dev entity F1(PyTorch fp32)| allowed (0.01 = 1 point)
     int8_max_f1_delta: float = 0.01
     # int8: one weight scale per output channel; per-tensor scales flipped ~4% of labels on MiniLM-L6
@@ -258,14 +265,6 @@ def _unsort(sorted_rows: np.ndarray, order: np.ndarray, groups: np.ndarray | Non
     return mean_per_document(rows, groups)
 
 
-def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0: ORT picks (all physical cores)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def ort_logits(session, batches, order: np.ndarray, groups: np.ndarray | None = None,
                ner: NerDev | None = None) -> np.ndarray:
     """(D, C) float32 ONNX Runtime logits, one per dev row in file order (ner: (N, C) per dev word)."""
@@ -278,56 +277,9 @@ def ort_logits(session, batches, order: np.ndarray, groups: np.ndarray | None = 
 # building the variants
 
 
-def export_fp32(model_dir: Path, out_dir: Path, opset: int, task: str = "text-classification") -> None:
-    """optimum's exporter: TorchScript torch.onnx export with dynamic batch_size / sequence_length
-    axes, config.json and tokenizer copied beside model.onnx. Our own validation follows, so
-    optimum's (2-row dummy-input) validation is skipped. ``task``: optimum's (token-classification
-    for NER)."""
-    from optimum.exporters.onnx import main_export
-
-    main_export(
-        str(model_dir), output=out_dir, task=task, opset=opset, device="cpu",
-        library_name="transformers", local_files_only=True, do_validation=False,
-    )
-
-
-def optimise_o2(fp32_dir: Path, out_dir: Path) -> None:
-    """optimum ORTOptimizer with OptimizationConfig(optimization_level=2) for CPU: it calls
-    onnxruntime.transformers.optimizer.optimize_model(model_type="bert", opt_level=2), i.e. ORT's
-    basic+extended graph rewrites plus the transformer fusions (Attention, SkipLayerNormalization,
-    BiasGelu, ...)."""
-    from optimum.onnxruntime import ORTOptimizer
-    from optimum.onnxruntime.configuration import OptimizationConfig
-
-    config = OptimizationConfig(optimization_level=2, optimize_for_gpu=False)
-    ORTOptimizer.from_pretrained(fp32_dir).optimize(optimization_config=config, save_dir=out_dir, file_suffix=None)
-
-
-def quantization_config(target: Int8Target, *, per_channel: bool, operators: list[str], exclude: list[str]):
-    """optimum's dynamic QuantizationConfig for ``target`` (distill/int8.py): uint8 activations
-    quantised per batch, symmetric weights of the target's type and range. optimum's named
-    configurations differ only in these two fields (avx512_vnni: s8 full range; avx512 with
-    reduce_range: s8 in 7 bits; avx2: u8)."""
-    from onnxruntime.quantization import QuantType
-    from optimum.onnxruntime.configuration import QuantizationConfig, default_quantization_parameters
-
-    fmt, mode, ops = default_quantization_parameters(is_static=False, operators_to_quantize=operators)
-    return QuantizationConfig(
-        is_static=False, format=fmt, mode=mode, activations_dtype=QuantType.QUInt8, activations_symmetric=False,
-        weights_dtype=QuantType.QInt8 if target.weights == "int8" else QuantType.QUInt8, weights_symmetric=True,
-        per_channel=per_channel, reduce_range=target.reduce_range, nodes_to_quantize=[], nodes_to_exclude=exclude,
-        operators_to_quantize=ops,
-    )
-
-
 def quantise_int8(fp32_dir: Path, out_dir: Path, cfg: ExportConfig) -> None:
-    """optimum ORTQuantizer, dynamic (weights int8 ahead of time, activations uint8 per batch) on
-    the plain fp32 export. Quantising the O2-fused graph through ORTQuantizer fails with the pinned
-    versions (no type for the fused ops' outputs; ORTQuantizer has no way to pass
-    onnxruntime's DefaultTensorType option). ONNX Runtime applies its own fusions when the
-    session loads the quantised graph."""
-    from optimum.onnxruntime import ORTQuantizer
-
+    """The int8 variant of ``fp32_dir`` for ``cfg.int8_target`` (distill/onnx_graph.quantise_weights),
+    optionally keeping the nodes ``cfg.int8_exclude`` matches in fp32."""
     exclude: list[str] = []
     if cfg.int8_exclude:
         import onnx
@@ -336,34 +288,12 @@ def quantise_int8(fp32_dir: Path, out_dir: Path, cfg: ExportConfig) -> None:
         exclude = [n.name for n in graph.node if re.search(cfg.int8_exclude, n.name)]
         if not exclude:
             raise ExportError(f"--int8_exclude={cfg.int8_exclude!r} matches no node of {fp32_dir / ONNX_FILE}")
-    qconfig = quantization_config(int8_target(cfg.int8_target), per_channel=cfg.int8_per_channel,
-                                  operators=list(cfg.int8_operators), exclude=exclude)
-    ORTQuantizer.from_pretrained(fp32_dir).quantize(quantization_config=qconfig, save_dir=out_dir, file_suffix=None)
-    write_quantization(out_dir, target_name=cfg.int8_target, per_channel=cfg.int8_per_channel,
-                       operators=list(cfg.int8_operators), exclude=exclude, facts=machine_facts())
+    quantise_weights(fp32_dir, out_dir, target_name=cfg.int8_target, per_channel=cfg.int8_per_channel,
+                     operators=list(cfg.int8_operators), exclude=exclude)
 
 
 # ---------------------------------------------------------------------------------------------
 # validation
-
-
-def int8_value_figures(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, *, decided_margin: float
-                       ) -> dict:
-    """A quantised (or exported) model's logits (R, C) against PyTorch fp32's (R, C) on the same
-    rows, with gold labels (R,): accuracy and its change, agreement on all rows and on the decided
-    ones (fp32 top-1 minus top-2 logit >= ``decided_margin``: flips of near-ties are no fault of the
-    export), and the centred-logit relative error (softmax ignores a per-row shift)."""
-    top2 = np.sort(reference, axis=1)[:, -2:]  # (R, 2)
-    decided = (top2[:, 1] - top2[:, 0]) >= decided_margin  # (R,)
-    same = logits.argmax(1) == reference.argmax(1)  # (R,)
-    centre = lambda x: x - x.mean(axis=1, keepdims=True)  # noqa: E731  (R, C)
-    spread = float(np.sqrt(np.mean(centre(reference) ** 2)))
-    error = float(np.sqrt(np.mean((centre(logits) - centre(reference)) ** 2)))
-    accuracy, ref_accuracy = float((logits.argmax(1) == labels).mean()), float((reference.argmax(1) == labels).mean())
-    return {"accuracy": accuracy, "accuracy_delta": accuracy - ref_accuracy, "agreement": float(same.mean()),
-            "decided_rows": int(decided.sum()), "decided_agreement": float(same[decided].mean()) if decided.any() else 1.0,
-            "decided_differ": int((~same & decided).sum()), "logit_error": error / max(spread, 1e-12),
-            "max_abs_diff": float(np.abs(logits - reference).max())}
 
 
 def _run_check(checks: list[Check], name: str, fn) -> None:
