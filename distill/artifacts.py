@@ -13,6 +13,8 @@ import each other; each model directory carries, as data, what any later stage n
                   ner: the distill.ner_data.NerSpec of its sentences
     architecture  how it was built (base model and strategy, or student kind and layers kept)
     transfer      teacher only: the label-free sets scored into ``logits/``, name -> how to re-read them
+    scorers       teacher only: which runtime scored each logit cache (distill/scoring.py; absent: pytorch),
+                  part of that cache's fingerprint
 
 ``read_model_info`` is the one reader. A missing or unreadable file is a ``StageInputError`` that
 names the file and the command that makes it.
@@ -61,6 +63,7 @@ class ModelInfo:
     architecture: dict = field(default_factory=dict)  # base model, strategy or student kind, layers ...
     transfer: dict[str, dict] = field(default_factory=dict)  # teacher: scored label-free sets, name -> source
     long_text: dict = field(default_factory=dict)  # distill.tokens.LongText as a dict ({}: truncate, as older files)
+    scorers: dict[str, str] = field(default_factory=dict)  # teacher: logit cache name -> what scored it (absent: pytorch)
     format: int = INFO_FORMAT
 
     @property

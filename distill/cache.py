@@ -47,11 +47,12 @@ class CacheError(RuntimeError, PipelineError):
 
 
 def fingerprint_parts(*, teacher_dir: Path, max_length: int, data_files: list[str], split: Split,
-                      long_text: dict | None = None) -> dict:
+                      long_text: dict | None = None, scorer: str = "pytorch") -> dict:
     """What a cache depends on. Any change to the teacher weights, the tokenizer files, the max
     length, how long texts are cut (``long_text``, distill.tokens.LongText as a dict; truncate adds
-    nothing, so caches written before it keep their fingerprint), the bytes of the data files, or
-    which rows were taken makes a different fingerprint."""
+    nothing, so caches written before it keep their fingerprint), the bytes of the data files,
+    which rows were taken, or what ran the teacher (``scorer``, distill/scoring.py: pytorch adds
+    nothing, as for long_text) makes a different fingerprint."""
     teacher_dir = Path(teacher_dir)
     weights = sorted(teacher_dir.glob("*.safetensors"))
     if not weights:
@@ -69,6 +70,7 @@ def fingerprint_parts(*, teacher_dir: Path, max_length: int, data_files: list[st
         "rows": rows,
         "row_count": len(split),
         **({"long_text": long_text} if long_text and long_text.get("mode", "truncate") != "truncate" else {}),
+        **({"scorer": scorer} if scorer != "pytorch" else {}),
     }
 
 

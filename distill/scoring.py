@@ -1,11 +1,25 @@
 """Score rows with a trained teacher into its logit cache (``teacher/logits/``), sharded over the
 processes of a ``torchrun`` group when there is one. Used by the teacher stage (after training)
-and by ``python -m distill score`` (more transfer text for a finished teacher)."""
+and by ``python -m distill score`` (more transfer text for a finished teacher).
+
+What runs the teacher (``Scorer``, TeacherConfig.scorer): PyTorch eager, or on CPU the teacher's
+own ONNX Runtime graph, exported once into ``teacher/scorer/<kind>/`` exactly as ``make export``
+builds its variants (distill/onnx_graph.py) and checked against PyTorch on the dev rows before it
+scores anything: ``onnx`` (fp32, O2-fused: logits within SCORER_MAX_ABS_DIFF of PyTorch's) or
+``onnx-int8`` (the portable int8 graph, held to the export's int8 gate). The scorer's name is
+part of each cache's fingerprint, so a cache from one never passes as another's.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,37 +28,148 @@ import torch.distributed as dist
 
 from distill.artifacts import ModelInfo
 from distill.cache import fingerprint_parts, write_logit_cache
-from distill.data import Dataset, Split
+from distill.config import ConfigError, atomic_write_text
+from distill.data import Dataset, Split, file_digest
+from distill.errors import PipelineError
+from distill.int8 import DEFAULT_TARGET, GATE
 from distill.kd_defaults import IGNORE_INDEX
-from distill.tokens import encode
+from distill.tokens import Encoded, encode
 from distill.trainer import predict_logits
+
+SCORERS = ("auto", "pytorch", "onnx", "onnx-int8")  # TeacherConfig.scorer; auto: onnx on CPU, pytorch on CUDA
+SCORER_MAX_ABS_DIFF = 1e-4  # the fp32 O2 graph's dev logits against PyTorch's (the export's fp32/o2 bound)
+
+
+class ScorerError(RuntimeError, PipelineError):
+    """The ONNX Runtime scorer's graph does not reproduce the teacher on the dev rows."""
+
+
+@dataclass
+class Scorer:
+    """What turns tokenised rows into teacher logits for the cache."""
+
+    name: str  # pytorch | onnx-fp32-o2 | onnx-int8-<target>: recorded in every cache fingerprint it makes
+    forward: Callable[[Encoded, int], np.ndarray]  # (rows, batch size) -> (D, C) float32, one per document
+    check: dict = field(default_factory=dict)  # its figures against PyTorch on the dev rows (empty: pytorch)
+
+
+def pytorch_scorer(model, *, device: torch.device, amp: bool) -> Scorer:
+    return Scorer("pytorch", lambda rows, batch_size: predict_logits(model, rows, batch_size=batch_size,
+                                                                      device=device, amp=amp))
+
+
+def resolve_scorer(name: str, device: torch.device) -> str:
+    """The scorer ``name`` means on ``device``: auto is onnx on CPU and pytorch on CUDA; ONNX
+    Runtime's CPU graphs are not asked to score on a GPU machine."""
+    if name not in SCORERS:
+        raise ConfigError(f"--scorer={name!r}: choose one of {', '.join(SCORERS)}")
+    if name == "auto":
+        return "pytorch" if device.type == "cuda" else "onnx"
+    if name != "pytorch" and device.type == "cuda":
+        raise ConfigError(f"--scorer={name}: the ONNX Runtime scorer runs on CPU; on {device} use pytorch or auto")
+    return name
+
+
+def onnx_scorer(teacher_dir: Path, *, kind: str, threads: int, dev: Encoded, reference: np.ndarray,
+                batch_size: int) -> Scorer:
+    """The teacher's ONNX Runtime graph (``kind`` onnx: fp32 O2, onnx-int8: portable int8) as a
+    Scorer, built once into ``teacher/scorer/`` (rank 0; the others wait) and checked against
+    PyTorch's dev logits ``reference`` (D, C) on the dev rows ``dev`` before it is used."""
+    from distill.onnx_graph import int8_value_figures, ort_document_logits, ort_session
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    variant = "o2" if kind == "onnx" else "int8"
+    if rank == 0:
+        build_scorer_graph(teacher_dir, variant)
+    if dist.is_initialized():
+        dist.barrier()
+    path = scorer_dir(teacher_dir) / variant / "model.onnx"
+    session = ort_session(path, threads)
+    logits = ort_document_logits(session, dev, batch_size=batch_size)  # (D, C)
+    figures = int8_value_figures(logits, reference, dev.document_labels, decided_margin=GATE.decided_margin)
+    if variant == "o2" and not figures["max_abs_diff"] <= SCORER_MAX_ABS_DIFF:
+        raise ScorerError(f"{path}: its dev logits differ from PyTorch's by up to {figures['max_abs_diff']:.2e} "
+                          f"(bound {SCORER_MAX_ABS_DIFF:g}); score with --scorer=pytorch")
+    if variant == "int8" and not (figures["decided_agreement"] >= GATE.min_decided_agreement
+                                  and figures["logit_error"] <= GATE.max_logit_error
+                                  and abs(figures["accuracy_delta"]) <= GATE.max_accuracy_delta):
+        raise ScorerError(f"{path}: int8 does not hold on the dev rows (decided agreement "
+                          f"{figures['decided_agreement']:.4f}, logit error {figures['logit_error']:.3f}, accuracy "
+                          f"{100 * figures['accuracy_delta']:+.2f} points; the export's bounds); use --scorer=onnx")
+    name = "onnx-fp32-o2" if variant == "o2" else f"onnx-int8-{DEFAULT_TARGET}"
+    check = {k: figures[k] for k in ("max_abs_diff", "agreement", "decided_agreement", "logit_error",
+                                      "accuracy_delta")} | {"dev_rows": len(reference), "graph": str(path)}
+    return Scorer(name, lambda rows, size: ort_document_logits(session, rows, batch_size=size), check)
+
+
+def scorer_dir(teacher_dir: Path) -> Path:
+    return Path(teacher_dir) / "scorer"
+
+
+def build_scorer_graph(teacher_dir: Path, variant: str) -> Path:
+    """``teacher/scorer/<variant>/model.onnx`` (o2 or int8), built from the saved teacher unless
+    a build from these exact weights is already there (``built.json`` holds their digest). Built
+    in a temp folder beside it and renamed into place: never half there."""
+    from distill.onnx_graph import export_fp32, optimise_o2, quantise_weights
+
+    root = scorer_dir(teacher_dir)
+    weights = hashlib.sha256("".join(file_digest(w) for w in sorted(Path(teacher_dir).glob("*.safetensors")))
+                            .encode()).hexdigest()
+    target = root / variant
+    stamp = target / "built.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("teacher_weights") == weights:
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{variant}.build-", dir=root))
+    try:
+        t0 = time.perf_counter()
+        export_fp32(Path(teacher_dir), work / "fp32", 18)
+        if variant == "o2":
+            optimise_o2(work / "fp32", work / variant)
+        else:
+            quantise_weights(work / "fp32", work / variant, target_name=DEFAULT_TARGET, per_channel=True,
+                             operators=["MatMul", "Attention", "Gather"], exclude=[])
+        atomic_write_text(work / variant / "built.json", json.dumps(
+            {"teacher_weights": weights, "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(work / variant, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: str, split: Split, data_files: list[str],
                 device: torch.device, batch_size: int, dtype: str, chunk_rows: int, amp: bool,
-                max_chunks: int | None = None, what: str = "logits") -> dict:
+                max_chunks: int | None = None, what: str = "logits", scorer: Scorer | None = None) -> dict:
     """Score ``split`` into ``teacher_dir/logits/<name>.npy`` (resumable, fingerprinted); returns
-    rows, bytes, dtype, seconds and rows/s. Every rank of a process group must call it.
+    rows, bytes, dtype, seconds, rows/s and the scorer. Every rank of a process group must call it.
     ``max_chunks`` time-boxes the call (per process); an unfinished cache reports ``complete: False``.
-    ``what="cls"`` caches the per-layer [CLS] states instead, as ``<name>.cls`` (``cls_states``)."""
+    ``scorer``: what runs the teacher for logits (None: PyTorch eager on ``model``).
+    ``what="cls"`` caches the per-layer [CLS] states instead, as ``<name>.cls`` (``cls_states``,
+    always PyTorch: the ONNX graphs give logits only)."""
+    if what == "logits":
+        scorer = scorer or pytorch_scorer(model, device=device, amp=amp)
+        forward = scorer.forward
+    else:
+        scorer = None
+        forward = lambda rows, size: cls_states(model, rows, batch_size=size, device=device, amp=amp)  # noqa: E731
     parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, data_files=data_files, split=split,
-                              long_text=info.long_text)
-    forward = predict_logits if what == "logits" else cls_states
+                              long_text=info.long_text, scorer=scorer.name if scorer else "pytorch")
     if what == "cls":
         parts = {**parts, "states": "cls per layer"}
         name = cls_cache_name(name)
     width = len(info.labels) if what == "logits" else cls_width(model)
 
-
     def score(start: int, stop: int) -> np.ndarray:
-        # one row per document whatever info.long_text (chunks: predict_logits averages them)
+        # one row per document whatever info.long_text (chunks: the forward averages them)
         chunk = encode(tokenizer, split.subset(np.arange(start, stop)), np.full(stop - start, IGNORE_INDEX),
                        info.max_length, long_text=info.long_text_settings())
-        return forward(model, chunk, batch_size=batch_size, device=device, amp=amp)
+        return forward(chunk, batch_size)
 
-    return write_scored(score, directory=teacher_dir / "logits", name=name, split=split, width=width,
-                        label_names=info.labels, parts=parts, dtype=dtype, chunk_rows=chunk_rows,
-                        max_chunks=max_chunks)
+    report = write_scored(score, directory=teacher_dir / "logits", name=name, split=split, width=width,
+                          label_names=info.labels, parts=parts, dtype=dtype, chunk_rows=chunk_rows,
+                          max_chunks=max_chunks)
+    return {**report, "scorer": scorer.name if scorer else "pytorch"}
 
 
 def write_scored(score, *, directory: Path, name: str, split: Split, width: int, label_names: list[str], parts: dict,

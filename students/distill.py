@@ -104,11 +104,14 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
         splits[name] = read_transfer(info.transfer[name], dataset=data, spec=info.data)[0]
     caches, states = [], []
     for name, split in splits.items():
-        expected = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, split=split,
+        def expected_parts(scorer: str, name=name, split=split) -> dict:
+            return fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, split=split,
                                      data_files=split_files(name, data, info.transfer.get(name)),
-                                     long_text=info.long_text)
-        if logits:
-            cache = open_logit_cache(teacher_dir / "logits", name, expected_parts=expected)
+                                     long_text=info.long_text, scorer=scorer)
+
+        if logits:  # made by the scorer distill.json names (absent: pytorch); states always by pytorch
+            cache = open_logit_cache(teacher_dir / "logits", name,
+                                     expected_parts=expected_parts(info.scorers.get(name, "pytorch")))
             cache.check_rows(split)
             caches.append(cache.logits)
         if cls:
@@ -116,7 +119,7 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
                 raise ConfigError(f"--layer_source=cached: the teacher cached no [CLS] states for {name!r}; "
                                   "rescore with `python -m distill score --run-dir <run> --cache_cls=true`")
             cached = open_logit_cache(teacher_dir / "logits", cls_cache_name(name),
-                                      expected_parts={**expected, "states": "cls per layer"})
+                                      expected_parts={**expected_parts("pytorch"), "states": "cls per layer"})
             cached.check_rows(split)
             states.append(cached.logits)
     transfer = {n: s for n, s in splits.items() if n != "train"}

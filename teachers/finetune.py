@@ -39,7 +39,15 @@ from distill.modeling import (
     resolve_model_name,
 )
 from distill.ner_data import NerSpec
-from distill.scoring import cls_cache_name, score_split, split_files
+from distill.scoring import (
+    Scorer,
+    cls_cache_name,
+    onnx_scorer,
+    pytorch_scorer,
+    resolve_scorer,
+    score_split,
+    split_files,
+)
 from distill.tokens import encode
 from distill.trainer import (
     TrainConfig,
@@ -90,6 +98,9 @@ class TeacherConfig(TrainConfig):
     cache_chunk_rows: int = 4096  # rows per resumable chunk of the cache
     cache_max_chunks: int | None = None  # score at most this many chunks per set and process this run (a time box)
     cache_cls: bool = False  # also cache per-layer [CLS] states (fp16) for the student's cached layer loss (BERT-PKD)
+    # what runs the teacher to fill the logit caches (distill/scoring.py): auto (onnx on CPU, pytorch on CUDA) |
+    # pytorch | onnx (its ONNX Runtime fp32 O2 graph, checked against PyTorch on dev) | onnx-int8 (portable int8)
+    scorer: str = "auto"
 
     def data_spec(self) -> DataSpec:
         """Where the rows come from; the student reads the same DataSpec from distill.json."""
@@ -263,12 +274,16 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     # Score with the best checkpoint as saved (the exact weights the fingerprint hashes); every rank
     # scores its share of the chunks.
     best = load_classifier(str(out), id2label=data.label_map.id2label).to(device)
+    dev_logits = predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp)  # (D, C)
+    scorer = make_scorer(cfg, best, out, device=device, dev_set=dev_set, dev_logits=dev_logits)
     cache_report = {}
     for name, split in {"train": data.train, **{n: rows for n, (rows, _) in transfer.items()}}.items():
         cache_report[name] = score_split(
             best, tokenizer, teacher_dir=out, info=info, name=name, split=split,
             data_files=split_files(name, data, sources.get(name)), device=device, batch_size=cfg.eval_batch_size,
-            dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp, max_chunks=cfg.cache_max_chunks)
+            dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp, max_chunks=cfg.cache_max_chunks,
+            scorer=scorer)
+        info.scorers[name] = scorer.name
         if cfg.cache_cls:  # a second pass: the states need output_hidden_states, the logits do not
             cache_report[cls_cache_name(name)] = score_split(
                 best, tokenizer, teacher_dir=out, info=info, name=name, split=split,
@@ -284,9 +299,8 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
                   f"({r['rows_per_s']:.0f} rows/s, {r['processes']} process(es)) -> {out / 'logits' / (name + '.npy')}")
     if rank != 0:
         return {}
-    metrics = classification_metrics(
-        predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp),
-        dev_set.document_labels, names)
+    write_model_info(out, info)  # which scorer made each cache: the student rebuilds its fingerprints from it
+    metrics = classification_metrics(dev_logits, dev_set.document_labels, names)
     result = {
         **metrics, **count_parameters(best), "trainable_parameters": params["trainable_parameters"],
         "strategy": cfg.strategy, "base_model": cfg.base_model, "train_rows": len(train_rows),
@@ -295,6 +309,7 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
         "train_samples_per_s": round(summary["samples_seen"] / max(summary["train_seconds"], 1e-9), 2),
         "best_step": summary["best_step"], "total_steps": summary["total_steps"],
         "stopped_early": summary["stopped_early"], "device": str(device), "cache": cache_report,
+        "scorer": {"name": scorer.name, **scorer.check},
         "transfer": {name: entry["counts"] for name, entry in info.transfer.items()}, "transfer_notes": notes,
         "skipped_rows": len(data.skipped), "fallback_decoded": data.fallback_decoded, "peak_rss_mb": peak_rss_mb(),
         "long_text": info.long_text, "train_model_rows": len(train_set), "data_checks": data_checks,
@@ -310,7 +325,8 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
 # Settings that change only what is scored after training: a finished teacher rerun with other
 # values of these scores the new sets instead of training again.
 SCORING_ONLY = ("transfer", "transfer_rows", "transfer_text_column", "augment_factor", "cache_dtype",
-                "cache_chunk_rows", "cache_max_chunks", "cache_cls", "eval_batch_size", "progress", "device", "amp")
+                "cache_chunk_rows", "cache_max_chunks", "cache_cls", "eval_batch_size", "progress", "device", "amp",
+                "scorer")
 # Where a setting came from, not a setting: a teacher trained at lr 1e-4 given by hand matches one
 # whose default is 1e-4 (the lr itself is compared), and train_config.json files from before
 # these fields existed still match.
@@ -330,6 +346,20 @@ def already_trained(out: Path, cfg: TeacherConfig) -> bool:
         raise ConfigError(f"{out}: holds a teacher trained with other settings ({'; '.join(changed)}); "
                           "use another --run-dir, or delete that folder to train again")
     return True
+
+
+def make_scorer(cfg: TeacherConfig, model, out: Path, *, device: torch.device, dev_set, dev_logits) -> Scorer:
+    """What fills the logit caches (distill/scoring.py): PyTorch eager, or the teacher's own ONNX
+    Runtime graph after it reproduced ``dev_logits`` (D, C) on the dev rows (printed with its figures)."""
+    kind = resolve_scorer(cfg.scorer, device)
+    if kind == "pytorch":
+        return pytorch_scorer(model, device=device, amp=cfg.amp)
+    scorer = onnx_scorer(out, kind=kind, threads=torch.get_num_threads(), dev=dev_set, reference=dev_logits,
+                         batch_size=cfg.eval_batch_size)
+    print(f"teacher: scoring with {scorer.name} ({scorer.check['graph']}): dev max |Δlogit| "
+          f"{scorer.check['max_abs_diff']:.2e}, agreement {scorer.check['agreement']:.4f} on "
+          f"{scorer.check['dev_rows']} rows")
+    return scorer
 
 
 def _copy_for_merge(model, strategy: str):

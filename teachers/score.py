@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import torch.distributed as dist
@@ -37,6 +38,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--{not_scoring[0]}: score takes only what changes what is scored "
                           f"({', '.join(SCORING_ONLY)}); train a new teacher for the rest")
     saved = load_config(TeacherConfig, teacher_dir / "train_config.json")
+    if "scorer" not in json.loads((teacher_dir / "train_config.json").read_text()):
+        saved = dataclasses.replace(saved, scorer="pytorch")  # a teacher from before scorers: keep its caches' scorer
     cfg = apply_overrides(dataclasses.replace(saved, transfer=[]), overrides)
     print(f"score: {teacher_dir} already has {', '.join(info.transfer) or 'no transfer sets'}; adding "
           f"{', '.join(cfg.transfer) or 'nothing (give --transfer=...)'}")
