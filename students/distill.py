@@ -140,7 +140,8 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
         raise ConfigError(f"{teacher_dir / 'distill.json'}: labels {names} but the data now has {data.label_map.names}")
     if role == "student_ce":
         cfg = dataclasses.replace(cfg, w_kd=0.0, w_ce=1.0, w_hidden=0.0, w_attn=0.0, use_transfer=False,
-                                  pseudo_labels=False, online=False, epochs=cfg.ce_epochs or cfg.epochs)
+                                  pseudo_labels=False, online=False, epochs=cfg.ce_epochs or cfg.epochs,
+                                  patience=cfg.ce_patience)
     transfer_names = (cfg.transfer or list(teacher.transfer)) if cfg.use_transfer else []
     if cfg.layer_source not in ("online", "cached"):
         raise ConfigError(f"--layer_source={cfg.layer_source!r}: expected online or cached")
@@ -318,7 +319,9 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     return result
 
 
-def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
+def parse_args(argv: list[str], *, task: str = "classification") -> tuple[StudentConfig, Path]:
+    """The stage's config: the preset, then the overrides. ``task`` ner: the preset's held-back
+    checkpoint rows are classification's (1,000 rows); a tagger's corpus keeps its own unless given."""
     parser = argparse.ArgumentParser(prog="python -m distill distill", description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default="runs/demo", help="the run directory holding teacher/")
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
@@ -327,7 +330,8 @@ def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
     if data_flags:
         raise ConfigError(f"{data_flags[0]}: the student trains on the rows the teacher cached (its data is in "
                           "teacher/distill.json); retrain the teacher to change the data")
-    return apply_overrides(PRESETS[args.preset], overrides), Path(args.run_dir)
+    preset = PRESETS[args.preset] if task != "ner" else dataclasses.replace(PRESETS[args.preset], holdout_rows=0)
+    return apply_overrides(preset, overrides), Path(args.run_dir)
 
 
 def main(argv: list[str]) -> int:
@@ -336,6 +340,8 @@ def main(argv: list[str]) -> int:
     train_one = train_student
     if read_model_info(teacher_dir, hint="make teacher").task == "ner":  # token classification: students/ner.py
         from students.ner import train_ner_student as train_one
+
+        cfg, run_dir = parse_args(argv, task="ner")
     train_one(cfg, teacher_dir=teacher_dir, out=run_dir / "student", role="student")
     if cfg.student_ce:
         train_one(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", role="student_ce")

@@ -265,7 +265,7 @@ def test_student_on_chunks_reads_document_logits_and_records_checks(chunk_run, t
     run_dir = tmp_path / "run"
     shutil.copytree(chunk_run[0] / "teacher", run_dir / "teacher")
     args = ["--run-dir", str(run_dir), "--max_length=16", "--epochs=1", "--batch_size=16", "--lr=1e-3",
-            "--eval_batch_size=32", "--evals_per_epoch=1", "--patience=0", "--progress=false",
+            "--eval_batch_size=32", "--evals_per_epoch=1", "--patience=0", "--holdout_rows=0", "--progress=false",
             "--student_ce=false", "--keep_layers=2"]
     assert student_stage.main(args + ["--long_text=head_tail"]) == 0
     out = capsys.readouterr().out

@@ -42,7 +42,7 @@ def teacher_run(tmp_path_factory, sst2_small, tiny_bert_dir) -> Path:
 
 def student_args(run_dir: Path, *extra: str) -> list[str]:
     return ["--run-dir", str(run_dir), "--max_length=32", "--epochs=2", "--batch_size=16", "--lr=1e-3",
-            "--eval_batch_size=64", "--evals_per_epoch=1", "--patience=0", "--progress=false", *extra]
+            "--eval_batch_size=64", "--evals_per_epoch=1", "--patience=0", "--holdout_rows=0", "--progress=false", *extra]
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -41,6 +41,20 @@ def test_the_mpnet_presets_pair_the_110m_teacher_with_the_packaged_minilm_studen
     assert set(STUDENT_PRESETS) == set(PRESETS)  # make PRESET=... passes one name to every stage
 
 
+def test_every_preset_chooses_checkpoints_on_the_same_held_back_rows_and_the_control_runs_its_schedule():
+    from students.config import PRESETS as STUDENT_PRESETS
+    from students.distill import parse_args as student_args
+
+    for name, teacher in PRESETS.items():
+        student = STUDENT_PRESETS[name]
+        assert teacher.holdout_rows == student.holdout_rows > 0, name  # the same rows: drawn by the data seed
+        assert student.ce_patience == 0 and student.ce_epochs == 4, name  # compare's CE protocol
+    ner_teacher, _ = parse_args(["--task=ner"])
+    assert ner_teacher.holdout_rows == 0 and ner_teacher.transfer == []  # a tagger's corpus keeps its own
+    assert student_args([], task="ner")[0].holdout_rows == 0
+    assert student_args(["--holdout_rows=50"], task="ner")[0].holdout_rows == 50
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("preset", ["quick", "full", "mpnet"])
 def test_none_takes_the_strategys_default_for_the_preset(strategy, preset):
