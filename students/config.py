@@ -41,6 +41,9 @@ class StudentConfig(TrainConfig):
     # the control's early stopping (0: never: it runs its schedule to the end and keeps its best checkpoint,
     # as compare's CE arm does; stopping at the first plateau left it at the peak lr and flattered KD)
     ce_patience: int = 0
+    # also log dev accuracy at every evaluation (history's eval.dev_accuracy: an accuracy-against-passes
+    # curve); never used to choose a checkpoint
+    eval_dev: bool = False
 
 
 # Checkpoints are chosen on 1,000 training rows held back (the teacher presets hold back the same

@@ -288,6 +288,10 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     start = time.perf_counter()
     evaluate = classification_evaluate(eval_set, names, batch_size=cfg.eval_batch_size, device=device,
                                        amp=cfg.amp and device.type == "cuda")
+    if cfg.eval_dev and eval_name == "holdout":  # the curve of dev against passes, logged beside the choice
+        on_holdout, on_dev = evaluate, classification_evaluate(dev_set, names, batch_size=cfg.eval_batch_size,
+                                                               device=device, amp=cfg.amp and device.type == "cuda")
+        evaluate = lambda m: {**on_holdout(m), "dev_accuracy": on_dev(m)["accuracy"]}  # noqa: E731
     summary = train(model, cfg=run_cfg, train_set=train_set, evaluate=evaluate, eval_name=eval_name,
                     loss_fn=loss_fn, out_dir=out, save_best=save_best)
     wall = time.perf_counter() - start

@@ -345,3 +345,17 @@ def test_onnx_scorer_refuses_a_graph_that_disagrees(teacher_run):
         resolve_scorer("onnx", torch.device("cuda"))
     with pytest.raises(ConfigError, match="--scorer='tvm': choose one of auto, pytorch, onnx, onnx-int8"):
         resolve_scorer("tvm", torch.device("cpu"))
+
+
+def test_eval_dev_logs_the_dev_curve_but_choices_follow_the_holdout(teacher_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(teacher_run / "teacher", run / "teacher")
+    args = student_args(run, "--student_ce=false", "--use_transfer=false", "--evals_per_epoch=2", "--eval_dev=true")
+    assert student_stage.main([a for a in args if a != "--holdout_rows=0"] + ["--holdout_rows=64"]) == 0
+    history = json.loads((run / "student" / "metrics.json").read_text())["history"]
+    assert len(history) == 4 and all(0 <= h["eval"]["dev_accuracy"] <= 1 and h["eval_set"] == "holdout"
+                                     for h in history)
+    best = -1.0
+    for h in history:  # "best" marks a new best holdout accuracy, whatever dev did
+        assert h["best"] == (h["eval"]["accuracy"] > best)
+        best = max(best, h["eval"]["accuracy"])
