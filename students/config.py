@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from distill.kd_defaults import DEFAULT_TEMPERATURE, DEFAULT_W_CE, DEFAULT_W_KD
 from distill.modeling import PACKAGED
@@ -38,6 +39,10 @@ class StudentConfig(TrainConfig):
     # the CE-only control, trained beside the KD student into <run-dir>/student_ce
     student_ce: bool = True  # also train the control: the same student on the labelled rows, CE only
     ce_epochs: int | None = None  # the control's epochs (None: epochs); it stops early on its own
+
+    # the control's settings are resolved into its own run's config (students/distill.py): neither
+    # changes the KD student's run, so a resume of either may change them
+    resume_neutral: ClassVar[tuple[str, ...]] = TrainConfig.resume_neutral + ("student_ce", "ce_epochs")
 
 
 PRESETS = {
