@@ -128,3 +128,23 @@ def test_batch_settings_the_loop_cannot_run_with():
         check_loop_settings(TrainConfig(batch_size=32, epochs=0), rows=100, world=1)
     assert str(err.value) == "--batch_size=32, --epochs=0: both must be 1 or more"
     check_loop_settings(TrainConfig(batch_size=32), rows=32, world=2)  # one full batch, 16 rows a process
+
+
+def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_one(tmp_path):
+    import errno
+
+    from distill.disk import DiskFullError
+    from distill.trainer import atomic_save_dir
+
+    target = tmp_path / "checkpoint"
+    atomic_save_dir(target, lambda d: (d / "state.json").write_text("step 2"))
+
+    def full(directory):
+        (directory / "state.json").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFullError) as err:
+        atomic_save_dir(target, full, needed=1234)
+    assert str(err.value) == (f"{tmp_path / 'checkpoint.tmp'}: the disk filled while writing it (about 1,234 "
+                              "bytes); the previous checkpoint is kept; free some space and rerun")
+    assert (target / "state.json").read_text() == "step 2" and not (tmp_path / "checkpoint.tmp").exists()
