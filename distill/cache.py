@@ -35,6 +35,7 @@ import numpy as np
 
 from distill.config import atomic_write_text
 from distill.data import Split, file_digest, text_hashes
+from distill.disk import DiskFullError, require_free, reserve
 from distill.errors import PipelineError
 
 CACHE_FORMAT = 1
@@ -168,10 +169,10 @@ def write_logit_cache(
     n_chunks = (rows + chunk_rows - 1) // chunk_rows
     done = _verified_chunks(directory, name, layout, partial, offsets) if partial.exists() else {}
     barrier()  # every rank has read the progress files before any rank writes
-    if rank == 0 and not done:
+    if rank == 0 and not done:  # one rank 0 only: the stage holds the directory's lock (distill/lock.py)
         for old in _progress_files(directory, name):
             old.unlink()
-        np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(int(offsets[-1]), num_labels)).flush()
+        _allocate(partial, dtype=dtype, shape=(int(offsets[-1]), num_labels))
     barrier()  # the .partial exists before any rank maps it
     mine = {i: done[i] for i in done if i % world == rank}
     progress_path = directory / f"{name}.progress.{rank}.json"
@@ -189,7 +190,8 @@ def write_logit_cache(
         if logits.shape != (last - first, num_labels):
             raise CacheError(f"scorer returned {logits.shape} for rows {start}:{stop}, expected "
                              f"{(last - first, num_labels)}")
-        array[first:last] = logits.astype(dtype)
+        array[first:last] = _finite_for_storage(logits, dtype=dtype, final=final, name=name, split=split,
+                                                first=first, offsets=offsets)
         array.flush()
         mine[i] = _sha256_bytes(array[first:last])
         atomic_write_text(progress_path, json.dumps({**layout, "chunks": {str(k): v for k, v in mine.items()}}))
@@ -205,6 +207,37 @@ def write_logit_cache(
                  offsets if row_offsets is not None else None)
     barrier()  # no rank reads the cache before it is installed
     return manifest_path
+
+
+def _allocate(partial: Path, *, dtype: str, shape: tuple[int, int]) -> None:
+    """A new ``.partial`` array of ``shape``, its blocks allocated for real: the memory map would
+    otherwise be a sparse file, and a disk that fills while it is written kills the process (SIGBUS)."""
+    data_bytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    already = partial.stat().st_blocks * 512 if partial.exists() else 0  # freed as it is re-created
+    require_free(partial.parent, data_bytes + 4096 - already, what=f"the logit cache {partial.name}")
+    np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=shape).flush()
+    try:
+        reserve(partial, what=f"the logit cache {partial.name}")
+    except DiskFullError:
+        partial.unlink()  # holds nothing yet; the next run makes it again
+        raise
+
+
+def _finite_for_storage(scores: np.ndarray, *, dtype: str, final: Path, name: str, split: Split, first: int,
+                        offsets: np.ndarray) -> np.ndarray:
+    """``scores`` (one chunk's logit rows, from logit row ``first`` on) in the stored dtype, or a
+    ``CacheError`` naming the first dataset row holding a NaN or an infinity there (a float16 cache
+    turns values past 65504 into inf): none of the chunk is written, the chunks before it are kept."""
+    with np.errstate(over="ignore"):  # an overflow to inf is what the check below reports
+        stored = scores.astype(dtype)  # (K, C)
+    bad = np.nonzero(~np.isfinite(stored).all(axis=1))[0]  # bad logit rows of the chunk
+    if not len(bad):
+        return stored
+    row = int(np.searchsorted(offsets, first + bad[0], side="right")) - 1  # its example (= the row unless ragged)
+    overflow = dtype == "float16" and np.isfinite(scores[bad[0]]).all()
+    kind = "too large for float16 (use --cache_dtype=float32)" if overflow else "not finite (NaN or inf)"
+    raise CacheError(f"{final}: set {name}: the teacher's scores for row {row} of {split.source} are {kind} "
+                     f"(rows of its chunk like it: {len(bad)}); none of the chunk is cached, the chunks before it are kept")
 
 
 def _offsets(row_offsets: np.ndarray | None, rows: int) -> np.ndarray:

@@ -379,8 +379,9 @@ def _read_records(path: Path, encoding: str, log: RowLog) -> list[tuple[int, dic
             continue
         records.append((line_no, dict(zip(header, fields, strict=True))))
     if not records:
-        log.settle(path)
-        raise DataError(path, "no rows after the header")
+        bad = len(log.pending)
+        log.settle(path)  # under on_bad_rows=error this raises, listing them
+        raise DataError(path, "no usable rows (every row was bad)" if bad else "no rows after the header")
     return records
 
 
@@ -522,6 +523,9 @@ def load_dataset(spec: DataSpec) -> Dataset:
         for i in unknown:
             log.add(dev.source, dev.line_numbers[i] if dev.line_numbers else None, label_map.unknown_reason(dev.labels[i]))
         log.settle(dev.source)
+        if len(unknown) == len(dev):  # nothing left to evaluate or choose checkpoints on
+            raise DataError(dev.source, f"on_bad_rows=skip dropped every one of its {len(dev)} rows: their labels "
+                                        f"never appear in the training split (known labels: {', '.join(label_map.names)})")
         dev = dev.subset(np.array(sorted(set(range(len(dev))) - set(unknown))))
     label_map.encode(dev)  # fail now, naming every dev line whose label training never saw
     deduped = {}

@@ -17,13 +17,16 @@ writes.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -32,8 +35,10 @@ from torch import nn
 from tqdm import tqdm
 
 from distill.artifacts import ModelInfo, write_model_info
-from distill.config import atomic_write_text, save_config
+from distill.config import ConfigError, atomic_write_text, save_config
 from distill.data import Split
+from distill.disk import DiskFullError, require_free, tensor_bytes
+from distill.errors import PipelineError
 from distill.metrics import classification_metrics
 from distill.tokens import Encoded, LongText
 
@@ -68,6 +73,12 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     progress: bool = True  # show a progress bar
+    restart: bool = False  # delete the resume checkpoint (if any) and train from step 0 (false: resume it)
+
+    # Settings a resume may change: they do not change the run (display, where it runs, how often it
+    # saves, a time box). Any other difference from the checkpoint's settings refuses the resume.
+    resume_neutral: ClassVar[tuple[str, ...]] = ("progress", "device", "eval_batch_size", "max_steps",
+                                                 "save_every_steps", "restart")
 
     def long_text_settings(self) -> LongText:
         return LongText(mode=self.long_text, head_tokens=self.head_tokens, chunk_overlap=self.chunk_overlap)
@@ -82,7 +93,7 @@ def holdout_indices(n: int, rows: int, *, seed: int) -> tuple[np.ndarray, np.nda
     if rows <= 0:
         return np.arange(n), np.zeros(0, dtype=np.int64)
     if rows >= n - 1:
-        raise ValueError(f"holdout_rows={rows} leaves too few of the {n} training rows")
+        raise ConfigError(f"--holdout_rows={rows}: the training split has {n} rows; hold back at most {max(n - 2, 0)}")
     held = np.sort(np.random.default_rng([seed, 1]).choice(n, size=rows, replace=False))
     return np.setdiff1d(np.arange(n), held), held
 
@@ -181,14 +192,24 @@ def classification_evaluate(eval_set: Encoded, label_names: list[str], *, batch_
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def atomic_save_dir(target: Path, write: Callable[[Path], None]) -> None:
+def atomic_save_dir(target: Path, write: Callable[[Path], None], *, needed: int = 0) -> None:
     """Write a directory atomically: fill ``<target>.tmp``, then swap it in by rename. A crash
-    leaves either the old directory or the new one, never a half-written one."""
+    leaves either the old directory or the new one, never a half-written one. ``needed``: the bytes
+    it will take, checked free first (the old copy stays until the new one is complete). The fixed
+    temp name is safe under the stage's lock (distill/lock.py): one left by a killed writer is removed."""
     tmp = target.with_name(target.name + ".tmp")
     old = target.with_name(target.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        require_free(tmp, needed, what=f"{target.name} (weights and optimizer state)")
+        write(tmp)
+    except OSError as err:  # the old copy is untouched; the half-written one goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno == errno.ENOSPC and not isinstance(err, DiskFullError):
+            raise DiskFullError(f"{tmp}: the disk filled while writing it (about {needed:,} bytes); the previous "
+                                f"{target.name} is kept; free some space and rerun") from err
+        raise
     for file in tmp.iterdir():  # flush file contents before the rename makes them visible
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
@@ -246,13 +267,10 @@ def train(
     or on rows held back from training: ``eval_name`` says which) via ``save_best(model,
     directory)``. Resumes from ``out_dir/checkpoint`` when it exists. Returns the loop's summary."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {world} processes")
+    check_loop_settings(cfg, rows=len(train_set), world=world)
     device = next(model.parameters()).device
     amp = cfg.amp and device.type == "cuda"
     steps_per_epoch = len(train_set) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training rows is fewer than one batch of {cfg.batch_size}")
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = max(1, int(cfg.warmup_ratio * total_steps))
     # evaluate evals_per_epoch times an epoch, evenly, the last at the epoch's end
@@ -261,18 +279,14 @@ def train(
     optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckpt_dir = out_dir / "checkpoint"
-    recover_interrupted_save(ckpt_dir)
-    state, history = LoopState(), []
-    if (ckpt_dir / "state.json").exists():
-        state, history = _load_checkpoint(ckpt_dir, model, optimizer)
-        if rank == 0:
-            print(f"resumed from {ckpt_dir} at step {state.step}/{total_steps}")
+    state, history = resume(ckpt_dir, cfg, model, optimizer, rank=rank, total_steps=total_steps)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
 
     def checkpoint() -> None:
         if rank == 0:
-            atomic_save_dir(ckpt_dir, lambda d: _write_checkpoint(d, unwrap(model), optimizer, state, history))
+            atomic_save_dir(ckpt_dir, lambda d: _write_checkpoint(d, unwrap(model), optimizer, state, history, cfg),
+                            needed=tensor_bytes(unwrap(model).state_dict(), optimizer.state_dict()["state"]))
 
     bar = tqdm(total=total_steps, initial=state.step, disable=not cfg.progress or rank != 0,
                dynamic_ncols=True, mininterval=1.0, desc=out_dir.name)
@@ -297,21 +311,25 @@ def train(
         loss, parts = loss_fn(outputs, rows, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        # the global gradient norm, clipped when grad_clip > 0 (max_norm inf: measured, left as it is)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        step_figures = {"loss": loss.item(), **parts, "grad norm": grad_norm.item()}
+        if not all(math.isfinite(v) for v in step_figures.values()):  # stop before the update: no NaN weights
+            raise NonFiniteError(non_finite_message(step_figures, step=state.step + 1, total_steps=total_steps,
+                                                    ckpt_dir=ckpt_dir))
         optimizer.step()
         state.step += 1
         dt = time.perf_counter() - t0
         state.train_seconds += dt
         state.samples_seen += cfg.batch_size
-        window["loss"] += loss.item()
+        window["loss"] += step_figures["loss"]
         for key, value in parts.items():
             window["parts"][key] = window["parts"].get(key, 0.0) + value
         window["n"] += 1
         window["samples"] += cfg.batch_size
         window["seconds"] += dt
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
+        bar.set_postfix(loss=f"{step_figures['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
 
         if state.step in eval_steps or (state.step == stop_at and stop_at < total_steps):
             figures = evaluate(model)
@@ -344,6 +362,65 @@ def train(
 LOSS_PARTS = ("ce", "kd", "hidden", "attn")  # the loss terms a stage may report, in log order
 
 
+class NonFiniteError(FloatingPointError, PipelineError):
+    """A NaN or infinite loss, loss term or gradient norm: training stopped before that update."""
+
+
+def check_loop_settings(cfg: TrainConfig, *, rows: int, world: int) -> None:
+    """Raise ``ConfigError`` for settings the loop's batch arithmetic cannot run with."""
+    if cfg.batch_size < 1 or cfg.epochs < 1:
+        raise ConfigError(f"--batch_size={cfg.batch_size}, --epochs={cfg.epochs}: both must be 1 or more")
+    if cfg.batch_size % world:
+        raise ConfigError(f"--batch_size={cfg.batch_size}: does not split evenly over {world} processes")
+    if rows < cfg.batch_size:
+        raise ConfigError(f"--batch_size={cfg.batch_size}: there are only {rows} training rows, fewer than one "
+                          f"batch; lower --batch_size to {rows} or less, or give more rows")
+
+
+def non_finite_message(figures: dict[str, float], *, step: int, total_steps: int, ckpt_dir: Path) -> str:
+    """The one line that says which figures of ``step`` were not finite and what was kept."""
+    bad = ", ".join(f"{k} {v}" for k, v in figures.items() if not math.isfinite(v))
+    kept = (f"the last checkpoint (step {_checkpoint_step(ckpt_dir)}, {ckpt_dir}) is kept"
+            if (ckpt_dir / "state.json").exists() else "no checkpoint had been written yet")
+    return (f"step {step}/{total_steps}: not finite: {bad}; training stopped before this update, {kept} "
+            "(try a lower --lr, or check what feeds the term named)")
+
+
+def _checkpoint_step(ckpt_dir: Path) -> int:
+    return json.loads((ckpt_dir / "state.json").read_text())["state"]["step"]
+
+
+def resume(ckpt_dir: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, *, rank: int,
+           total_steps: int) -> tuple[LoopState, list[dict]]:
+    """The loop state to start from: the checkpoint's when there is one made with the same settings
+    (a ``ConfigError`` listing the differences otherwise), a fresh one when there is none, or when
+    ``cfg.restart`` (which deletes it: only then)."""
+    recover_interrupted_save(ckpt_dir)
+    if not (ckpt_dir / "state.json").exists():
+        return LoopState(), []
+    if cfg.restart:  # the other ranks only skip it (rank 0 may be deleting it as they look)
+        if rank == 0:
+            step = _checkpoint_step(ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+            print(f"restart: deleted the checkpoint at step {step}/{total_steps} in {ckpt_dir}; training from step 0")
+        return LoopState(), []
+    step = _checkpoint_step(ckpt_dir)
+    saved = json.loads((ckpt_dir / "state.json").read_text()).get("config")
+    if saved is None and rank == 0:
+        print(f"{ckpt_dir}: this checkpoint records no settings (an older version wrote it); resuming unchecked")
+    now = json.loads(json.dumps(asdict(cfg)))  # as JSON reads it back (lists, not tuples)
+    changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved or {}) | set(now))
+               if saved is not None and k not in type(cfg).resume_neutral and saved.get(k) != now.get(k)]
+    if changed:
+        raise ConfigError(f"{ckpt_dir}: the checkpoint (at step {step}) was made with other settings: "
+                          f"{'; '.join(changed)}; resume with the checkpoint's settings, or give --restart=true "
+                          "to start over (deletes the checkpoint)")
+    state, history = _load_checkpoint(ckpt_dir, model, optimizer)
+    if rank == 0:
+        print(f"resumed from {ckpt_dir} at step {state.step}/{total_steps}")
+    return state, history
+
+
 def new_window() -> dict:
     """Sums over the steps since the last log line."""
     return {"loss": 0.0, "parts": {}, "n": 0, "samples": 0, "seconds": 0.0}
@@ -360,7 +437,7 @@ def format_log_line(row: dict, total_steps: int, *, early_stop: bool) -> str:
 
 
 def _write_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                      state: LoopState, history: list[dict]) -> None:
+                      state: LoopState, history: list[dict], cfg: TrainConfig) -> None:
     from safetensors.torch import save_file
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -370,7 +447,9 @@ def _write_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.
     torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                directory / "optimizer.pt")
-    atomic_write_text(directory / "state.json", json.dumps({"state": asdict(state), "history": history}, indent=1))
+    # the resolved settings: a resume compares them with its own (``resume``)
+    atomic_write_text(directory / "state.json", json.dumps({"state": asdict(state), "history": history,
+                                                            "config": asdict(cfg)}, indent=1))
 
 
 def _untie(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -409,8 +488,10 @@ def save_model_dir(model: nn.Module, tokenizer, directory: Path, *, config: obje
     """An HF ``save_pretrained`` model + tokenizer + the config used (train_config.json) + what
     later stages read (distill.json), written into ``directory`` (the stage's output folder keeps
     other files): each file is complete before it is renamed into place."""
-    model_dir = directory / "model.tmp"
-    shutil.rmtree(model_dir, ignore_errors=True)
+    model_dir = directory / "model.tmp"  # fixed name: the stage's lock makes this process its only writer
+    shutil.rmtree(model_dir, ignore_errors=True)  # one a killed writer left
+    model_dir.mkdir(parents=True)
+    require_free(model_dir, tensor_bytes(model.state_dict()), what="the model's weights")
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
     save_config(config, model_dir / "train_config.json")

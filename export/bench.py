@@ -54,6 +54,7 @@ if __package__ in (None, ""):  # run as a script (python export/bench.py): make 
 from distill.config import apply_overrides, atomic_save_figure, atomic_write_text  # noqa: E402  (stdlib-only)
 from distill.errors import PipelineError  # noqa: E402
 from distill.int8 import machine_facts, mismatch_warning, read_quantization  # noqa: E402  (stdlib-only)
+from distill.lock import stage_lock  # noqa: E402  (stdlib-only)
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
               "NUMEXPR_NUM_THREADS")
@@ -778,15 +779,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-dir", required=True, type=Path, help="runs/<RUN> with onnx/ from `make export`")
     args, overrides = parser.parse_known_args(argv)
     cfg = apply_overrides(BenchConfig(), overrides)
-    threads = cfg.threads or available_cores()
-    set_thread_env(threads)  # before the first import of numpy / torch / onnxruntime (in bench)
-    already = [m for m in ("torch", "onnxruntime", "numpy") if m in sys.modules]
-    if already:
-        print(f"note: {', '.join(already)} already imported; thread env vars may not apply, "
-              f"using torch.set_num_threads({threads}) and ORT intra_op_num_threads={threads}", file=sys.stderr)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = " ".join(["python export/bench.py", *argv])
-    bench(args.run_dir, cfg, threads, command)
+    with stage_lock(args.run_dir / "bench"):  # one benchmark per run (two would also time each other)
+        threads = cfg.threads or available_cores()
+        set_thread_env(threads)  # before the first import of numpy / torch / onnxruntime (in bench)
+        already = [m for m in ("torch", "onnxruntime", "numpy") if m in sys.modules]
+        if already:
+            print(f"note: {', '.join(already)} already imported; thread env vars may not apply, "
+                  f"using torch.set_num_threads({threads}) and ORT intra_op_num_threads={threads}", file=sys.stderr)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        command = " ".join(["python export/bench.py", *argv])
+        bench(args.run_dir, cfg, threads, command)
     return 0
 
 

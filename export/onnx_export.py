@@ -83,6 +83,7 @@ from distill.data import Split, load_dataset
 from distill.errors import PipelineError
 from distill.int8 import DEFAULT_TARGET, GATE, machine_facts, read_quantization
 from distill.int8 import target as int8_target
+from distill.lock import stage_lock
 from distill.ner import WordAligned, align_words, ner_scores, predicted_tags, word_logits_from_batches
 from distill.ner_data import TokenSplit, load_ner_dataset
 from distill.onnx_graph import (  # noqa: F401  (ONNX_FILE, ort_session: the names other stages' tests use here)
@@ -666,14 +667,15 @@ def run_export(run_dir: Path, cfg: ExportConfig) -> dict:
         "versions": versions(), "machine": machine_facts(), "config": dataclasses.asdict(cfg), "models": {},
     }
     failures: list[str] = []
-    for model in models:
-        model_report, model_failures = export_model(model, run_dir / model, onnx_root, cfg)
-        report["models"][model] = model_report
-        failures += model_failures
-    report["passed"] = not failures
-    report["failures"] = failures
-    report_path = onnx_root / "validation.json"
-    atomic_write_text(report_path, json.dumps(report, indent=2, default=str) + "\n")
+    with stage_lock(onnx_root):  # one export per run: two would swap the same folders in and out
+        for model in models:
+            model_report, model_failures = export_model(model, run_dir / model, onnx_root, cfg)
+            report["models"][model] = model_report
+            failures += model_failures
+        report["passed"] = not failures
+        report["failures"] = failures
+        report_path = onnx_root / "validation.json"
+        atomic_write_text(report_path, json.dumps(report, indent=2, default=str) + "\n")
     print(f"report: {report_path}")
     if failures:
         raise ExportValidationError(failures, report_path)

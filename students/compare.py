@@ -41,6 +41,7 @@ from distill.config import (
     atomic_write_text,
     split_overrides,
 )
+from distill.lock import stage_lock
 from distill.procs import run_stage
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
@@ -207,6 +208,13 @@ def main(argv: list[str]) -> int:
     out = run_dir / "compare"
     if cfg.jobs < 1:
         raise ConfigError(f"--jobs={cfg.jobs}: expected 1 or more")
+    with stage_lock(out):  # one compare per folder: two would train the same arm-seeds into one place
+        return _run(cfg, teacher_dir=teacher_dir, out=out, extra=extra, teacher_acc=teacher_acc, argv=argv)
+
+
+def _run(cfg: CompareConfig, *, teacher_dir: Path, out: Path, extra: list[str], teacher_acc: float,
+         argv: list[str]) -> int:
+    """Train the missing arm-seeds, then write the report; 1 when a run failed."""
     failures: list[str] = []
 
     def train_arm(arm: str, seed: int) -> None:

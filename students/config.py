@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from distill.kd_defaults import DEFAULT_TEMPERATURE, DEFAULT_W_CE, DEFAULT_W_KD
 from distill.modeling import PACKAGED
@@ -44,6 +45,10 @@ class StudentConfig(TrainConfig):
     # also log dev accuracy at every evaluation (history's eval.dev_accuracy: an accuracy-against-passes
     # curve); never used to choose a checkpoint
     eval_dev: bool = False
+
+    # the control's settings are resolved into its own run's config (students/distill.py): neither
+    # changes the KD student's run, so a resume of either may change them
+    resume_neutral: ClassVar[tuple[str, ...]] = TrainConfig.resume_neutral + ("student_ce", "ce_epochs", "ce_patience")
 
 
 # Checkpoints are chosen on 1,000 training rows held back (the teacher presets hold back the same

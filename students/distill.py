@@ -16,6 +16,7 @@ per-row text hashes are checked before the first step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -40,6 +41,7 @@ from distill.layer_losses import (
     hidden_loss,
     layer_pairs,
 )
+from distill.lock import stage_lock
 from distill.losses import kd_loss
 from distill.metrics import classification_metrics
 from distill.modeling import count_parameters, load_classifier
@@ -346,9 +348,12 @@ def main(argv: list[str]) -> int:
         from students.ner import train_ner_student as train_one
 
         cfg, run_dir = parse_args(argv, task="ner")
-    train_one(cfg, teacher_dir=teacher_dir, out=run_dir / "student", role="student")
-    if cfg.student_ce:
-        train_one(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", role="student_ce")
+    roles = ["student", "student_ce"] if cfg.student_ce else ["student"]
+    with contextlib.ExitStack() as locks:  # both folders up front: a second run stops now, not after the first model
+        for role in roles:
+            locks.enter_context(stage_lock(run_dir / role))
+        for role in roles:
+            train_one(cfg, teacher_dir=teacher_dir, out=run_dir / role, role=role)
     if dist.is_initialized():
         rank = dist.get_rank()
         dist.destroy_process_group()

@@ -41,6 +41,7 @@ from distill.config import (
     atomic_write_text,
     split_overrides,
 )
+from distill.lock import stage_lock
 from distill.procs import run_stage
 from students.compare import CompareConfig, _mean
 from students.config import StudentConfig
@@ -215,6 +216,13 @@ def main(argv: list[str]) -> int:
     if reference_dir is not None:
         read_model_info(reference_dir, hint="make teacher")  # a clear error for a wrong path, before any training
     out = run_dir / "gap"
+    with stage_lock(out):  # one gap run per folder: two would train and export into the same places
+        return _run(cfg, teacher_dir=teacher_dir, reference_dir=reference_dir, out=out, extra=extra, argv=argv)
+
+
+def _run(cfg: GapConfig, *, teacher_dir: Path, reference_dir: Path | None, out: Path, extra: list[str],
+         argv: list[str]) -> int:
+    """Train, export and time what is missing, then write the table; 1 when a step failed."""
     failures: list[str] = []
 
     # 1. the two arms of each student (compare resumes finished arm-seeds)

@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,7 @@ from distill.config import ConfigError, apply_overrides, atomic_write_text, load
 from distill.data import DEFAULT_DATA, DataSpec, load_dataset, write_skipped_rows
 from distill.inspect import stage_data_checks
 from distill.kd_defaults import IGNORE_INDEX
+from distill.lock import stage_lock
 from distill.metrics import classification_metrics
 from distill.modeling import (
     PACKAGED,
@@ -60,6 +62,16 @@ from distill.trainer import (
     train,
 )
 from distill.transfer import AUGMENTED, UNLABELED, UNUSED_TRAIN, read_transfer, resolve_sources
+
+# Settings that change only what is scored after training: a finished teacher rerun with other
+# values of these scores the new sets instead of training again.
+SCORING_ONLY = ("transfer", "transfer_rows", "transfer_text_column", "augment_factor", "cache_dtype",
+                "cache_chunk_rows", "cache_max_chunks", "cache_cls", "eval_batch_size", "progress", "device", "amp",
+                "scorer")
+# Where a setting came from, not a setting: a teacher trained at lr 1e-4 given by hand matches one
+# whose default is 1e-4 (the lr itself is compared), and train_config.json files from before
+# these fields existed still match.
+PROVENANCE = ("lr_source", "preset")
 
 
 @dataclass
@@ -101,6 +113,9 @@ class TeacherConfig(TrainConfig):
     # what runs the teacher to fill the logit caches (distill/scoring.py): auto (onnx on CPU, pytorch on CUDA) |
     # pytorch | onnx (its ONNX Runtime fp32 O2 graph, checked against PyTorch on dev) | onnx-int8 (portable int8)
     scorer: str = "auto"
+
+    # a resumed teacher may also change what is scored after training, and where its lr came from
+    resume_neutral: ClassVar[tuple[str, ...]] = TrainConfig.resume_neutral + SCORING_ONLY + PROVENANCE
 
     def data_spec(self) -> DataSpec:
         """Where the rows come from; the student reads the same DataSpec from distill.json."""
@@ -187,17 +202,23 @@ def stage_dir(run_dir: Path) -> Path:
 
 def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     """Fine-tune, save the best model, write the logit caches; returns metrics.json's content."""
-    from transformers import AutoTokenizer
-
     if cfg.task not in TASKS:
         raise ConfigError(f"--task={cfg.task}: expected one of {', '.join(TASKS)}")
     cfg = resolve_defaults(cfg)  # lr=None -> the strategy's default; train_config.json keeps which
     print(f"teacher: lr {cfg.lr:g} ({cfg.lr_source})")
     out = stage_dir(run_dir)
-    if cfg.task == "ner":  # token classification: the same strategies, loop and cache, per word
-        from teachers.ner import run_ner
+    with stage_lock(out):  # one writer of teacher/ (training, its checkpoint and the logit cache) at a time
+        if cfg.task == "ner":  # token classification: the same strategies, loop and cache, per word
+            from teachers.ner import run_ner
 
-        return run_ner(cfg, out, trained=already_trained(out, cfg))
+            return run_ner(cfg, out, trained=already_trained(out, cfg))
+        return run_classification(cfg, out)
+
+
+def run_classification(cfg: TeacherConfig, out: Path) -> dict:
+    """``run`` for task classification (``cfg`` resolved, ``out`` locked by the caller)."""
+    from transformers import AutoTokenizer
+
     device = setup_distributed(cfg.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed)
@@ -325,17 +346,6 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     return result
 
 
-# Settings that change only what is scored after training: a finished teacher rerun with other
-# values of these scores the new sets instead of training again.
-SCORING_ONLY = ("transfer", "transfer_rows", "transfer_text_column", "augment_factor", "cache_dtype",
-                "cache_chunk_rows", "cache_max_chunks", "cache_cls", "eval_batch_size", "progress", "device", "amp",
-                "scorer")
-# Where a setting came from, not a setting: a teacher trained at lr 1e-4 given by hand matches one
-# whose default is 1e-4 (the lr itself is compared), and train_config.json files from before
-# these fields existed still match.
-PROVENANCE = ("lr_source", "preset")
-
-
 def already_trained(out: Path, cfg: TeacherConfig) -> bool:
     """True when ``out`` holds a finished teacher trained with ``cfg``'s training settings. A
     finished teacher with other settings is an error: expensive work is never overwritten."""
@@ -344,7 +354,7 @@ def already_trained(out: Path, cfg: TeacherConfig) -> bool:
     # both resolved: a config saved before a default existed (lr, pooling) compares by the value it had
     saved, cfg = resolve_defaults(load_config(TeacherConfig, out / "train_config.json")), resolve_defaults(cfg)
     changed = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in asdict(cfg)
-               if k not in SCORING_ONLY + PROVENANCE and getattr(saved, k) != getattr(cfg, k)]
+               if k not in SCORING_ONLY + PROVENANCE + ("restart",) and getattr(saved, k) != getattr(cfg, k)]
     if changed:
         raise ConfigError(f"{out}: holds a teacher trained with other settings ({'; '.join(changed)}); "
                           "use another --run-dir, or delete that folder to train again")

@@ -39,6 +39,7 @@ from distill.config import (
     override_key,
     split_overrides,
 )
+from distill.lock import stage_lock
 from distill.modeling import STRATEGIES
 from distill.procs import run_stage
 from teachers.finetune import PRESETS, TeacherConfig, already_trained, resolve_defaults
@@ -251,6 +252,13 @@ def main(argv: list[str]) -> int:
     # every teacher's config up front: an unknown or mistyped key stops here, not in four subprocesses
     expected = {s: expected_config(s, args.data, args.preset, extra) for s in cfg.strategies}
     out = Path(args.run_dir) / "strategies"
+    with stage_lock(out):  # one strategies run per folder: two would train the same teachers into one place
+        return _run(cfg, args=args, out=out, extra=extra, expected=expected, argv=argv)
+
+
+def _run(cfg: StrategiesConfig, *, args: argparse.Namespace, out: Path, extra: list[str], expected: dict,
+         argv: list[str]) -> int:
+    """Train what is missing, then write the table; 1 when a run failed."""
     rows: list[dict] = []
     failures: list[str] = []
     for strategy in cfg.strategies:

@@ -197,6 +197,78 @@ def test_resume_redoes_a_damaged_chunk(env, damaged_chunk, calls):
     open_logit_cache(env.cache, "train", expected_parts=env.parts())
 
 
+class BadRowScorer(Scorer):
+    """``Scorer`` whose logits of dataset row ``row`` are ``value`` in class 1."""
+
+    def __init__(self, row: int, value: float):
+        super().__init__()
+        self.row, self.value = row, value
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        out = super().__call__(start, stop)
+        if start <= self.row < stop:
+            out[self.row - start, 1] = self.value
+        return out
+
+
+@pytest.mark.parametrize(("value", "dtype", "kind"), [
+    (np.nan, "float32", "not finite (NaN or inf)"),
+    (-np.inf, "float32", "not finite (NaN or inf)"),
+    (1e5, "float16", "too large for float16 (use --cache_dtype=float32)"),  # fp16 tops out at 65504
+])
+def test_non_finite_scores_are_refused_before_they_are_written(env, value, dtype, kind):
+    with pytest.raises(CacheError) as err:
+        write(BadRowScorer(4, value), env.cache, env.split, env.parts(), dtype=dtype, chunk_rows=3)
+    assert str(err.value) == (f"{env.cache / 'train.npy'}: set train: the teacher's scores for row 4 of "
+                              f"synthetic/train.tsv are {kind} (rows of its chunk like it: 1); none of the chunk "
+                              "is cached, the chunks before it are kept")
+    progress = json.loads((env.cache / "train.progress.0.json").read_text())
+    assert list(progress["chunks"]) == ["0"]  # chunk 0 (rows 0-2) is kept, chunk 1 (rows 3-5) never written
+    resume = Scorer()  # a fixed teacher resumes from the chunk that failed
+    write(resume, env.cache, env.split, env.parts(), dtype=dtype, chunk_rows=3)
+    assert resume.calls == [(3, 6), (6, 9), (9, 10)]
+
+
+def test_no_room_for_the_cache_is_one_line_and_nothing_is_made(env, monkeypatch):
+    from distill import disk
+
+    monkeypatch.setattr(disk, "free_bytes", lambda directory: 100)
+    with pytest.raises(disk.DiskFullError) as err:
+        write(never_called, env.cache, env.split, env.parts())
+    needed = 10 * C * 4 + 4096
+    assert str(err.value) == (f"{env.cache}: not enough disk space for the logit cache train.npy.partial: it needs "
+                              f"0.0 MiB ({needed:,} bytes), 0.0 MiB (100 bytes) are free; free some space (or use "
+                              "another --run-dir) and rerun")
+    assert not (env.cache / "train.npy.partial").exists()
+
+
+def test_the_partial_file_is_allocated_for_real(env, monkeypatch):
+    """Not sparse (a full disk would kill the process with SIGBUS while the memory map fills);
+    and a disk that fills while allocating is the same one-line error."""
+    import errno
+    import os
+
+    from distill import disk
+
+    calls = []
+    real = os.posix_fallocate
+    monkeypatch.setattr(os, "posix_fallocate", lambda fd, offset, size: (calls.append(size), real(fd, offset, size)))
+    write(Scorer(), env.cache, env.split, env.parts())
+    assert calls == [(env.cache / "train.npy").stat().st_size]
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(disk.DiskFullError) as err:
+        write(never_called, env.tmp / "other", env.split, env.parts())
+    size = calls[0]  # the same array: the same file size
+    partial = env.tmp / "other" / "train.npy.partial"
+    assert str(err.value) == (f"{partial}: the disk filled while allocating the logit cache train.npy.partial "
+                              f"(0.0 MiB ({size:,} bytes)); free some space (or use another --run-dir) and rerun")
+    assert not partial.exists()
+
+
 def test_resume_with_another_layout_starts_over(env):
     """A progress file from another chunk size (or dtype) is not reused."""
     reference = env.tmp / "reference"

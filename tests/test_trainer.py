@@ -1,12 +1,26 @@
-"""Pure pieces of the training loop: the schedule, the data order, metrics, the log line."""
+"""Pieces of the training loop: the schedule, the data order, metrics, the log line, the settings
+checks, and the stop on a non-finite gradient (a toy model)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 
+from distill.config import ConfigError
+from distill.errors import PipelineError
 from distill.metrics import classification_metrics
-from distill.trainer import epoch_batches, format_log_line, get_lr
+from distill.trainer import (
+    NonFiniteError,
+    TrainConfig,
+    check_loop_settings,
+    epoch_batches,
+    format_log_line,
+    get_lr,
+    train,
+)
 
 
 def test_get_lr_warms_up_then_decays_to_zero():
@@ -68,3 +82,69 @@ def test_log_line_shows_the_parts_the_stage_has():
     assert "ce 0.3000 | kd 0.1000 | hidden 0.2500 | attn 0.0500 | lr" in line
     line = format_log_line({**row, "kd": 0.1, "best": False}, 10, early_stop=True)
     assert "kd 0.1000" in line and line.endswith("early stop")
+
+
+class _Rows:
+    """The least a training set gives ``train``: (R,) lengths and batches of one input tensor."""
+
+    def __init__(self, n: int):
+        self.lengths = np.ones(n, dtype=np.int64)
+        self.x = torch.ones(n, 1)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, rows: np.ndarray, device) -> dict:
+        return {"x": self.x[rows]}
+
+
+class _Root(torch.nn.Module):
+    """sqrt(|w|) at w = 0: a finite loss (0) whose gradient is not finite."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1, 1))
+
+    def forward(self, x):
+        return SimpleNamespace(logits=x @ self.w, root=torch.sqrt(self.w.abs()).sum())
+
+
+def test_a_non_finite_gradient_stops_training_even_without_clipping(tmp_path):
+    model = _Root()
+    cfg = TrainConfig(batch_size=2, epochs=1, grad_clip=0.0, progress=False, save_every_steps=0)
+    with pytest.raises(NonFiniteError) as err:
+        train(model, cfg=cfg, train_set=_Rows(4), evaluate=lambda m: {"score": 0.0}, eval_name="dev",
+              loss_fn=lambda out, rows, batch: (out.root, {}), out_dir=tmp_path, save_best=lambda m, d: None)
+    assert str(err.value) == ("step 1/2: not finite: grad norm nan; training stopped before this update, no "
+                              "checkpoint had been written yet (try a lower --lr, or check what feeds the term named)")
+    assert isinstance(err.value, PipelineError) and model.w.item() == 0.0  # the update was not made
+
+
+def test_batch_settings_the_loop_cannot_run_with():
+    with pytest.raises(ConfigError) as err:
+        check_loop_settings(TrainConfig(batch_size=15), rows=100, world=2)
+    assert str(err.value) == "--batch_size=15: does not split evenly over 2 processes"
+    with pytest.raises(ConfigError) as err:
+        check_loop_settings(TrainConfig(batch_size=32, epochs=0), rows=100, world=1)
+    assert str(err.value) == "--batch_size=32, --epochs=0: both must be 1 or more"
+    check_loop_settings(TrainConfig(batch_size=32), rows=32, world=2)  # one full batch, 16 rows a process
+
+
+def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_one(tmp_path):
+    import errno
+
+    from distill.disk import DiskFullError
+    from distill.trainer import atomic_save_dir
+
+    target = tmp_path / "checkpoint"
+    atomic_save_dir(target, lambda d: (d / "state.json").write_text("step 2"))
+
+    def full(directory):
+        (directory / "state.json").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFullError) as err:
+        atomic_save_dir(target, full, needed=1234)
+    assert str(err.value) == (f"{tmp_path / 'checkpoint.tmp'}: the disk filled while writing it (about 1,234 "
+                              "bytes); the previous checkpoint is kept; free some space and rerun")
+    assert (target / "state.json").read_text() == "step 2" and not (tmp_path / "checkpoint.tmp").exists()
