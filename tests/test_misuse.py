@@ -33,7 +33,8 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 def teacher_args(data: Path, run: Path, tiny_bert_dir: Path, *extra: str) -> list[str]:
     return ["teacher", "--data", str(data), "--run-dir", str(run), f"--base_model={tiny_bert_dir}",
             "--max_train_rows=96", "--max_length=32", "--batch_size=16", "--epochs=1", "--lr=1e-3",
-            "--evals_per_epoch=1", "--patience=0", "--eval_batch_size=64", "--transfer=", "--progress=false", *extra]
+            "--evals_per_epoch=1", "--patience=0", "--holdout_rows=0", "--eval_batch_size=64", "--transfer=",
+            "--scorer=pytorch", "--progress=false", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,7 @@ def test_non_finite_teacher_scores_are_not_cached(finished, tmp_path, capsys, mo
         out[3, 1] = math.nan
         return out
 
-    monkeypatch.setattr(scoring, "predict_logits", predict_logits)
+    monkeypatch.setattr(scoring, "predict_logits", predict_logits)  # the PyTorch scorer (teacher_args)
     status, _, err = cli(capsys, "score", "--run-dir", finished, f"--transfer={texts}")
     logits = finished / "teacher" / "logits"
     assert (status, err) == (2, f"error: {logits / 'odd.npy'}: set odd: the teacher's scores for row 3 of {texts} "
