@@ -32,7 +32,7 @@ from distill.cache import fingerprint_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.data import Dataset, Split, load_dataset
 from distill.inspect import stage_data_checks
-from distill.kd_defaults import IGNORE_INDEX
+from distill.kd_defaults import IGNORE_INDEX, check_temperature
 from distill.layer_losses import (
     Projections,
     attention_loss,
@@ -324,7 +324,9 @@ def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
     if data_flags:
         raise ConfigError(f"{data_flags[0]}: the student trains on the rows the teacher cached (its data is in "
                           "teacher/distill.json); retrain the teacher to change the data")
-    return apply_overrides(PRESETS[args.preset], overrides), Path(args.run_dir)
+    cfg = apply_overrides(PRESETS[args.preset], overrides)
+    check_temperature(cfg.temperature)  # T <= 0: one line now, not at the first training step
+    return cfg, Path(args.run_dir)
 
 
 def main(argv: list[str]) -> int:
