@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from distill.artifacts import ModelInfo, read_model_info
+from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
 from distill.cache import fingerprint_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.data import Dataset, Split, load_dataset
@@ -335,6 +335,7 @@ def main(argv: list[str]) -> int:
     train_one = train_student
     if read_model_info(teacher_dir, hint="make teacher").task == "ner":  # token classification: students/ner.py
         from students.ner import train_ner_student as train_one
+    claim_run_dir(run_dir, stage="distill")  # new when --teacher_dir names a teacher elsewhere
     train_one(cfg, teacher_dir=teacher_dir, out=run_dir / "student", role="student")
     if cfg.student_ce:
         train_one(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", role="student_ce")
