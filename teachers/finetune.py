@@ -188,8 +188,8 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed)
     spec = cfg.data_spec()
+    source = resolve_model_name(cfg.base_model)  # a base model that is no folder: one line, before the data
     data = load_dataset(spec)  # before anything is written: bad data leaves no half-made run behind
-    source = resolve_model_name(cfg.base_model)  # likewise a base model that is no folder (or hub name allowed)
     claim_run_dir(run_dir, stage="teacher")
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:

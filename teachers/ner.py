@@ -76,8 +76,8 @@ def run_ner(cfg, out: Path, *, trained: bool) -> dict:
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed)
     spec = cfg.ner_spec()
+    source = resolve_model_name(cfg.base_model)  # a base model that is no folder: one line, before the data
     data = load_ner_dataset(spec)  # before anything is written: bad data leaves no half-made run behind
-    source = resolve_model_name(cfg.base_model)  # likewise a base model that is no folder (or hub name allowed)
     claim_run_dir(out.parent, stage="teacher")
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
