@@ -21,9 +21,15 @@ TASK   ?= classification
 ARGS   ?=
 TEST_ARGS ?=
 
-# Weights and data are local; a hub name still works when these are unset and a network exists.
+# Weights and data are local. A model hub name works only when asked for: DISTILL_ALLOW_HUB=1
+# (distill/modeling.py), which also leaves the hub libraries online here unless these are set.
+ifeq ($(DISTILL_ALLOW_HUB),1)
+export HF_HUB_OFFLINE ?= 0
+export TRANSFORMERS_OFFLINE ?= 0
+else
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
+endif
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup inspect teacher strategies distill compare gap export bench report predict demo test lint clean mpnet
@@ -109,5 +115,9 @@ test: setup
 lint: setup
 	$(PY) -m ruff check .
 
+# removes $(RUN) only when a stage made it (its .distill-run marker, distill/artifacts.py claim_run_dir);
+# anything else is refused in one line (exit status 2) and left as it is
 clean:
-	rm -rf $(RUN)
+	$(if $(strip $(RUN)),,$(error make clean needs RUN=<a run directory>; nothing removed))
+	$(if $(wildcard $(RUN)/.distill-run),,$(error $(RUN): not removed: it has no .distill-run marker, so no distill stage made it (a run from before markers: touch $(RUN)/.distill-run, then make clean)))
+	rm -rf -- '$(RUN)'

@@ -18,18 +18,25 @@ import each other; each model directory carries, as data, what any later stage n
 
 ``read_model_info`` is the one reader. A missing or unreadable file is a ``StageInputError`` that
 names the file and the command that makes it.
+
+Every run directory a stage made carries ``.distill-run`` (``claim_run_dir``, called by the stages
+that can be the first to write into a run: inspect, teacher, strategies, distill, compare); ``make
+clean`` removes only a directory that has it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.config import atomic_write_text
 from distill.data import DataSpec
 from distill.errors import PipelineError
+from distill.lock import LOCK_NAME, RUN_MARKER  # noqa: F401  (RUN_MARKER: this module's name for it too)
 from distill.ner_data import NerSpec
 from distill.tokens import LongText
 
@@ -101,3 +108,40 @@ def read_model_info(directory: str | Path, *, hint: str | None = None) -> ModelI
         return ModelInfo(**{**raw, "data": spec(**raw["data"])})
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise StageInputError(path, f"unreadable ({err})", hint) from err
+
+
+def claim_run_dir(run_dir: str | Path, *, stage: str) -> Path:
+    """Create ``run_dir`` and mark as distill's (``RUN_MARKER``) every directory this call creates
+    (``runs/new/inspect`` marks ``runs/new`` and ``inspect``), and ``run_dir`` itself when it is empty or
+    holds only directories distill marked (``inspect/`` before the teacher stage runs). A directory
+    that holds anything else (the user's own files, a run made before markers existed) is used as it
+    is and stays unmarked, so ``make clean`` refuses to remove it. Safe to call from several
+    processes at once (torchrun ranks). Returns ``run_dir``."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StageInputError(run_dir, "not a directory (--run-dir / --out name the run's folder)")
+    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # (deepest first)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for directory in created:
+        _write_marker(directory, stage)
+    others = [p for p in run_dir.iterdir() if p.name != RUN_MARKER]
+    if all(p.is_dir() and not p.is_symlink() and ((p / RUN_MARKER).is_file() or _only_our_lock(p)) for p in others):
+        _write_marker(run_dir, stage)
+    return run_dir
+
+
+def _only_our_lock(directory: Path) -> bool:
+    """A stage folder whose lock (distill/lock.py) the calling stage just took: nothing else in it yet."""
+    return {p.name for p in directory.iterdir()} == {LOCK_NAME}
+
+
+def _write_marker(directory: Path, stage: str) -> None:
+    """``directory``'s marker, unless it has one (O_EXCL: of two processes marking at once, one writes)."""
+    note = (f"made by `python -m distill {stage}` on {_dt.datetime.now().isoformat(timespec='seconds')}; "
+            f"`make clean RUN={directory}` removes this folder, and only folders with this file\n")
+    try:
+        fd = os.open(directory / RUN_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(note)

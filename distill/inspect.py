@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.artifacts import claim_run_dir
 from distill.config import apply_overrides, atomic_save_figure, atomic_write_text
 from distill.data import DEFAULT_DATA, MAX_LISTED, BadRow, DataError, Dataset, DataSpec, Split, load_dataset
 from distill.modeling import PACKAGED, resolve_model_name
@@ -504,7 +505,7 @@ def run(cfg: InspectConfig, data: str, out: Path) -> dict:
     limit = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None  # huge = unset
     lengths = {"train": token_lengths(tokenizer, dataset.train), "dev": token_lengths(tokenizer, dataset.dev)}
     report = build_report(dataset, lengths, cfg, data=data, tokenizer_name=source, model_limit=limit)
-    out = Path(out)
+    out = claim_run_dir(out, stage="inspect")  # marked: the run directory it sits in can be claimed later
     atomic_write_text(out / "inspect.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out / "inspect.md", render_markdown(report))
     plot_lengths(out / "lengths.png", lengths, cfg.max_length, report["suggested_max_length"])

@@ -38,6 +38,7 @@ from distill.kd_defaults import (
     DEFAULT_W_KD,
     IGNORE_INDEX,
     KDLossOutput,
+    check_temperature,
 )
 
 # Whether the kernels were built for the interpreter: decided by triton when @triton.jit runs,
@@ -50,25 +51,34 @@ INTERPRETED = bool(triton.knobs.runtime.interpret)
 MAX_BLOCK_V = 4096
 MIN_BLOCK_V = 16  # tests lower MAX_BLOCK_V (read at each call) to force the multi-block path
 
-# Derivation (row i; s, t: the row's student and teacher logits; T the temperature).
+# Derivation (row i; s, t: the row's student and teacher logits; T the temperature; m_s, m_t the
+# row maxima of the raw logits s and t).
 #
-#   log p_s^T(v) = s_v/T − lse_sT,  lse_sT = log Σ_v e^{s_v/T}
-#   log p_t^T(v) = t_v/T − lse_t,   lse_t  = log Σ_v e^{t_v/T}
-#   log p_s^1(v) = s_v   − lse_s1,  lse_s1 = log Σ_v e^{s_v}
+#   log p_s^T(v) = (s_v − m_s)/T − log z_sT,  z_sT = Σ_v e^{(s_v − m_s)/T}
+#   log p_t^T(v) = (t_v − m_t)/T − log z_t,   z_t  = Σ_v e^{(t_v − m_t)/T}
+#   log p_s^1(v) = (s_v − m_s)   − log z_s1,  z_s1 = Σ_v e^{s_v − m_s}
 #
 #   KL = Σ_v p_t(v) (log p_t(v) − log p_s(v))
-#      = Σ_v p_t(v) (t_v/T − s_v/T) − lse_t + lse_sT          (Σ p_t = 1)
-#      = A / Z_t − lse_t + lse_sT,   Z_t = Σ e^{t_v/T − m_t},  A = Σ e^{t_v/T − m_t} (t_v/T − s_v/T)
-#   CE = lse_s1 − s_y
+#      = Σ_v p_t(v) ((t_v − m_t) − (s_v − m_s))/T − log z_t + log z_sT          (Σ p_t = 1)
+#      = A / z_t − log z_t + log z_sT,   A = Σ_v e^{(t_v − m_t)/T} ((t_v − m_t) − (s_v − m_s))/T
+#   CE = (m_s − s_y) + log z_s1
 #
-# One pass over V in blocks keeps, online, a running max m and sums relative to it; when the max
-# grows from m to m', every running sum is multiplied by e^{m − m'} (A and Z_t by the teacher's
-# factor, since both are weighted by e^{t/T − m_t}). The student's max is tracked on the raw
-# logits and serves both temperatures: max(s/T) = max(s)/T for T > 0.
+# Precision: the shifts are combined inside the sum. Summing (t_v − s_v)/T and subtracting
+# lse_t − lse_sT afterwards (two numbers of size |offset|/T, rounded at fp32's spacing there)
+# cancels away the KL's digits when the logits carry a large per-row offset: at ±1e4 that was off
+# by 5e-4 to 4.5e-3 per row, and is ~1e-6 this way (docs/RESULTS.md). CE likewise: m_s − s_y first.
+# t_v − m_t and s_v − m_s are exact for entries near their row's max (Sterbenz), and the scaling
+# by 1/T comes after the subtraction, so every term is O(spread of the row), not O(offset).
 #
-# Entries with t = −inf have e^{t/T − m_t} = 0, but (t/T − s/T) = −inf there and 0·(−inf) = NaN,
-# so those terms are zeroed explicitly. A running max still at −inf (every entry so far −inf) is
-# replaced by 0 as the shift, so no −inf − (−inf) appears; the sums are 0 in that case anyway.
+# One pass over V in blocks keeps, online, the running maxima m and sums relative to them; when a
+# max grows from m to m', z is multiplied by e^{(m − m')/T} (z_s1 by e^{m − m'}). A's terms are
+# relative to both shifts, so moving them from (m_t, m_s) to (m_t', m_s') adds
+# ((m_t − m_t') − (m_s − m_s'))/T to each term, z_t · that to A, before A takes the teacher's
+# factor. Both maxima are tracked on the raw logits: max(x/T) = max(x)/T for T > 0.
+#
+# Entries with t = −inf have e^{(t − m_t)/T} = 0, but their difference is −inf there and
+# 0·(−inf) = NaN, so those terms are zeroed explicitly. A running max still at −inf (every entry
+# so far −inf) is replaced by 0 as the shift, so no −inf − (−inf) appears; its sums are 0 then.
 #
 # Gradient of loss = w_kd T² KD + w_ce CE, KD = (1/n_valid) Σ_i KL_i, CE = (1/n_labelled) Σ_i CE_i:
 #   d KL_i / d s_v = (p_s^T(v) − p_t^T(v)) / T
@@ -123,14 +133,18 @@ def _kd_loss_fwd_kernel(
         m_s = -float("inf")  # running max of the raw student logits
         z_sT = 0.0  # Σ e^{(s − m_s)/T}
         z_s1 = 0.0  # Σ e^{s − m_s}
-        m_t = -float("inf")  # running max of t/T
-        z_t = 0.0  # Σ e^{t/T − m_t}
-        a_t = 0.0  # Σ e^{t/T − m_t} (t/T − s/T)
+        m_t = -float("inf")  # running max of the raw teacher logits
+        z_t = 0.0  # Σ e^{(t − m_t)/T}
+        a_t = 0.0  # Σ e^{(t − m_t)/T} ((t − m_t) − (s − m_s))/T
         for v0 in range(0, V, BLOCK_V):
             cols = v0 + offs  # (BLOCK_V,)
             in_row = cols < V
             s = tl.load(s_row + cols, mask=in_row, other=-float("inf")).to(tl.float32)  # (BLOCK_V,)
-            tT = tl.load(t_row + cols, mask=in_row, other=-float("inf")).to(tl.float32) * inv_T
+            t = tl.load(t_row + cols, mask=in_row, other=-float("inf")).to(tl.float32)  # (BLOCK_V,)
+
+            # the shifts the running sums are relative to so far (0 while the max is still −inf)
+            old_shift_s = tl.where(m_s == -float("inf"), 0.0, m_s)
+            old_shift_t = tl.where(m_t == -float("inf"), 0.0, m_t)
 
             m_s_new = tl.maximum(m_s, tl.max(s, axis=0))
             shift_s = tl.where(m_s_new == -float("inf"), 0.0, m_s_new)
@@ -138,35 +152,38 @@ def _kd_loss_fwd_kernel(
             z_sT = z_sT * tl.exp((m_s - shift_s) * inv_T) + tl.sum(tl.exp((s - shift_s) * inv_T), axis=0)
             m_s = m_s_new
 
-            m_t_new = tl.maximum(m_t, tl.max(tT, axis=0))
+            m_t_new = tl.maximum(m_t, tl.max(t, axis=0))
             shift_t = tl.where(m_t_new == -float("inf"), 0.0, m_t_new)
-            alpha_t = tl.exp(m_t - shift_t)
-            e_t = tl.exp(tT - shift_t)  # (BLOCK_V,), 0 where t = −inf (and past V)
+            alpha_t = tl.exp((m_t - shift_t) * inv_T)
+            e_t = tl.exp((t - shift_t) * inv_T)  # (BLOCK_V,), 0 where t = −inf (and past V)
             # Guard 0·(−inf): zero both sides where t = −inf (incl. past V, where s = −inf too)
             # rather than masking the difference afterwards, so no NaN is ever formed.
-            t_finite = tT != -float("inf")
-            diff = tl.where(t_finite, tT, 0.0) - tl.where(t_finite, s * inv_T, 0.0)
+            t_finite = t != -float("inf")
+            diff = (tl.where(t_finite, t - shift_t, 0.0) - tl.where(t_finite, s - shift_s, 0.0)) * inv_T
+            # earlier terms of A move from the old shifts to the new ones (0 · finite while z_t = 0)
+            moved = ((old_shift_t - shift_t) - (old_shift_s - shift_s)) * inv_T
+            a_t = (a_t + z_t * moved) * alpha_t + tl.sum(e_t * diff, axis=0)
             z_t = z_t * alpha_t + tl.sum(e_t, axis=0)
-            a_t = a_t * alpha_t + tl.sum(e_t * diff, axis=0)
             m_t = m_t_new
 
         shift_s = tl.where(m_s == -float("inf"), 0.0, m_s)
         shift_t = tl.where(m_t == -float("inf"), 0.0, m_t)
         log_z_sT = tl.log(z_sT)  # lse_sT = shift_s/T + log_z_sT
         log_z_s1 = tl.log(z_s1)  # lse_s1 = shift_s + log_z_s1
-        # A teacher row that is −inf everywhere has no distribution (Z_t = 0). The reference
+        # A teacher row that is −inf everywhere has no distribution (z_t = 0). The reference
         # gives it KL = 0 and no KD gradient (its p_t > 0 guard is false on NaN); match that
-        # rather than produce 0/0, and keep log Z_t finite so pass 2's p_t is 0, not NaN.
+        # rather than produce 0/0, and keep log z_t finite so pass 2's p_t is 0, not NaN.
         has_teacher = z_t > 0
         safe_z_t = tl.where(has_teacher, z_t, 1.0)
-        log_z_t = tl.log(safe_z_t)  # lse_t = shift_t + log_z_t
-        kl = tl.where(has_teacher, a_t / safe_z_t - (shift_t + log_z_t) + (shift_s * inv_T + log_z_sT), 0.0)
+        log_z_t = tl.log(safe_z_t)  # lse_t = shift_t/T + log_z_t
+        kl = tl.where(has_teacher, a_t / safe_z_t - log_z_t + log_z_sT, 0.0)  # the shifts are inside A
         kd_row = kl / n_valid
 
         # CE needs s_y; a label outside [0, V) loads NaN so the error shows in the loss.
         label_ok = labelled & (label >= 0) & (label < V)
         s_y = tl.load(s_row + label, mask=label_ok, other=float("nan")).to(tl.float32)
-        ce_row = tl.where(labelled, (shift_s + log_z_s1 - s_y) / n_labelled, 0.0)
+        # (m_s − s_y) first: exact near the max, where m_s + log z_s1 would round at the offset's size
+        ce_row = tl.where(labelled, ((shift_s - s_y) + log_z_s1) / n_labelled, 0.0)
 
         # ---- pass 2: gradient w.r.t. the student logits -----------------------------------------
         if WRITE_GRAD:
@@ -176,9 +193,9 @@ def _kd_loss_fwd_kernel(
                 cols = v0 + offs  # (BLOCK_V,)
                 in_row = cols < V
                 s = tl.load(s_row + cols, mask=in_row, other=-float("inf")).to(tl.float32)
-                tT = tl.load(t_row + cols, mask=in_row, other=-float("inf")).to(tl.float32) * inv_T
+                t = tl.load(t_row + cols, mask=in_row, other=-float("inf")).to(tl.float32)
                 p_sT = tl.exp((s - shift_s) * inv_T - log_z_sT)  # (BLOCK_V,) softmax(s/T)
-                p_t = tl.exp(tT - shift_t - log_z_t)  # (BLOCK_V,) softmax(t/T)
+                p_t = tl.exp((t - shift_t) * inv_T - log_z_t)  # (BLOCK_V,) softmax(t/T)
                 p_s1 = tl.exp(s - shift_s - log_z_s1)  # (BLOCK_V,) softmax(s)
                 one_hot = tl.where(cols == label, 1.0, 0.0)
                 g = kd_scale * (p_sT - p_t) + ce_scale * (p_s1 - one_hot)
@@ -247,8 +264,7 @@ def _launch_kd_loss(
         raise ValueError(f"labels must be ({n},); got {tuple(labels.shape)}")
     if row_mask is not None and row_mask.shape != (n,):
         raise ValueError(f"row_mask must be ({n},); got {tuple(row_mask.shape)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
+    check_temperature(temperature)  # T > 0 and finite: LossSettingError, as the reference raises
     device = student_logits.device
     if device.type != "cuda" and not INTERPRETED:
         raise ValueError(

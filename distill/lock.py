@@ -26,6 +26,7 @@ from pathlib import Path
 
 from distill.errors import PipelineError
 
+RUN_MARKER = ".distill-run"  # in each run directory a stage made; `make clean RUN=...` removes only those
 LOCK_NAME = ".lock"
 
 
@@ -51,8 +52,9 @@ def stage_lock(directory: str | os.PathLike) -> Iterator[Path]:
     finally:
         path.unlink(missing_ok=True)  # before the fd closes: a waiter that opened this inode retries (_acquire)
         os.close(fd)
-        for d in made:  # deepest first; only folders this call made, and only when empty
-            if d.is_dir() and not any(d.iterdir()):
+        for d in made:  # deepest first; only folders this call made, and only when empty (but for a run marker)
+            if d.is_dir() and {p.name for p in d.iterdir()} <= {RUN_MARKER}:
+                (d / RUN_MARKER).unlink(missing_ok=True)
                 d.rmdir()
 
 

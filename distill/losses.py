@@ -18,6 +18,8 @@ The convention (written once, here; the README quotes it):
   either term and gets a zero gradient (e.g. padding positions in token-level distillation).
 - Means are over the rows that take part; a term with no rows is 0 (never NaN).
 - Teacher entries of −inf are allowed (p_t = 0 there, contributing 0 to KL).
+- T must be a finite number > 0; every path (this reference, so the CPU path, and the kernel's
+  launcher) checks it with ``kd_defaults.check_temperature`` and raises ``LossSettingError``.
 
 The fused Triton kernel in ``distill/kd_loss_triton.py`` implements exactly this; tests and
 benchmarks import ``kd_loss_reference`` as the spec.
@@ -31,10 +33,18 @@ import torch
 import torch.nn.functional as F
 
 # Defaults live in kd_defaults.py and only there: the config, the reference and the kernel read them.
-from distill.kd_defaults import DEFAULT_TEMPERATURE, DEFAULT_W_CE, DEFAULT_W_KD, IGNORE_INDEX, KDLossOutput
+from distill.kd_defaults import (
+    DEFAULT_TEMPERATURE,
+    DEFAULT_W_CE,
+    DEFAULT_W_KD,
+    IGNORE_INDEX,
+    KDLossOutput,
+    LossSettingError,
+    check_temperature,
+)
 
 __all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_W_CE", "DEFAULT_W_KD", "IGNORE_INDEX", "KDLoss", "KDLossConfig",
-           "KDLossOutput", "kd_loss", "kd_loss_reference"]
+           "KDLossOutput", "LossSettingError", "kd_loss", "kd_loss_reference"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,9 @@ def kd_loss_reference(
     row_mask: torch.Tensor | None = None,
 ) -> KDLossOutput:
     """The spec. student_logits, teacher_logits: (N, V), any float dtype; labels: (N,) int64;
-    row_mask: (N,) bool or None. Computes in fp32 and returns fp32 scalars."""
+    row_mask: (N,) bool or None. Computes in fp32 and returns fp32 scalars. A temperature that is not
+    a finite number > 0 raises ``LossSettingError``."""
+    check_temperature(temperature)
     s = student_logits.float()  # (N, V)
     t = teacher_logits.float()  # (N, V)
     n = s.shape[0]

@@ -10,14 +10,22 @@ Fine-tuning strategies (the transfer-learning seeds):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from distill.errors import PipelineError
+
 PACKAGED = "packaged"  # the base-model name that means the PyPI-packaged all-MiniLM-L6-v2
+HUB_ENV = "DISTILL_ALLOW_HUB"  # =1: a model name that is no local folder goes to the model hub (needs network)
 STRATEGIES = ("full", "top-n", "frozen", "lora")
 TASKS = ("classification", "ner")  # distill.json's task: a label per text | a tag per word (token classification)
+
+
+class ModelSourceError(FileNotFoundError, PipelineError):
+    """A model name that is neither a local model folder nor a known asset (and the hub not allowed)."""
 
 
 def auto_model_class(task: str):
@@ -29,11 +37,18 @@ def auto_model_class(task: str):
     return AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
 
 
+def hub_allowed() -> bool:
+    """Whether a model name that is no local folder may be fetched from the model hub: only when the
+    user says so with ``DISTILL_ALLOW_HUB=1`` (the project's own assets are local; a typo in a folder
+    name should not start a download, nor fail with a network error)."""
+    return os.environ.get(HUB_ENV, "") == "1"
+
+
 def resolve_model_name(name: str) -> str:
     """``packaged`` -> the local all-MiniLM-L6-v2 folder; ``mpnet`` -> the all-mpnet-base-v2 folder
     that ``make mpnet`` assembles (``distill.assets``; a one-line ``AssetError`` naming ``make mpnet``
-    when it is not assembled); an existing folder -> itself; anything else is passed on as a hub
-    name (needs network)."""
+    when it is not assembled); an existing folder -> itself; any other name is a hub name, passed on
+    only under ``DISTILL_ALLOW_HUB=1`` (needs network), else a one-line ``ModelSourceError``."""
     from distill import assets  # only name resolution needs it
 
     if name == assets.MPNET:
@@ -45,11 +60,14 @@ def resolve_model_name(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
+            raise ModelSourceError(f"{path}: not a model folder (no config.json)")
         return str(path)
-    if name.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"{path}: no such model folder")
-    return name
+    if name.startswith((".", "/", "~")):  # a path, never a hub name
+        raise ModelSourceError(f"{name}: no such model folder")
+    if hub_allowed():
+        return name
+    raise ModelSourceError(f"{name}: no such model folder (the local models: {PACKAGED}, {assets.MPNET}, or a folder "
+                           f"with config.json; a model hub name is fetched only with {HUB_ENV}=1)")
 
 
 def load_classifier(name: str, *, id2label: dict[int, str], dropout: float | None = None,

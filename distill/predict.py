@@ -8,7 +8,8 @@
 ``--model`` is either what ``make export`` writes, ``<run>/onnx/<model>/<fp32|o2|int8>/`` (model.onnx,
 config.json, tokenizer, distill.json; run with ONNX Runtime on CPU), or what ``make teacher`` /
 ``make distill`` write, ``<run>/teacher`` or ``<run>/student`` (HF save_pretrained + distill.json;
-run with PyTorch eager). The labels, the max length and how longer texts are cut (``long_text``:
+run with PyTorch eager; safetensors weights only: a folder whose weights are only a pickled
+``pytorch_model.bin`` is refused, since unpickling can run code). The labels, the max length and how longer texts are cut (``long_text``:
 truncate, head_tail, or chunks whose logits are averaged) come from the folder's ``distill.json``.
 
 Input (``--input``, default ``-``: stdin): a ``.txt`` file (one example per line, empty lines
@@ -62,7 +63,9 @@ STDIO = "-"  # --input / --output: stdin / stdout
 STDIN_NAME = "<stdin>"  # how errors name stdin
 ONNX_FILE = "model.onnx"  # an export variant folder holds this (export/onnx_export.py)
 VARIANTS = ("fp32", "o2", "int8")  # the export's variant folders
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # the only weights predict loads
+# pickled weights: unpickling runs whatever code the file holds, so predict refuses a folder that has only these
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 DEFAULT_TEXT_COLUMNS = ("text", "sentence")  # tried after the model's own training text column
 FORMATS = ("auto", "txt", "tsv", "csv", "jsonl")
 
@@ -113,6 +116,11 @@ def model_runtime(directory: Path) -> str:
         return "onnxruntime"
     if (directory / "config.json").is_file() and any((directory / w).is_file() for w in WEIGHT_FILES):
         return "pytorch"
+    pickled = [w for w in PICKLE_FILES if (directory / w).is_file()]
+    if (directory / "config.json").is_file() and pickled:
+        raise PredictError(f"{directory / pickled[0]}: predict loads safetensors weights only (model.safetensors; "
+                           "a .bin file is a pickle, which can run code when loaded); re-save the model with "
+                           "save_pretrained(safe_serialization=True)")
     if directory.is_file():
         raise PredictError(f"{directory}: a file; --model takes the model's folder ({directory.parent})")
     if not directory.is_dir():
@@ -124,7 +132,7 @@ def model_runtime(directory: Path) -> str:
     raise PredictError(
         f"{directory}: not a model folder: expected an ONNX variant folder with {ONNX_FILE} "
         f"(<run>/onnx/<model>/<{'|'.join(VARIANTS)}>, from `make export`) or a PyTorch model directory "
-        f"with config.json and weights (<run>/teacher or <run>/student, from `make teacher` / `make distill`)"
+        f"with config.json and model.safetensors (<run>/teacher or <run>/student, from `make teacher` / `make distill`)"
     )
 
 
@@ -175,7 +183,7 @@ def load_model(directory: Path, threads: int = 0) -> Model:
 
     if threads > 0:
         torch.set_num_threads(threads)
-    model = auto_model_class(info.task).from_pretrained(directory).eval()
+    model = auto_model_class(info.task).from_pretrained(directory, use_safetensors=True).eval()  # never a pickle
     names = list(tokenizer.model_input_names)
 
     def run_torch(feed: dict[str, np.ndarray]) -> np.ndarray:

@@ -627,10 +627,24 @@ def _install(staging: Path, target: Path) -> None:
 # entry point
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a folder name: no separator, not . or .., no leading dot
+
+
+def check_model_names(names: list[str]) -> None:
+    """Each of ``--models`` must be a name, not a path: export builds ``onnx/<name>`` and
+    ``onnx/<name>.failed`` from it and replaces or removes them, so ``../x`` or ``/abs`` would reach
+    folders outside the run. Raises ``ExportError`` before anything is built or removed."""
+    for name in names:
+        if not MODEL_NAME.fullmatch(name):
+            raise ExportError(f"--models={','.join(names)}: {name!r} is not a model name: give the name of a folder "
+                              "directly under the run directory (e.g. teacher, student), not a path")
+
+
 def resolve_models(run_dir: Path, names: list[str]) -> list[str]:
-    """Model directory names to export: those asked for (each must exist), or every default one
-    present."""
+    """Model directory names to export: those asked for (each a name, not a path, and each must
+    exist), or every default one present."""
     if names:
+        check_model_names(names)
         missing = [n for n in names if not (run_dir / n / "config.json").is_file()]
         if missing:
             raise ExportError(

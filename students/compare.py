@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.artifacts import read_model_info
+from distill.artifacts import claim_run_dir, read_model_info
 from distill.config import (
     ConfigError,
     apply_overrides,
@@ -205,7 +205,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"{teacher_dir}: compare's arms are classification's; for a token classifier run "
                           "`make distill ARGS=--seed=N` per seed (each writes the KD student and the CE-only control)")
     teacher_acc = json.loads((teacher_dir / "metrics.json").read_text())["accuracy"]
-    out = run_dir / "compare"
+    out = claim_run_dir(run_dir, stage="compare") / "compare"
     if cfg.jobs < 1:
         raise ConfigError(f"--jobs={cfg.jobs}: expected 1 or more")
     with stage_lock(out):  # one compare per folder: two would train the same arm-seeds into one place

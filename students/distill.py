@@ -28,12 +28,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from distill.artifacts import ModelInfo, read_model_info
+from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
 from distill.cache import fingerprint_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.data import Dataset, Split, load_dataset
 from distill.inspect import stage_data_checks
-from distill.kd_defaults import IGNORE_INDEX
+from distill.kd_defaults import IGNORE_INDEX, check_temperature
 from distill.layer_losses import (
     Projections,
     attention_loss,
@@ -337,7 +337,9 @@ def parse_args(argv: list[str], *, task: str = "classification") -> tuple[Studen
         raise ConfigError(f"{data_flags[0]}: the student trains on the rows the teacher cached (its data is in "
                           "teacher/distill.json); retrain the teacher to change the data")
     preset = PRESETS[args.preset] if task != "ner" else dataclasses.replace(PRESETS[args.preset], holdout_rows=0)
-    return apply_overrides(preset, overrides), Path(args.run_dir)
+    cfg = apply_overrides(preset, overrides)
+    check_temperature(cfg.temperature)  # T <= 0: one line now, not at the first training step
+    return cfg, Path(args.run_dir)
 
 
 def main(argv: list[str]) -> int:
@@ -348,6 +350,7 @@ def main(argv: list[str]) -> int:
         from students.ner import train_ner_student as train_one
 
         cfg, run_dir = parse_args(argv, task="ner")
+    claim_run_dir(run_dir, stage="distill")  # new when --teacher_dir names a teacher elsewhere
     roles = ["student", "student_ce"] if cfg.student_ce else ["student"]
     with contextlib.ExitStack() as locks:  # both folders up front: a second run stops now, not after the first model
         for role in roles:

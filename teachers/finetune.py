@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from distill.artifacts import ModelInfo, read_model_info, write_model_info
+from distill.artifacts import ModelInfo, claim_run_dir, read_model_info, write_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config
 from distill.data import DEFAULT_DATA, DataSpec, load_dataset, write_skipped_rows
 from distill.inspect import stage_data_checks
@@ -223,12 +223,14 @@ def run_classification(cfg: TeacherConfig, out: Path) -> dict:
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed)
     spec = cfg.data_spec()
+    source = resolve_model_name(cfg.base_model)  # a base model that is no folder: one line, before the data
     data = load_dataset(spec)  # before anything is written: bad data leaves no half-made run behind
+    claim_run_dir(out.parent, stage="teacher")
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         write_skipped_rows(out, data)
     names = data.label_map.names
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(cfg.base_model))
+    tokenizer = AutoTokenizer.from_pretrained(source)
     sources, notes = resolve_sources(cfg.transfer, spec=spec, dataset=data, text_column=cfg.transfer_text_column,
                                      max_rows=cfg.transfer_rows, augment_factor=cfg.augment_factor,
                                      mask_token=tokenizer.mask_token or "[MASK]", seed=cfg.seed)

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from distill.artifacts import ModelInfo
+from distill.artifacts import ModelInfo, claim_run_dir
 from distill.config import ConfigError, atomic_write_text
 from distill.data import DEFAULT_DATA, write_skipped_rows
 from distill.kd_defaults import IGNORE_INDEX
@@ -76,12 +76,14 @@ def run_ner(cfg, out: Path, *, trained: bool) -> dict:
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed)
     spec = cfg.ner_spec()
+    source = resolve_model_name(cfg.base_model)  # a base model that is no folder: one line, before the data
     data = load_ner_dataset(spec)  # before anything is written: bad data leaves no half-made run behind
+    claim_run_dir(out.parent, stage="teacher")
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         write_skipped_rows(out, data)
     names, label2id = data.tag_map.names, data.tag_map.label2id
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(cfg.base_model))
+    tokenizer = AutoTokenizer.from_pretrained(source)
     model = load_classifier(cfg.base_model, id2label=data.tag_map.id2label, dropout=cfg.dropout, task="ner")
     model = apply_strategy(model, strategy=cfg.strategy, top_n=cfg.top_n, lora_r=cfg.lora_r,
                            lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout).to(device)

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.artifacts import claim_run_dir
 from distill.config import (
     ConfigError,
     apply_overrides,
@@ -251,7 +252,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--cheapest_by: {cfg.cheapest_by!r}; choose one of {', '.join(COSTS)}")
     # every teacher's config up front: an unknown or mistyped key stops here, not in four subprocesses
     expected = {s: expected_config(s, args.data, args.preset, extra) for s in cfg.strategies}
-    out = Path(args.run_dir) / "strategies"
+    out = claim_run_dir(args.run_dir, stage="strategies") / "strategies"
     with stage_lock(out):  # one strategies run per folder: two would train the same teachers into one place
         return _run(cfg, args=args, out=out, extra=extra, expected=expected, argv=argv)
 

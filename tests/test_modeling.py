@@ -208,7 +208,8 @@ def test_resolve_model_name(tmp_path, monkeypatch):
         resolve_model_name("empty")  # an existing relative folder is a folder, not a hub name
     (tmp_path / "empty" / "config.json").write_text("{}")
     assert resolve_model_name("empty") == "empty"
-    assert resolve_model_name("some-org/some-model") == "some-org/some-model"  # hub names pass through
+    monkeypatch.setenv("DISTILL_ALLOW_HUB", "1")  # hub names pass through only when asked (tests/test_safe_paths.py)
+    assert resolve_model_name("some-org/some-model") == "some-org/some-model"
 
 
 # ----------------------------------------------------------------------------- students

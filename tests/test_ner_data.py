@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from needed import needed
 
 from distill.data import DataError
 from distill.ner_data import (
@@ -440,7 +441,7 @@ def test_whole_file_problems(tmp_path):
 def test_converted_tags_have_the_entities_seqeval_reads_in_the_original(scheme):
     """seqeval's get_entities reads IOB1, IOB2 and IOBES alike (leniently: an impossible I- starts an
     entity). On any tag sequence, our IOB2 (after repair) must hold the same entities, and be valid."""
-    sequence_labeling = pytest.importorskip("seqeval.metrics.sequence_labeling")
+    sequence_labeling = needed("seqeval.metrics.sequence_labeling", what="the conlleval-reading test")
     prefixes = {"iob1": "BI", "iob2": "BI", "iobes": "BIES"}[scheme]
     alphabet = ["O"] + [f"{p}-{t}" for p in prefixes for t in ("A", "B")]
     rng = random.Random(1)
