@@ -95,7 +95,7 @@ def time_variant(session, feeds_b1, batches_b32, reps_b1: int, reps_b32: int) ->
     return {"b1_p50_ms": statistics.median(b1), "b32_rows_per_s": statistics.median(b32)}
 
 
-def evaluate(out: Path, label: str, timed: bool, threads: int, decided_margin: float) -> Path:
+def evaluate(out: Path, label: str, timed: bool, threads: int, decided_margin: float, variants: list[str]) -> Path:
     import numpy as np
     from transformers import AutoTokenizer
 
@@ -115,7 +115,7 @@ def evaluate(out: Path, label: str, timed: bool, threads: int, decided_margin: f
                                                 info.long_text_settings())
         ref = np.load(model_dir / "reference.npz")
         rows = {}
-        for variant in ["fp32", "o2", *CONFIGS]:
+        for variant in variants:
             session = ox.ort_session(model_dir / variant / ox.ONNX_FILE, threads)
             logits = ox.ort_logits(session, batches, order, groups)
             rows[variant] = figures(logits, ref["logits"], ref["labels"], decided_margin)
@@ -142,7 +142,7 @@ def table(out: Path) -> str:
         for variant in ["fp32", "o2", *CONFIGS]:
             for e in evals:
                 m = e["models"].get(model)
-                if m is None:
+                if m is None or variant not in m["variants"]:
                     continue
                 r = m["variants"][variant]
                 timing = (f"{r['b1_p50_ms']:.2f} | {r['b32_rows_per_s']:.0f}" if "b1_p50_ms" in r else "– | –")
@@ -163,6 +163,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--time", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--decided-margin", type=float, default=None)
+    parser.add_argument("--variants", default=",".join(["fp32", "o2", *CONFIGS]),
+                        help="eval: which variants (under qemu: only the int8 ones differ by kernel path)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.run_dir, args.models.split(","), args.out)
@@ -170,7 +172,7 @@ def main(argv: list[str]) -> int:
         from export.onnx_export import ExportConfig
 
         margin = ExportConfig().int8_decided_margin if args.decided_margin is None else args.decided_margin
-        print(evaluate(args.out, args.label, args.time, args.threads, margin))
+        print(evaluate(args.out, args.label, args.time, args.threads, margin, args.variants.split(",")))
     else:
         print(table(args.out))
     return 0
