@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from distill.config import (
 )
 from distill.lock import stage_lock
 from distill.procs import run_stage
-from students.compare import CompareConfig, _mean
+from students.compare import T95, CompareConfig, _mean, _std
 from students.config import StudentConfig
 
 # Each student: the student-stage overrides that make it (on top of the preset and any extra ones).
@@ -109,6 +110,7 @@ def gap_rows(students: list[str], out: Path, bench_rows: list[dict], teacher_acc
         return bench_value(bench_rows, model, variant, "p50_b1_ms")
 
     teacher_ms, reference_ms = b1(TEACHER, BASELINE_VARIANT), b1(REFERENCE, BASELINE_VARIANT)
+    teacher_int8_ms = b1(TEACHER, LATENCY_VARIANT)  # deployed the same way: the targets' ratio
     rows = []
     for name in students:
         arms = {arm: finished_seeds(out / name, arm) for arm in ARMS}
@@ -123,6 +125,10 @@ def gap_rows(students: list[str], out: Path, bench_rows: list[dict], teacher_acc
             "int8_mb": bench_value(bench_rows, name, LATENCY_VARIANT, "size_mb"), "int8_p50_b1_ms": ms,
             "speedup_vs_teacher": None if ms is None or teacher_ms is None else teacher_ms / ms,
             "speedup_vs_reference": None if ms is None or reference_ms is None else reference_ms / ms,
+            "speedup_vs_teacher_int8": None if ms is None or teacher_int8_ms is None else teacher_int8_ms / ms,
+            "kd_minus_ce_ci95": paired_interval(arms["kd"], arms["ce"]),
+            "ce_train_s": _mean([m["train_time_s"] for m in arms["ce"].values()]),
+            "kd_train_s": _mean([m["train_time_s"] for m in arms["kd"].values()]),
             "ce_n": len(acc["ce"]), "ce_seeds": acc["ce"], "ce": mean["ce"],
             "kd_n": len(acc["kd"]), "kd_seeds": acc["kd"], "kd": mean["kd"],
             "kd_minus_ce": None if mean["kd"] is None or mean["ce"] is None else mean["kd"] - mean["ce"],
@@ -131,6 +137,15 @@ def gap_rows(students: list[str], out: Path, bench_rows: list[dict], teacher_acc
             "kd_minus_reference": None if mean["kd"] is None or reference_acc is None else mean["kd"] - reference_acc,
         })
     return rows
+
+
+def paired_interval(kd: dict[int, dict], ce: dict[int, dict]) -> list[float] | None:
+    """The 95 % t interval of KD - CE dev accuracy over the seeds both arms finished (None under 2)."""
+    diffs = [kd[s]["accuracy"] - ce[s]["accuracy"] for s in sorted(set(kd) & set(ce))]
+    if len(diffs) < 2 or len(diffs) - 1 not in T95:
+        return None
+    half = T95[len(diffs) - 1] * _std(diffs) / math.sqrt(len(diffs))
+    return [_mean(diffs) - half, _mean(diffs) + half]
 
 
 def _f(x: float | None, spec: str, scale: float = 1.0) -> str:
@@ -147,18 +162,24 @@ def render(rows: list[dict], teachers: list[dict], command: str, failures: list[
         lines.append(f"| {t['name']} ({t['path']}) | {_f(t['parameters'], ',')} | {_f(t['p50_b1_ms'], '.2f')} | "
                      f"{_f(t['int8_mb'], '.1f')} | {_f(t['accuracy'], '.2f', 100)} |")
     with_ref = any(r["speedup_vs_reference"] is not None for r in rows)
-    lines += ["", "| student | parameters | int8 MB | int8 p50 b1 ms | × teacher" + (" | × reference" if with_ref else "")
-              + " | CE-only (n) | KD (n) | KD − CE | CE % of teacher | KD % of teacher"
-              + (" | KD − reference" if with_ref else "") + " |",
-              "|---|---|---|---|---|" + ("---|" if with_ref else "") + "---|---|---|---|---|" + ("---|" if with_ref else "")]
+    lines += ["", "| student | parameters | int8 MB | int8 p50 b1 ms | × teacher int8 | × teacher fp32"
+              + (" | × reference" if with_ref else "")
+              + " | CE-only (n) | KD (n) | KD − CE [95 % CI] | CE % of teacher | KD % of teacher"
+              + (" | KD − reference" if with_ref else "") + " | train s CE / KD |",
+              "|---|---|---|---|---|---|" + ("---|" if with_ref else "") + "---|---|---|---|---|"
+              + ("---|" if with_ref else "") + "---|"]
     for r in rows:
         ref = f" | {_f(r['speedup_vs_reference'], '.1f')}×" if with_ref else ""
         ref_acc = f" | {_f(r['kd_minus_reference'], '+.2f', 100)}" if with_ref else ""
+        ci = r["kd_minus_ce_ci95"]
+        ci = "" if ci is None else f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
         lines.append(f"| {r['student']} | {_f(r['parameters'], ',')} | {_f(r['int8_mb'], '.1f')} | "
-                     f"{_f(r['int8_p50_b1_ms'], '.2f')} | {_f(r['speedup_vs_teacher'], '.1f')}×{ref} | "
+                     f"{_f(r['int8_p50_b1_ms'], '.2f')} | {_f(r['speedup_vs_teacher_int8'], '.1f')}× | "
+                     f"{_f(r['speedup_vs_teacher'], '.1f')}×{ref} | "
                      f"{_f(r['ce'], '.2f', 100)} ({r['ce_n']}) | {_f(r['kd'], '.2f', 100)} ({r['kd_n']}) | "
-                     f"{_f(r['kd_minus_ce'], '+.2f', 100)} | {_f(r['ce_share'], '.1f', 100)} | "
-                     f"{_f(r['kd_share'], '.1f', 100)}{ref_acc} |")
+                     f"{_f(r['kd_minus_ce'], '+.2f', 100)}{ci} | {_f(r['ce_share'], '.1f', 100)} | "
+                     f"{_f(r['kd_share'], '.1f', 100)}{ref_acc} | {_f(r['ce_train_s'], '.0f')} / "
+                     f"{_f(r['kd_train_s'], '.0f')} |")
     lines += ["", "Students: " + "; ".join(f"`{r['student']}` = `{' '.join(r['overrides'])}`" for r in rows) + "."]
     if failures:
         lines += ["", "## Failed steps (rerun the command to retry them)", ""] + [f"- {f}" for f in failures]

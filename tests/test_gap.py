@@ -12,10 +12,10 @@ from distill.config import ConfigError
 from students.gap import GapConfig, gap_rows, main, plot, render
 
 
-def write_metrics(out, student, arm, seed, acc, params=1000):
+def write_metrics(out, student, arm, seed, acc, params=1000, seconds=100.0):
     path = out / student / "compare" / arm / f"seed{seed}" / "student" / "metrics.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"accuracy": acc, "parameters": params}))
+    path.write_text(json.dumps({"accuracy": acc, "parameters": params, "train_time_s": seconds}))
 
 
 def bench_row(model, variant, ms, mb=1.0):
@@ -25,15 +25,20 @@ def bench_row(model, variant, ms, mb=1.0):
 def test_rows_count_every_finished_seed_and_ratios_come_from_one_bench(tmp_path):
     write_metrics(tmp_path, "minilm_l2", "ce", 0, 0.80, params=900)
     write_metrics(tmp_path, "minilm_l2", "ce", 1, 0.82, params=900)
-    write_metrics(tmp_path, "minilm_l2", "kd", 0, 0.85, params=1000)
+    write_metrics(tmp_path, "minilm_l2", "kd", 0, 0.85, params=1000, seconds=300.0)
+    write_metrics(tmp_path, "minilm_l2", "kd", 1, 0.85, params=1000, seconds=500.0)
     write_metrics(tmp_path, "minilm_l2", "ce", 2, 0.81, params=900)  # a trimmed table: smaller on fewer rows
     write_metrics(tmp_path, "minilm_l1", "kd", 0, 0.83, params=500)  # its ce arm never finished
-    bench = [bench_row("teacher", "pytorch_fp32", 40.0), bench_row("reference", "pytorch_fp32", 8.0),
+    bench = [bench_row("teacher", "pytorch_fp32", 40.0), bench_row("teacher", "ort_int8", 10.0),
+             bench_row("reference", "pytorch_fp32", 8.0),
              bench_row("minilm_l2", "ort_int8", 0.5, mb=14.2), bench_row("minilm_l2", "pytorch_fp32", 3.0),
              bench_row("minilm_l1", "ort_int8", 0.4)]
     rows = gap_rows(["minilm_l2", "minilm_l1"], tmp_path, bench, teacher_acc=0.90, reference_acc=0.86)
     l2, l1 = rows
-    assert l2["ce_n"] == 3 and l2["ce"] == pytest.approx(0.81) and l2["kd_n"] == 1 and l2["kd"] == pytest.approx(0.85)
+    assert l2["ce_n"] == 3 and l2["ce"] == pytest.approx(0.81) and l2["kd_n"] == 2 and l2["kd"] == pytest.approx(0.85)
+    # paired over seeds 0 and 1: diffs 0.05, 0.03 -> mean 0.04 +- 12.706 * 0.01414 / sqrt(2)
+    assert l2["kd_minus_ce_ci95"] == pytest.approx([0.04 - 0.12706, 0.04 + 0.12706], abs=1e-4)
+    assert l2["speedup_vs_teacher_int8"] == pytest.approx(20.0) and l2["kd_train_s"] == pytest.approx(400.0)
     assert l2["parameters"] == 1000  # the KD student's: the one exported and timed
     assert l2["kd_minus_ce"] == pytest.approx(0.04) and l2["kd_share"] == pytest.approx(0.85 / 0.90)
     assert l2["int8_mb"] == 14.2 and l2["int8_p50_b1_ms"] == 0.5  # int8, not the PyTorch row
@@ -43,8 +48,9 @@ def test_rows_count_every_finished_seed_and_ratios_come_from_one_bench(tmp_path)
     teachers = [{"name": "teacher", "path": "t", "parameters": 9, "accuracy": 0.90, "p50_b1_ms": 40.0, "int8_mb": 100},
                 {"name": "reference", "path": "r", "parameters": 5, "accuracy": 0.86, "p50_b1_ms": 8.0, "int8_mb": 20}]
     md = render(rows, teachers, "python -m distill gap", ["minilm_l1: compare exit status 1"])
-    assert "| minilm_l2 | 1,000 | 14.2 | 0.50 | 80.0× | 16.0× | 81.00 (3) | 85.00 (1) | +4.00 | 90.0 | 94.4 | -1.00 |" in md
-    assert "| minilm_l1 | 500 | 1.0 | 0.40 | 100.0× | 20.0× | – (0) | 83.00 (1) | – |" in md
+    assert ("| minilm_l2 | 1,000 | 14.2 | 0.50 | 20.0× | 80.0× | 16.0× | 81.00 (3) | 85.00 (2) | +4.00 [-8.71, +16.71] "
+            "| 90.0 | 94.4 | -1.00 | 100 / 400 |") in md
+    assert "| minilm_l1 | 500 | 1.0 | 0.40 | 25.0× | 100.0× | 20.0× | – (0) | 83.00 (1) | – |" in md
     assert "Failed steps" in md
     plot(rows, teachers, tmp_path / "gap.png")  # the student with one arm missing is left off the lines
     assert (tmp_path / "gap.png").stat().st_size > 1000
