@@ -2,7 +2,7 @@
 processes of a ``torchrun`` group when there is one. Used by the teacher stage (after training)
 and by ``python -m distill score`` (more transfer text for a finished teacher).
 
-What runs the teacher (``Scorer``, TeacherConfig.scorer): PyTorch eager, or on CPU the teacher's
+What runs the teacher (``Scorer``, TeacherConfig.scorer): PyTorch eager (the default), or on CPU the teacher's
 own ONNX Runtime graph, exported once into ``teacher/scorer/<kind>/`` exactly as ``make export``
 builds its variants (distill/onnx_graph.py) and checked against PyTorch on the dev rows before it
 scores anything: ``onnx`` (fp32, O2-fused: logits within SCORER_MAX_ABS_DIFF of PyTorch's) or
@@ -36,7 +36,10 @@ from distill.kd_defaults import IGNORE_INDEX
 from distill.tokens import Encoded, encode
 from distill.trainer import predict_logits
 
-SCORERS = ("auto", "pytorch", "onnx", "onnx-int8")  # TeacherConfig.scorer; auto: onnx on CPU, pytorch on CUDA
+# TeacherConfig.scorer. PyTorch by default: on the AVX-512/VNNI Xeon of docs/RESULTS.md the fp32 O2 graph
+# scored mpnet at 0.82x PyTorch's rows/s (1 thread), the int8 graph at 3.0x; the issue's AVX2-only EPYC
+# measured 1.27x and 2.02x for MiniLM at batch 32. Which is faster is the CPU's question, not a default's
+SCORERS = ("pytorch", "onnx", "onnx-int8")
 SCORER_MAX_ABS_DIFF = 1e-4  # the fp32 O2 graph's dev logits against PyTorch's (the export's fp32/o2 bound)
 
 
@@ -59,12 +62,10 @@ def pytorch_scorer(model, *, device: torch.device, amp: bool) -> Scorer:
 
 
 def resolve_scorer(name: str, device: torch.device) -> str:
-    """The scorer ``name`` means on ``device``: auto is onnx on CPU and pytorch on CUDA; ONNX
-    Runtime's CPU graphs are not asked to score on a GPU machine."""
+    """``name``, checked: one of SCORERS, and ONNX Runtime's CPU graphs are not asked to score on
+    a GPU machine."""
     if name not in SCORERS:
         raise ConfigError(f"--scorer={name!r}: choose one of {', '.join(SCORERS)}")
-    if name == "auto":
-        return "pytorch" if device.type == "cuda" else "onnx"
     if name != "pytorch" and device.type == "cuda":
         raise ConfigError(f"--scorer={name}: the ONNX Runtime scorer runs on CPU; on {device} use pytorch or auto")
     return name

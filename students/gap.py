@@ -57,6 +57,16 @@ STUDENTS = {
     "minilm_l1": ["--student=pretrained", "--pretrained_layers=1"],
     "minilm_l2_trim": ["--student=pretrained", "--pretrained_layers=2", "--trim_vocab=true"],
     "fresh_4x256": ["--student=fresh", "--fresh_layers=4", "--fresh_hidden=256", "--fresh_heads=4"],
+    # the recipe's ablation (docs/RESULTS.md, "Students worth shipping"): one lever added per row, on a
+    # teacher whose caches hold unused_train, test_unlabeled and augmented (16 variants per labelled row).
+    # *_today: the transfer rows the mpnet preset scored before (about 20,000 unused + 1,821 unlabeled),
+    # one epoch; *_scale: every scored row; *_e3: three passes over them
+    "l2_today": ["--student=pretrained", "--pretrained_layers=2", "--transfer=unused_train,test_unlabeled",
+                 "--transfer_rows=21821"],
+    "l2_scale": ["--student=pretrained", "--pretrained_layers=2"],
+    "l2_scale_e3": ["--student=pretrained", "--pretrained_layers=2", "--epochs=3"],
+    "l6_today": ["--student=pretrained", "--transfer=unused_train,test_unlabeled", "--transfer_rows=21821"],
+    "l6_scale": ["--student=pretrained"],
 }
 ARMS = ("ce", "kd")  # compare's arms: labels alone, and distillation
 TEACHER, REFERENCE = "teacher", "reference"  # their names in <run-dir>/gap/models

@@ -296,7 +296,7 @@ def test_an_online_teacher_needs_no_finished_transfer_cache(teacher_run, tmp_pat
 
 
 def test_onnx_scorer_cache_equals_pytorch_and_never_passes_as_it(teacher_run, tmp_path, sst2_small, tiny_bert_dir):
-    """The default scorer on CPU is the teacher's ONNX Runtime O2 graph: its cache holds PyTorch's
+    """The teacher's ONNX Runtime O2 graph as the scorer (--scorer=onnx): its cache holds PyTorch's
     logits to 1e-4, says which scorer made it in the fingerprint and in distill.json, and a
     reader expecting the other scorer's cache refuses it as stale."""
     from distill.artifacts import read_model_info
@@ -304,15 +304,16 @@ def test_onnx_scorer_cache_equals_pytorch_and_never_passes_as_it(teacher_run, tm
     from distill.data import DataSpec, load_dataset
     from distill.scoring import split_files
 
-    onnx_dir = teacher_run / "teacher"
+    torch_dir = teacher_run / "teacher"
+    assert json.loads((torch_dir / "metrics.json").read_text())["scorer"] == {"name": "pytorch"}  # the default
+    assert read_model_info(torch_dir).scorers == {"train": "pytorch", "test_unlabeled": "pytorch"}
+    run = tmp_path / "run"
+    shutil.copytree(teacher_run, run)
+    run_teacher(teacher_config(sst2_small, tiny_bert_dir, scorer="onnx"), run)  # trained: rescores only
+    onnx_dir = run / "teacher"
     metrics = json.loads((onnx_dir / "metrics.json").read_text())
     assert metrics["scorer"]["name"] == "onnx-fp32-o2" and metrics["scorer"]["max_abs_diff"] <= 1e-4
     assert read_model_info(onnx_dir).scorers == {"train": "onnx-fp32-o2", "test_unlabeled": "onnx-fp32-o2"}
-    run = tmp_path / "run"
-    shutil.copytree(teacher_run, run)
-    run_teacher(teacher_config(sst2_small, tiny_bert_dir, scorer="pytorch"), run)  # trained: rescores only
-    torch_dir = run / "teacher"
-    assert read_model_info(torch_dir).scorers == {"train": "pytorch", "test_unlabeled": "pytorch"}
     for name in ("train", "test_unlabeled"):
         a, b = (np.load(d / "logits" / f"{name}.npy") for d in (onnx_dir, torch_dir))
         assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4 and np.abs(a).max() > 0
@@ -323,27 +324,27 @@ def test_onnx_scorer_cache_equals_pytorch_and_never_passes_as_it(teacher_run, tm
                                       split=data.train)
     with pytest.raises(CacheError, match="stale logit cache — it was made from a different scorer"):
         open_logit_cache(onnx_dir / "logits", "train", expected_parts=pytorch_parts)
-    assert student_stage.main(student_args(teacher_run, "--student_ce=false", "--max_steps=2")) == 0  # reads it
+    assert student_stage.main(student_args(run, "--student_ce=false", "--max_steps=2")) == 0  # reads it
 
 
-def test_onnx_scorer_refuses_a_graph_that_disagrees(teacher_run):
+def test_onnx_scorer_refuses_a_graph_that_disagrees(teacher_run, tmp_path):
     from transformers import AutoTokenizer
 
     from distill.data import DataSpec, load_dataset
     from distill.scoring import ScorerError, onnx_scorer, resolve_scorer
     from distill.tokens import encode
 
-    teacher = teacher_run / "teacher"
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_run / "teacher", teacher)  # the graph is built into it
     data = load_dataset(DataSpec(path=json.loads((teacher / "distill.json").read_text())["data"]["path"]))
     dev = encode(AutoTokenizer.from_pretrained(teacher), data.dev, data.label_map.encode(data.dev), 32)
     wrong = np.zeros((len(data.dev), 2), dtype=np.float32) + np.array([0.0, 1.0], dtype=np.float32)
     with pytest.raises(ScorerError, match=r"scorer/o2/model.onnx: its dev logits differ from PyTorch's by up to"):
         onnx_scorer(teacher, kind="onnx", threads=1, dev=dev, reference=wrong, batch_size=64)
-    assert resolve_scorer("auto", torch.device("cpu")) == "onnx"
-    assert resolve_scorer("auto", torch.device("cuda")) == "pytorch"
+    assert resolve_scorer("onnx", torch.device("cpu")) == "onnx"
     with pytest.raises(ConfigError, match="--scorer=onnx: the ONNX Runtime scorer runs on CPU"):
         resolve_scorer("onnx", torch.device("cuda"))
-    with pytest.raises(ConfigError, match="--scorer='tvm': choose one of auto, pytorch, onnx, onnx-int8"):
+    with pytest.raises(ConfigError, match="--scorer='tvm': choose one of pytorch, onnx, onnx-int8"):
         resolve_scorer("tvm", torch.device("cpu"))
 
 
