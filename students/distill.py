@@ -57,7 +57,7 @@ from distill.trainer import (
 from distill.transfer import read_transfer
 from distill.trim_vocab import trim_to_rows
 from students.build import build_student
-from students.config import PRESETS, StudentConfig
+from students.config import NER_PRESETS, PRESETS, StudentConfig
 
 
 class TeacherLogits:
@@ -324,12 +324,20 @@ def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
     if data_flags:
         raise ConfigError(f"{data_flags[0]}: the student trains on the rows the teacher cached (its data is in "
                           "teacher/distill.json); retrain the teacher to change the data")
-    return apply_overrides(PRESETS[args.preset], overrides), Path(args.run_dir)
+    cfg, run_dir = apply_overrides(PRESETS[args.preset], overrides), Path(args.run_dir)
+    teacher_dir = teacher_of(cfg, run_dir)  # a missing teacher is main's error to report
+    if (teacher_dir / "distill.json").exists() and read_model_info(teacher_dir).task == "ner":  # a tagger: its presets
+        cfg = apply_overrides(NER_PRESETS[args.preset], overrides)
+    return cfg, run_dir
+
+
+def teacher_of(cfg: StudentConfig, run_dir: Path) -> Path:
+    return Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
 
 
 def main(argv: list[str]) -> int:
     cfg, run_dir = parse_args(argv)
-    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
+    teacher_dir = teacher_of(cfg, run_dir)
     train_one = train_student
     if read_model_info(teacher_dir, hint="make teacher").task == "ner":  # token classification: students/ner.py
         from students.ner import train_ner_student as train_one
