@@ -48,6 +48,7 @@ from distill.config import (
     split_overrides,
 )
 from distill.procs import run_stage
+from students.config import NER_PRESETS
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
 ARMS = {
@@ -67,7 +68,8 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 class CompareConfig:
     seeds: int = 3  # seeds per arm (0, 1, ..., seeds - 1)
     arms: list[str] = field(default_factory=lambda: list(ARMS))  # which arms, of ce, pseudo, kd, kd_layers
-    holdout_rows: int = 1000  # training rows held back to choose checkpoints on (dev is only reported)
+    holdout_rows: int | None = None  # training rows held back to choose checkpoints on (dev is only reported;
+    #                                  None: 1,000 for classification, the NER preset's 200 for a tagger)
     # the ce arm at its best: more passes over its fewer rows, the lr schedule run to its end, and the
     # best of its 16 checkpoints on the holdout rows (early stopping at 4 evaluations stopped it at
     # 0.5-1.5 epochs, still near the peak lr: a starved control)
@@ -225,6 +227,9 @@ def main(argv: list[str]) -> int:
     teacher_dir = Path(args.teacher_dir) if args.teacher_dir else run_dir / "teacher"
     teacher = read_model_info(teacher_dir, hint="make teacher")
     cfg = dataclasses.replace(cfg, arms=task_arms(cfg.arms, teacher, given="arms" in {override_key(o) for o in mine}))
+    if cfg.holdout_rows is None:  # a tagger holds back the sentences its teacher held back (the same seed)
+        cfg = dataclasses.replace(cfg, holdout_rows=1000 if teacher.task == "classification"
+                                  else NER_PRESETS[cfg.preset].holdout_rows)
     score, metric = SCORES[teacher.task]
     teacher_acc = json.loads((teacher_dir / "metrics.json").read_text())[score]
     out = run_dir / "compare"

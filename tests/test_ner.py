@@ -753,3 +753,35 @@ def test_compare_end_to_end_on_a_tiny_tagger(ner_transfer_run, tmp_path):
     assert set(report["paired"]) == {"pseudo - ce", "kd - ce", "kd - pseudo"}
     assert report["arms"]["ce"]["train_rows"] == {"0": 32, "1": 32}  # 40 labelled - 8 held back
     assert "dev entity F1" in (tmp_path / "compare" / "compare.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_mpnet_dir(tmp_path_factory, minilm_path) -> Path:
+    """A random-initialised 2-layer MPNet (the mpnet teacher's architecture) with MiniLM's tokenizer."""
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_mpnet")
+    MPNetModel(MPNetConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=130, pad_token_id=0)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
+    return out
+
+
+def test_an_mpnet_tagger_teaches_a_student_of_another_family_and_tokenizer(tiny_mpnet_dir, char_model_dir,
+                                                                          ner_data, tmp_path):
+    """The mpnet teacher's path with --task=ner (MPNetForTokenClassification, its per-word caches of
+    the training and transfer sentences), read by a BERT student with a character tokenizer."""
+    from students.distill import main as distill_main
+    from teachers.finetune import main as teacher_main
+
+    assert teacher_main(["--task=ner", "--data", str(ner_data), "--run-dir", str(tmp_path),
+                         f"--base_model={tiny_mpnet_dir}", "--max_train_rows=40", *TEACHER_ARGS]) == 0
+    config = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    assert config["architectures"] == ["MPNetForTokenClassification"]
+    unused = json.loads((tmp_path / "teacher" / "distill.json").read_text())["transfer"]["unused_train"]["counts"]
+    assert distill_main(["--run-dir", str(tmp_path), "--student=pretrained", f"--pretrained={char_model_dir}",
+                         *STUDENT_ARGS, "--max_length=96", "--student_ce=false"]) == 0
+    m = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert m["transfer_rows"] == unused["rows"] > 0 and m["words_without_teacher_logits"] == 0
+    assert np.isfinite(m["history"][-1]["kd"]) and m["student"]["pretrained"] == str(char_model_dir)
