@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from distill.artifacts import ModelInfo, read_model_info
-from distill.cache import fingerprint_parts, open_logit_cache
+from distill.cache import TeacherLogits, fingerprint_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.data import Dataset, Split, load_dataset
 from distill.inspect import stage_data_checks
@@ -58,24 +58,6 @@ from distill.transfer import read_transfer
 from distill.trim_vocab import trim_to_rows
 from students.build import build_student
 from students.config import NER_PRESETS, PRESETS, StudentConfig
-
-
-class TeacherLogits:
-    """Teacher logits for any row of several caches (train, then each transfer set), indexed by
-    one global row number (memory-mapped; only the rows of a batch are read)."""
-
-    def __init__(self, caches: list[np.ndarray]):
-        self.caches = caches  # each (R_k, C)
-        self.offsets = np.cumsum([0] + [len(c) for c in caches])  # (K + 1,)
-
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        """rows: (B,) global row numbers -> (B, C) float32."""
-        which = np.searchsorted(self.offsets, rows, side="right") - 1
-        out = np.empty((len(rows), self.caches[0].shape[1]), dtype=np.float32)
-        for k in np.unique(which):
-            sel = which == k
-            out[sel] = self.caches[k][rows[sel] - self.offsets[k]]
-        return out
 
 
 class WithLayerOutputs(nn.Module):

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from distill.artifacts import ModelInfo, read_model_info
+from distill.cache import TeacherLogits, joint_offsets
 from distill.config import ConfigError, atomic_write_text
 from distill.kd_defaults import IGNORE_INDEX
 from distill.losses import kd_loss
@@ -56,7 +57,6 @@ from distill.scoring import split_files
 from distill.trainer import holdout_indices, loop_figures, save_model_dir, setup_distributed, train
 from students.build import build_student
 from students.config import StudentConfig
-from students.distill import TeacherLogits
 
 
 def check_ner_settings(cfg: StudentConfig) -> None:
@@ -77,17 +77,6 @@ class Rows:
     teacher_sentence: np.ndarray  # (R,) int64 each row's sentence in the caches' joint numbering
     labelled: int  # the first `labelled` rows carry tags
     transfer: dict[str, int]  # transfer set -> sentences of it used
-
-
-def joint_offsets(offsets: list[np.ndarray]) -> np.ndarray:
-    """(S_0 + S_1 + ... + 1,) int64 word-row offsets of several ragged caches read as one (each
-    (S_k + 1,)): sentence s of cache k is joint sentence S_0 + ... + S_{k-1} + s, and its word rows
-    follow those of every earlier cache (``TeacherLogits`` numbers word rows the same way)."""
-    parts, base = [], 0
-    for o in offsets:
-        parts.append(np.asarray(o[:-1], dtype=np.int64) + base)
-        base += int(o[-1])
-    return np.concatenate([*parts, np.array([base], dtype=np.int64)])
 
 
 def training_rows(cfg: StudentConfig, teacher, data, kept: np.ndarray, transfer: dict[str, TokenSplit]) -> Rows:

@@ -581,8 +581,7 @@ def test_transfer_files_become_label_free_sentences(tmp_path):
 
 
 def test_transfer_sentences_drop_dev_duplicates_and_are_capped(tmp_path):
-    from distill.ner_data import NerDataset
-    from distill.ner_data import NerSpec
+    from distill.ner_data import NerDataset, NerSpec
     from distill.ner_transfer import read_ner_transfer
 
     dev = split_of([["Carol", "flew", "to", "Rome"]], [["B-per", "O", "O", "B-loc"]])
@@ -601,10 +600,10 @@ def test_transfer_sentences_drop_dev_duplicates_and_are_capped(tmp_path):
 def test_transfer_rows_carry_no_tags_and_find_their_teacher_rows(minilm_tokenizer):
     from types import SimpleNamespace
 
+    from distill.cache import TeacherLogits, joint_offsets
     from distill.ner_data import NerDataset
     from students.config import StudentConfig
-    from students.distill import TeacherLogits
-    from students.ner import joint_offsets, pseudo_label, training_rows
+    from students.ner import pseudo_label, training_rows
 
     train = split_of([["a", "b"], ["c"], ["d", "e", "f"]], [["O", "B-loc"], ["B-per"], ["O", "O", "I-per"]])
     data = NerDataset(train=train, dev=train, tag_map=None, tag_scheme="iob2", files=[])
