@@ -493,8 +493,8 @@ def test_ner_settings_that_are_classification_only_are_errors(ner_data, tiny_ber
                       *STUDENT_ARGS])
     from students.compare import main as compare_main
 
-    with pytest.raises(ConfigError, match="compare's arms are classification's"):
-        compare_main(["--run-dir", str(ner_run)])
+    with pytest.raises(ConfigError, match=r"unknown arm\(s\) \['kd_layers'\] for a ner teacher"):
+        compare_main(["--run-dir", str(ner_run), "--arms=ce,kd_layers"])
 
 
 @pytest.mark.slow
