@@ -163,20 +163,8 @@ def run_ner(cfg, out: Path, *, trained: bool) -> dict:
 
     # the cache: the best checkpoint as saved (the weights the fingerprint hashes) on every training sentence
     best = load_classifier(str(out), id2label=data.tag_map.id2label, task="ner").to(device)
-    caches = {}
-    for name, split in {"train": data.train, **{n: rows for n, (rows, _) in transfer.items()}}.items():
-        caches[name] = cache = score_sentences(
-            best, tokenizer, teacher_dir=out, name=name, split=split,
-            data_files=split_files(name, data, sources.get(name)), label_names=names, max_length=cfg.max_length,
-            device=device, batch_size=cfg.eval_batch_size, dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows,
-            amp=cfg.amp, max_chunks=cfg.cache_max_chunks)
-        if rank == 0 and not cache["complete"]:
-            print(f"cache {name}: time box reached after {cache['rows_scored_this_call']} of {cache['rows']} "
-                  "sentences; rerun to score the rest")
-        elif rank == 0:
-            print(f"cache {name}: {cache['rows']} sentences, {cache['logit_rows']} word rows, "
-                  f"{cache['bytes'] / 1e6:.2f} MB {cache['dtype']} in {cache['seconds']:.1f}s "
-                  f"({cache['rows_per_s']:.0f} sentences/s) -> {out / 'logits' / (name + '.npy')}")
+    caches = score_caches(best, tokenizer, cfg, out=out, data=data, sets={"train": data.train, **{
+        n: rows for n, (rows, _) in transfer.items()}}, sources=sources, device=device, rank=rank)
     if rank != 0:
         return {}
     metrics = ner_metrics(predict_word_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device,
@@ -197,3 +185,23 @@ def run_ner(cfg, out: Path, *, trained: bool) -> dict:
           f"{metrics['entities']} entities), token accuracy {metrics['token_accuracy']:.4f}, "
           f"train {result['train_time_s']:.0f}s -> {out}")
     return result
+
+
+def score_caches(best, tokenizer, cfg, *, out: Path, data, sets: dict, sources: dict, device, rank: int) -> dict:
+    """Score each named split of ``sets`` into its per-word cache (resumable; every rank of a group
+    scores its share); returns name -> ``score_sentences``'s report."""
+    caches = {}
+    for name, split in sets.items():
+        caches[name] = cache = score_sentences(
+            best, tokenizer, teacher_dir=out, name=name, split=split,
+            data_files=split_files(name, data, sources.get(name)), label_names=data.tag_map.names,
+            max_length=cfg.max_length, device=device, batch_size=cfg.eval_batch_size, dtype=cfg.cache_dtype,
+            chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp, max_chunks=cfg.cache_max_chunks)
+        if rank == 0 and not cache["complete"]:
+            print(f"cache {name}: time box reached after {cache['rows_scored_this_call']} of {cache['rows']} "
+                  "sentences; rerun to score the rest")
+        elif rank == 0:
+            print(f"cache {name}: {cache['rows']} sentences, {cache['logit_rows']} word rows, "
+                  f"{cache['bytes'] / 1e6:.2f} MB {cache['dtype']} in {cache['seconds']:.1f}s "
+                  f"({cache['rows_per_s']:.0f} sentences/s) -> {out / 'logits' / (name + '.npy')}")
+    return caches
