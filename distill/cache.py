@@ -384,3 +384,33 @@ def open_logit_cache(directory: Path, name: str, *, expected_parts: dict | None,
             raise CacheError(f"{path}: contents do not match the manifest's sha256 (corrupted)")
     return LogitCache(directory=directory, name=name, manifest=manifest, logits=logits, text_hashes=hashes,
                       offsets=offsets)
+
+
+class TeacherLogits:
+    """Teacher logits for any row of several caches (train, then each transfer set), indexed by
+    one global row number (memory-mapped; only the rows of a batch are read). Ragged caches read as
+    one number their word rows the same way, and their sentences by ``joint_offsets``."""
+
+    def __init__(self, caches: list[np.ndarray]):
+        self.caches = caches  # each (R_k, C)
+        self.offsets = np.cumsum([0] + [len(c) for c in caches])  # (K + 1,)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """rows: (B,) global row numbers -> (B, C) float32."""
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = np.empty((len(rows), self.caches[0].shape[1]), dtype=np.float32)
+        for k in np.unique(which):
+            sel = which == k
+            out[sel] = self.caches[k][rows[sel] - self.offsets[k]]
+        return out
+
+
+def joint_offsets(offsets: list[np.ndarray]) -> np.ndarray:
+    """(S_0 + S_1 + ... + 1,) int64 logit-row offsets of several ragged caches read as one (each
+    (S_k + 1,)): example s of cache k is joint example S_0 + ... + S_{k-1} + s, and its rows follow
+    those of every earlier cache (as ``TeacherLogits`` numbers them)."""
+    parts, base = [], 0
+    for o in offsets:
+        parts.append(np.asarray(o[:-1], dtype=np.int64) + base)
+        base += int(o[-1])
+    return np.concatenate([*parts, np.array([base], dtype=np.int64)])

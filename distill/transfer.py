@@ -35,6 +35,7 @@ from distill.data import (
     normalise_text,
     read_texts,
 )
+from distill.ner_data import NerDataset, NerSpec
 
 UNUSED_TRAIN = "unused_train"
 UNLABELED = "unlabeled"
@@ -49,13 +50,16 @@ def source_name(path: Path) -> str:
     return name[: -len(base_suffix(Path(name)))] if base_suffix(Path(name)) else name
 
 
-def resolve_sources(requested: list[str], *, spec: DataSpec, dataset: Dataset, text_column: str | None,
-                    max_rows: int | None, augment_factor: int, mask_token: str, seed: int
-                    ) -> tuple[dict[str, dict], list[str]]:
-    """The sources to score, name -> source dict, and one note per optional source skipped."""
+def resolve_sources(requested: list[str], *, spec: DataSpec | NerSpec, dataset: Dataset | NerDataset,
+                    text_column: str | None, max_rows: int | None, augment_factor: int, mask_token: str, seed: int,
+                    file_keys: dict | None = None) -> tuple[dict[str, dict], list[str]]:
+    """The sources to score, name -> source dict, and one note per optional source skipped.
+    ``file_keys``: what a file source records of how to read it (default ``{"text_column": text_column}``;
+    the NER stages record how a line splits into words: distill/ner_transfer.py)."""
     sources: dict[str, dict] = {}
     notes: list[str] = []
     common = {"max_rows": max_rows, "seed": seed}
+    how = {"text_column": text_column} if file_keys is None else file_keys
     for item in requested:
         if item == UNUSED_TRAIN:
             if dataset.unused_train is None or len(dataset.unused_train) == 0:
@@ -69,7 +73,7 @@ def resolve_sources(requested: list[str], *, spec: DataSpec, dataset: Dataset, t
                 notes.append(f"transfer {UNLABELED}: {spec.path} has no "
                              f"{' or '.join(n + '.*' for n in UNLABELED_FILES)} file (skipped)")
                 continue
-            name, source = source_name(found), {"kind": "file", "path": str(found.resolve()), "text_column": text_column}
+            name, source = source_name(found), {"kind": "file", "path": str(found.resolve()), **how}
         elif item == AUGMENTED:
             if augment_factor <= 0:
                 notes.append(f"transfer {AUGMENTED}: augment_factor is 0 (skipped)")
@@ -80,7 +84,7 @@ def resolve_sources(requested: list[str], *, spec: DataSpec, dataset: Dataset, t
             if not path.exists():
                 raise DataError(path, f"transfer source not found (expected a file, a folder, or one of "
                                       f"{UNUSED_TRAIN}, {UNLABELED}, {AUGMENTED})")
-            name, source = source_name(path), {"kind": "file", "path": str(path.resolve()), "text_column": text_column}
+            name, source = source_name(path), {"kind": "file", "path": str(path.resolve()), **how}
         if name in sources or name == "train":
             raise DataError(item, f"two transfer sources would share the cache name {name!r}; rename one file")
         sources[name] = {**source, **common}
@@ -112,14 +116,21 @@ def read_transfer(source: dict, *, dataset: Dataset, spec: DataSpec) -> tuple[Sp
                                    default_columns=(spec.text_column, *DEFAULT_TEXT_COLUMNS), encoding=spec.encoding)
     else:
         raise DataError(spec.path, f"unknown transfer source kind {kind!r}")
-    dev = {normalise_text(t) for t in dataset.dev.texts}
-    keep = np.array([i for i, t in enumerate(split.texts) if normalise_text(t) not in dev], dtype=np.int64)
-    read = len(split)
-    dropped_dev = read - len(keep)
+    keep, dropped_dev = select_rows([normalise_text(t) for t in split.texts], {normalise_text(t) for t in dataset.dev.texts},
+                                    source, where=split.source)
+    return split.subset(keep), {"read": len(split), "skipped_empty": counts["empty"], "dropped_dev": dropped_dev,
+                                "rows": len(keep)}
+
+
+def select_rows(keys: list[str], dev_keys: set[str], source: dict, *, where: str) -> tuple[np.ndarray, int]:
+    """(the rows kept, how many were dropped as dev rows) of a transfer source whose rows have the
+    duplicate ``keys`` (R,): rows whose key is a dev row's are dropped, then at most
+    ``source["max_rows"]`` are kept (a sample seeded by ``source["seed"]``, file order kept)."""
+    keep = np.array([i for i, key in enumerate(keys) if key not in dev_keys], dtype=np.int64)
+    dropped_dev = len(keys) - len(keep)
     if source.get("max_rows") is not None and len(keep) > source["max_rows"]:
         rng = np.random.default_rng(source["seed"])
         keep = np.sort(rng.choice(keep, size=source["max_rows"], replace=False))
     if len(keep) == 0:
-        raise DataError(split.source, "no transfer rows left (every row was empty or also a dev row)")
-    return split.subset(keep), {"read": read, "skipped_empty": counts["empty"], "dropped_dev": dropped_dev,
-                                "rows": len(keep)}
+        raise DataError(where, "no transfer rows left (every row was empty or also a dev row)")
+    return keep, dropped_dev

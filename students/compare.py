@@ -15,6 +15,11 @@ being killed loses nothing else; rerun the command to finish what is missing). `
     kd          KD + CE: the labelled rows and the transfer rows with the teacher's soft targets
     kd_layers   kd + the hidden-state and attention losses of mapped layers (teacher online)
 
+A token-classification teacher (task ner) gets the arms ``ce``, ``pseudo`` and ``kd`` (``pseudo``
+and ``kd`` read its per-word transfer sets: distill/ner_transfer.py; without any, ``ce`` and ``kd``),
+scored by dev entity F1 (seqeval, micro) instead of accuracy, every arm on the NER student preset's
+schedule (students/config.py NER_PRESETS: the ce arm gets the kd arm's epochs unless ``ce_epochs``).
+
 Checkpoints are chosen on ``holdout_rows`` training rows held back (the same rows for every arm
 and seed); the dev split is only reported. The report (``compare.md``, ``compare.json``,
 ``compare.png``) gives, per arm, the mean, std and every seed, the steps it took, and the paired
@@ -33,16 +38,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.artifacts import claim_run_dir, read_model_info
+from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
 from distill.config import (
     ConfigError,
     apply_overrides,
     atomic_save_figure,
     atomic_write_text,
+    override_key,
     split_overrides,
 )
 from distill.lock import stage_lock
 from distill.procs import run_stage
+from students.config import NER_PRESETS
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
 ARMS = {
@@ -51,7 +58,9 @@ ARMS = {
     "kd": [],
     "kd_layers": ["--w_hidden=1", "--w_attn=1"],
 }
+NER_ARMS = ("ce", "pseudo", "kd")  # a tagger's arms: no layer losses for NER (students/ner.py)
 BASELINES = ("ce", "pseudo")  # the arms every other arm is compared against, seed by seed
+SCORES = {"classification": ("accuracy", "dev accuracy"), "ner": ("f1", "dev entity F1")}  # metrics.json key, name
 # two-sided 95 % Student-t quantiles by degrees of freedom (n seeds - 1)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -60,11 +69,12 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 class CompareConfig:
     seeds: int = 3  # seeds per arm (0, 1, ..., seeds - 1)
     arms: list[str] = field(default_factory=lambda: list(ARMS))  # which arms, of ce, pseudo, kd, kd_layers
-    holdout_rows: int = 1000  # training rows held back to choose checkpoints on (dev is only reported)
+    holdout_rows: int | None = None  # training rows held back to choose checkpoints on (dev is only reported;
+    #                                  None: 1,000 for classification, the NER preset's 200 for a tagger)
     # the ce arm at its best: more passes over its fewer rows, the lr schedule run to its end, and the
     # best of its 16 checkpoints on the holdout rows (early stopping at 4 evaluations stopped it at
     # 0.5-1.5 epochs, still near the peak lr: a starved control)
-    ce_epochs: int = 4  # the ce arm's epochs
+    ce_epochs: int | None = None  # the ce arm's epochs (None: 4 for classification; ner: the preset's, the kd arm's)
     ce_patience: int = 0  # evaluations without improvement before the ce arm stops (0: never)
     preset: str = "quick"  # the student preset every arm starts from
     threads: int = 0  # torch threads of each run (0: all cores)
@@ -72,20 +82,23 @@ class CompareConfig:
     #               --jobs=2 --threads=1 keeps both busy (one 2-thread run scales worse than two 1-thread runs)
 
 
-def arm_args(arm: str, seed: int, cfg: CompareConfig, teacher_dir: Path, run_dir: Path, extra: list[str]) -> list[str]:
+def arm_args(arm: str, seed: int, cfg: CompareConfig, teacher_dir: Path, run_dir: Path, extra: list[str],
+             task: str = "classification") -> list[str]:
     """The student-stage command line of one arm and seed."""
     own = list(ARMS[arm])
     if arm == "ce":
-        own += [f"--epochs={cfg.ce_epochs}", f"--patience={cfg.ce_patience}"]
+        epochs = cfg.ce_epochs if cfg.ce_epochs is not None else 4 if task == "classification" else None
+        own += [f"--epochs={epochs}"] * (epochs is not None) + [f"--patience={cfg.ce_patience}"]
     return ["--run-dir", str(run_dir), "--preset", cfg.preset, f"--teacher_dir={teacher_dir}", "--student_ce=false",
             f"--holdout_rows={cfg.holdout_rows}", f"--seed={seed}", "--progress=false", *extra, *own]
 
 
-def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int) -> dict:
-    """Per arm: dev accuracies by seed, mean, std; per (arm, baseline): paired differences."""
+def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int, score: str = "accuracy") -> dict:
+    """Per arm: the dev ``score`` (metrics.json key: accuracy, or f1 for a tagger) by seed, mean,
+    std; per (arm, baseline): paired differences."""
     summary: dict = {"arms": {}, "paired": {}}
     for arm in arms:
-        accs = {s: results[arm][s]["accuracy"] for s in range(seeds) if s in results.get(arm, {})}
+        accs = {s: results[arm][s][score] for s in range(seeds) if s in results.get(arm, {})}
         values = list(accs.values())
         summary["arms"][arm] = {
             "seeds": accs, "n": len(values), "mean": _mean(values), "std": _std(values),
@@ -127,10 +140,11 @@ def _pts(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
-def render(summary: dict, teacher_acc: float, cfg: CompareConfig, command: str, failures: list[str]) -> str:
+def render(summary: dict, teacher_acc: float, cfg: CompareConfig, command: str, failures: list[str],
+           metric: str = "dev accuracy") -> str:
     lines = ["# Distillation against its controls", "", f"`{command}`", "",
-             f"Teacher dev accuracy {100 * teacher_acc:.2f}. Checkpoints chosen on {cfg.holdout_rows} held-back "
-             "training rows; dev accuracy (points) reported. Steps and rows differ by arm: the KD arms see the "
+             f"Teacher {metric} {100 * teacher_acc:.2f}. Checkpoints chosen on {cfg.holdout_rows} held-back "
+             f"training rows; {metric} (points) reported. Steps and rows differ by arm: the KD arms see the "
              "transfer rows too.", ""]
     lines += ["| arm | mean | std | " + " | ".join(f"seed {s}" for s in range(cfg.seeds))
               + " | % of teacher | steps (mean) | train rows | train s (mean) |",
@@ -142,7 +156,7 @@ def render(summary: dict, teacher_acc: float, cfg: CompareConfig, command: str, 
         rows = ", ".join(f"{r:,}" for r in sorted(set(a["train_rows"].values()))) or "–"
         lines.append(f"| {arm} | {_pts(a['mean'])} | {_pts(a['std'])} | {seeds} | {kept} | "
                      f"{'–' if steps is None else round(steps)} | {rows} | {'–' if secs is None else round(secs)} |")
-    lines += ["", "## Paired differences (same seed, points of dev accuracy)", "",
+    lines += ["", f"## Paired differences (same seed, points of {metric})", "",
               "| difference | mean | std | 95% CI (t) | per seed |", "|---|---|---|---|---|"]
     for name, p in summary["paired"].items():
         ci = "–" if p["ci95"] is None else f"[{100 * p['ci95'][0]:+.2f}, {100 * p['ci95'][1]:+.2f}]"
@@ -166,7 +180,7 @@ def sentence(name: str, p: dict) -> str:
             f"its spread (std {100 * p['std']:.2f}) {ci}.")
 
 
-def plot(summary: dict, teacher_acc: float, path: Path) -> None:
+def plot(summary: dict, teacher_acc: float, path: Path, metric: str = "dev accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,12 +195,26 @@ def plot(summary: dict, teacher_acc: float, path: Path) -> None:
             ax.errorbar(x + 0.15, _mean(values), yerr=_std(values) or 0, fmt="s", color="C1", capsize=4, zorder=4)
     ax.axhline(100 * teacher_acc, color="grey", linestyle="--", label="teacher")
     ax.set_xticks(range(len(arms)), arms)
-    ax.set_ylabel("dev accuracy (%)")
+    ax.set_ylabel(f"{metric} (%)")
     ax.set_title("each seed (dots), mean ± std (squares)", fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     atomic_save_figure(fig, path)
+
+
+def task_arms(arms: list[str], teacher, *, given: bool) -> list[str]:
+    """The arms to run for this teacher: classification any of ARMS; a tagger those of NER_ARMS, and
+    by default (``given`` False) without pseudo when the teacher scored no transfer set (pseudo would
+    then be ce on another schedule)."""
+    allowed = list(ARMS) if teacher.task == "classification" else list(NER_ARMS)
+    if teacher.task == "ner" and not given:
+        arms = [a for a in NER_ARMS if a != "pseudo" or teacher.transfer]
+    unknown = [a for a in arms if a not in allowed]
+    if unknown:
+        raise ConfigError(f"--arms: unknown arm(s) {unknown} for a {teacher.task} teacher; choose from "
+                          f"{', '.join(allowed)}")
+    return arms
 
 
 def main(argv: list[str]) -> int:
@@ -196,25 +224,25 @@ def main(argv: list[str]) -> int:
     args, overrides = parser.parse_known_args(argv)
     mine, extra = split_overrides(overrides, CompareConfig)  # extra: passed on to every arm's student stage
     cfg = apply_overrides(CompareConfig(), mine)
-    unknown = [a for a in cfg.arms if a not in ARMS]
-    if unknown:
-        raise ConfigError(f"--arms: unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
     run_dir = Path(args.run_dir)
     teacher_dir = Path(args.teacher_dir) if args.teacher_dir else run_dir / "teacher"
-    if read_model_info(teacher_dir, hint="make teacher").task == "ner":
-        raise ConfigError(f"{teacher_dir}: compare's arms are classification's; for a token classifier run "
-                          "`make distill ARGS=--seed=N` per seed (each writes the KD student and the CE-only control)")
-    teacher_acc = json.loads((teacher_dir / "metrics.json").read_text())["accuracy"]
+    teacher = read_model_info(teacher_dir, hint="make teacher")
+    cfg = dataclasses.replace(cfg, arms=task_arms(cfg.arms, teacher, given="arms" in {override_key(o) for o in mine}))
+    if cfg.holdout_rows is None:  # a tagger holds back the sentences its teacher held back (the same seed)
+        cfg = dataclasses.replace(cfg, holdout_rows=1000 if teacher.task == "classification"
+                                  else NER_PRESETS[cfg.preset].holdout_rows)
     out = claim_run_dir(run_dir, stage="compare") / "compare"
     if cfg.jobs < 1:
         raise ConfigError(f"--jobs={cfg.jobs}: expected 1 or more")
     with stage_lock(out):  # one compare per folder: two would train the same arm-seeds into one place
-        return _run(cfg, teacher_dir=teacher_dir, out=out, extra=extra, teacher_acc=teacher_acc, argv=argv)
+        return _run(cfg, teacher_dir=teacher_dir, teacher=teacher, out=out, extra=extra, argv=argv)
 
 
-def _run(cfg: CompareConfig, *, teacher_dir: Path, out: Path, extra: list[str], teacher_acc: float,
+def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path, extra: list[str],
          argv: list[str]) -> int:
     """Train the missing arm-seeds, then write the report; 1 when a run failed."""
+    score, metric = SCORES[teacher.task]  # accuracy, or a tagger's entity F1
+    teacher_acc = json.loads((teacher_dir / "metrics.json").read_text())[score]
     failures: list[str] = []
 
     def train_arm(arm: str, seed: int) -> None:
@@ -222,7 +250,7 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, out: Path, extra: list[str], 
         arm_dir = out / arm / f"seed{seed}"
         t0 = time.perf_counter()
         print(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})", flush=True)
-        status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir, arm_dir, extra),
+        status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir, arm_dir, extra, teacher.task),
                            log=arm_dir / "log.txt", threads=cfg.threads)
         if status != 0:
             failures.append(f"{arm} seed {seed}: exit status {status}, see {arm_dir / 'log.txt'}")
@@ -242,14 +270,15 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, out: Path, extra: list[str], 
             metrics = out / arm / f"seed{seed}" / "student" / "metrics.json"
             if metrics.exists():
                 results.setdefault(arm, {})[seed] = result = json.loads(metrics.read_text())
-                print(f"compare: {arm} seed {seed}: dev accuracy {result['accuracy']:.4f}", flush=True)
-    summary = summarise(results, cfg.arms, cfg.seeds)
+                print(f"compare: {arm} seed {seed}: {metric} {result[score]:.4f}", flush=True)
+    summary = summarise(results, cfg.arms, cfg.seeds, score)
     command = "python -m distill compare " + " ".join(argv)
     atomic_write_text(out / "compare.json", json.dumps({"command": command, "config": dataclasses.asdict(cfg),
                                                         "extra_overrides": extra, "teacher_accuracy": teacher_acc,
+                                                        "task": teacher.task, "score": score,
                                                         "failures": failures, **summary}, indent=2) + "\n")
-    atomic_write_text(out / "compare.md", render(summary, teacher_acc, cfg, command, failures))
-    plot(summary, teacher_acc, out / "compare.png")
+    atomic_write_text(out / "compare.md", render(summary, teacher_acc, cfg, command, failures, metric))
+    plot(summary, teacher_acc, out / "compare.png", metric)
     print((out / "compare.md").read_text())
     print(f"compare: wrote {out / 'compare.md'}, compare.json, compare.png")
     return 1 if failures else 0

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
-from distill.cache import fingerprint_parts, open_logit_cache
+from distill.cache import TeacherLogits, fingerprint_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.data import Dataset, Split, load_dataset
 from distill.inspect import stage_data_checks
@@ -59,25 +59,7 @@ from distill.trainer import (
 from distill.transfer import read_transfer
 from distill.trim_vocab import trim_to_rows
 from students.build import build_student
-from students.config import PRESETS, StudentConfig
-
-
-class TeacherLogits:
-    """Teacher logits for any row of several caches (train, then each transfer set), indexed by
-    one global row number (memory-mapped; only the rows of a batch are read)."""
-
-    def __init__(self, caches: list[np.ndarray]):
-        self.caches = caches  # each (R_k, C)
-        self.offsets = np.cumsum([0] + [len(c) for c in caches])  # (K + 1,)
-
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        """rows: (B,) global row numbers -> (B, C) float32."""
-        which = np.searchsorted(self.offsets, rows, side="right") - 1
-        out = np.empty((len(rows), self.caches[0].shape[1]), dtype=np.float32)
-        for k in np.unique(which):
-            sel = which == k
-            out[sel] = self.caches[k][rows[sel] - self.offsets[k]]
-        return out
+from students.config import NER_PRESETS, PRESETS, StudentConfig
 
 
 class WithLayerOutputs(nn.Module):
@@ -325,9 +307,8 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     return result
 
 
-def parse_args(argv: list[str], *, task: str = "classification") -> tuple[StudentConfig, Path]:
-    """The stage's config: the preset, then the overrides. ``task`` ner: the preset's held-back
-    checkpoint rows are classification's (1,000 rows); a tagger's corpus keeps its own unless given."""
+def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
+    """The stage's config: the preset (a tagger's teacher: NER_PRESETS), then the overrides."""
     parser = argparse.ArgumentParser(prog="python -m distill distill", description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default="runs/demo", help="the run directory holding teacher/")
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
@@ -336,20 +317,24 @@ def parse_args(argv: list[str], *, task: str = "classification") -> tuple[Studen
     if data_flags:
         raise ConfigError(f"{data_flags[0]}: the student trains on the rows the teacher cached (its data is in "
                           "teacher/distill.json); retrain the teacher to change the data")
-    preset = PRESETS[args.preset] if task != "ner" else dataclasses.replace(PRESETS[args.preset], holdout_rows=0)
-    cfg = apply_overrides(preset, overrides)
+    cfg, run_dir = apply_overrides(PRESETS[args.preset], overrides), Path(args.run_dir)
+    teacher_dir = teacher_of(cfg, run_dir)  # a missing teacher is main's error to report
+    if (teacher_dir / "distill.json").exists() and read_model_info(teacher_dir).task == "ner":  # a tagger: its presets
+        cfg = apply_overrides(NER_PRESETS[args.preset], overrides)
     check_temperature(cfg.temperature)  # T <= 0: one line now, not at the first training step
-    return cfg, Path(args.run_dir)
+    return cfg, run_dir
+
+
+def teacher_of(cfg: StudentConfig, run_dir: Path) -> Path:
+    return Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
 
 
 def main(argv: list[str]) -> int:
     cfg, run_dir = parse_args(argv)
-    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
+    teacher_dir = teacher_of(cfg, run_dir)
     train_one = train_student
     if read_model_info(teacher_dir, hint="make teacher").task == "ner":  # token classification: students/ner.py
         from students.ner import train_ner_student as train_one
-
-        cfg, run_dir = parse_args(argv, task="ner")
     claim_run_dir(run_dir, stage="distill")  # new when --teacher_dir names a teacher elsewhere
     roles = ["student", "student_ce"] if cfg.student_ce else ["student"]
     with contextlib.ExitStack() as locks:  # both folders up front: a second run stops now, not after the first model

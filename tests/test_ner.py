@@ -368,9 +368,9 @@ def char_model_dir(tmp_path_factory, ner_data) -> Path:
     return out
 
 
-TEACHER_ARGS = ["--max_length=32", "--epochs=2", "--batch_size=16", "--lr=3e-3", "--evals_per_epoch=1",
+TEACHER_ARGS = ["--max_length=32", "--epochs=2", "--holdout_rows=0", "--batch_size=16", "--lr=3e-3", "--evals_per_epoch=1",
                 "--patience=0", "--eval_batch_size=32", "--progress=false", "--cache_chunk_rows=10"]
-STUDENT_ARGS = ["--max_length=32", "--epochs=2", "--ce_epochs=2", "--batch_size=16", "--lr=3e-3",
+STUDENT_ARGS = ["--max_length=32", "--epochs=2", "--ce_epochs=2", "--holdout_rows=0", "--batch_size=16", "--lr=3e-3",
                 "--evals_per_epoch=1", "--patience=0", "--eval_batch_size=32", "--progress=false"]
 
 
@@ -482,7 +482,7 @@ def test_ner_settings_that_are_classification_only_are_errors(ner_data, tiny_ber
     from teachers.finetune import main as teacher_main
 
     base = ["--run-dir", str(tmp_path), f"--base_model={tiny_bert_dir}", *TEACHER_ARGS]
-    with pytest.raises(ConfigError, match="--transfer apply to classification only"):
+    with pytest.raises(ConfigError, match="augmented transfer set and --augment_factor apply to classification only"):
         teacher_main(["--task=ner", "--data", str(ner_data), "--transfer=augmented", *base])
     with pytest.raises(ConfigError, match="needs --data=<a NER dataset directory>"):
         teacher_main(["--task=ner", *base])
@@ -493,8 +493,8 @@ def test_ner_settings_that_are_classification_only_are_errors(ner_data, tiny_ber
                       *STUDENT_ARGS])
     from students.compare import main as compare_main
 
-    with pytest.raises(ConfigError, match="compare's arms are classification's"):
-        compare_main(["--run-dir", str(ner_run)])
+    with pytest.raises(ConfigError, match=r"unknown arm\(s\) \['kd_layers'\] for a ner teacher"):
+        compare_main(["--run-dir", str(ner_run), "--arms=ce,kd_layers"])
 
 
 @pytest.mark.slow
@@ -545,3 +545,243 @@ def test_export_bench_and_predict_a_token_classifier(ner_run, tmp_path):
         for e in row["entities"]:
             assert row["text"][e["char_start"]:e["char_end"]] == e["text"] and 0 <= e["score"] <= 1
             assert e["text"] == " ".join(row["tokens"][e["start"]:e["end"]])
+
+
+# ------------------------------------------------------------------------------------ transfer sets
+
+
+def test_transfer_files_become_label_free_sentences(tmp_path):
+    from distill.data import DataError
+    from distill.ner_transfer import check_sources, file_keys, read_sentences
+
+    lines = tmp_path / "more.txt"
+    lines.write_text("Carol flew to Rome, yesterday!\n\n   \nBob  went home\n", encoding="utf-8")
+    split, empty = read_sentences(lines, transfer_format="auto", word_pattern=None)
+    assert split.sentences == [["Carol", "flew", "to", "Rome,", "yesterday!"], ["Bob", "went", "home"]]
+    assert split.tags is None and empty == 2 and split.line_numbers == [1, 4]
+    split, _ = read_sentences(lines, transfer_format="lines", word_pattern=r"\w+|[^\w\s]")
+    assert split.sentences[0] == ["Carol", "flew", "to", "Rome", ",", "yesterday", "!"]
+    conll = tmp_path / "tagged.conll"  # tags dropped; a one-column sentence is as good
+    conll.write_text("-DOCSTART- -X- O O\n\nEU NNP I-ORG\nrejects VBZ O\n\nPeter\nBlackburn\n", encoding="utf-8")
+    assert read_sentences(conll, transfer_format="auto", word_pattern=None)[0].sentences == \
+        [["EU", "rejects"], ["Peter", "Blackburn"]]
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text('{"tokens": ["a", "b"], "tags": ["O", "O"]}\n{"tokens": ["c"]}\n', encoding="utf-8")
+    assert read_sentences(jsonl, transfer_format="auto", word_pattern=None)[0].sentences == [["a", "b"], ["c"]]
+    jsonl.write_text('{"tokens": ["a", 3]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"s.jsonl, line 1: each line must be an object whose 'tokens'"):
+        read_sentences(jsonl, transfer_format="auto", word_pattern=None)
+    with pytest.raises(DataError, match="cannot tell how to read more.csv"):
+        read_sentences(tmp_path / "more.csv", transfer_format="auto", word_pattern=None)
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        file_keys("lines", "(unclosed")
+    with pytest.raises(ConfigError, match="--transfer_format='words'"):
+        file_keys("words", None)
+    with pytest.raises(ConfigError, match="augmented transfer set"):
+        check_sources(["unused_train", "augmented"], 0)
+
+
+def test_transfer_sentences_drop_dev_duplicates_and_are_capped(tmp_path):
+    from distill.ner_data import NerDataset, NerSpec
+    from distill.ner_transfer import read_ner_transfer
+
+    dev = split_of([["Carol", "flew", "to", "Rome"]], [["B-per", "O", "O", "B-loc"]])
+    data = NerDataset(train=dev, dev=dev, tag_map=None, tag_scheme="iob2", files=[])
+    path = tmp_path / "more.txt"
+    path.write_text("carol  FLEW to rome\n" + "".join(f"sentence number {i}\n" for i in range(10)), encoding="utf-8")
+    source = {"kind": "file", "path": str(path), "format": "auto", "word_pattern": None, "max_rows": None, "seed": 0}
+    spec = NerSpec(path=str(tmp_path))
+    split, counts = read_ner_transfer(source, dataset=data, spec=spec)
+    assert counts == {"read": 11, "skipped_empty": 0, "dropped_dev": 1, "rows": 10}  # case and spacing folded
+    capped, counts = read_ner_transfer({**source, "max_rows": 4}, dataset=data, spec=spec)
+    assert counts["rows"] == 4 and len(capped) == 4 and all(s in split.sentences for s in capped.sentences)
+    assert read_ner_transfer({**source, "max_rows": 4}, dataset=data, spec=spec)[0].sentences == capped.sentences
+
+
+def test_transfer_rows_carry_no_tags_and_find_their_teacher_rows(minilm_tokenizer):
+    from types import SimpleNamespace
+
+    from distill.cache import TeacherLogits, joint_offsets
+    from distill.ner_data import NerDataset
+    from students.config import StudentConfig
+    from students.ner import pseudo_label, training_rows
+
+    train = split_of([["a", "b"], ["c"], ["d", "e", "f"]], [["O", "B-loc"], ["B-per"], ["O", "O", "I-per"]])
+    data = NerDataset(train=train, dev=train, tag_map=None, tag_scheme="iob2", files=[])
+    more = {"more": split_of([["x", "y"], ["z"]]), "other": split_of([["u", "v", "w"]])}
+    rows = training_rows(StudentConfig(), SimpleNamespace(data=SimpleNamespace(seed=0)), data, np.array([0, 2]), more)
+    assert rows.labelled == 2 and rows.split.tags[2:] == [None, None, None] and rows.transfer == {"more": 2, "other": 1}
+    assert rows.teacher_sentence.tolist() == [0, 2, 3, 4, 5]  # train 0..2, then more 3..4, then other 5
+    offsets = joint_offsets([np.array([0, 2, 3, 6]), np.array([0, 2, 3]), np.array([0, 3])])
+    assert offsets.tolist() == [0, 2, 3, 6, 8, 9, 12]
+    aligned = align_words(minilm_tokenizer, rows.split, TAGS, 64)
+    assert aligned.word_labels.tolist() == [0, 1, 0, 0, 4] + [NO_LABEL] * 6  # transfer words: KD only
+    logits = TeacherLogits([np.eye(5, dtype=np.float32)[[0] * 6], np.eye(5, dtype=np.float32)[[3, 4, 1]],
+                            np.eye(5, dtype=np.float32)[[2, 2, 2]]])
+    assert pseudo_label(aligned, rows, logits, offsets) == 6
+    assert aligned.word_labels[5:].tolist() == [3, 4, 1, 2, 2, 2]  # the teacher's argmax of each word
+    capped = training_rows(StudentConfig(transfer_rows=2), SimpleNamespace(data=SimpleNamespace(seed=0)), data,
+                           np.array([0, 2]), more)
+    assert len(capped.split) == 4 and sum(capped.transfer.values()) == 2
+
+
+@pytest.fixture(scope="module")
+def ner_transfer_run(tmp_path_factory, ner_data, tiny_bert_dir) -> Path:
+    """A teacher on 40 of the 64 training sentences (the other 24: unused_train) plus a text file of
+    sentences, two of them dev sentences."""
+    from teachers.finetune import main as teacher_main
+
+    run = tmp_path_factory.mktemp("ner_transfer_run")
+    dev = [[w for w, _ in s] for s in ner_sentences(16, 1)]
+    more = run / "more.txt"
+    more.write_text("\n".join(" ".join(s) for s in [dev[0], *[[w for w, _ in s] for s in ner_sentences(30, 7)],
+                                                   [w.upper() for w in dev[1]]]) + "\n", encoding="utf-8")
+    assert teacher_main(["--task=ner", "--data", str(ner_data), "--run-dir", str(run), f"--base_model={tiny_bert_dir}",
+                         "--max_train_rows=40", f"--transfer=unused_train,{more}", *TEACHER_ARGS]) == 0
+    return run
+
+
+def test_teacher_scores_transfer_sentences_per_word(ner_transfer_run):
+    info = json.loads((ner_transfer_run / "teacher" / "distill.json").read_text())
+    assert set(info["transfer"]) == {"unused_train", "more"}
+    unused, more = info["transfer"]["unused_train"]["counts"], info["transfer"]["more"]["counts"]
+    assert unused["read"] == 24 and more["read"] == 32  # the generator repeats sentences: some are dev's too
+    for counts in (unused, more):
+        assert counts["dropped_dev"] == counts["read"] - counts["rows"] and counts["rows"] > 0
+    assert more["dropped_dev"] >= 2  # the dev sentence written as it is, and the one in capitals
+    for name, rows in (("unused_train", unused["rows"]), ("more", more["rows"])):
+        cache = open_logit_cache(ner_transfer_run / "teacher" / "logits", name, expected_parts=None)
+        assert len(cache.offsets) == rows + 1 and cache.logits.shape == (int(cache.offsets[-1]), 5)
+    metrics = json.loads((ner_transfer_run / "teacher" / "metrics.json").read_text())
+    assert set(metrics["cache"]) == {"train", "unused_train", "more"} and metrics["transfer"]["more"] == more
+
+
+def test_students_read_transfer_sets_as_kd_only_or_pseudo_labelled_rows(ner_transfer_run, tmp_path):
+    from students.distill import main as distill_main
+
+    teacher = f"--teacher_dir={ner_transfer_run / 'teacher'}"
+    sets = json.loads((ner_transfer_run / "teacher" / "distill.json").read_text())["transfer"]
+    more, unused = sets["more"]["counts"], sets["unused_train"]["counts"]
+    assert distill_main(["--run-dir", str(tmp_path / "kd"), teacher, *STUDENT_ARGS]) == 0
+    kd = json.loads((tmp_path / "kd" / "student" / "metrics.json").read_text())
+    assert kd["labelled_rows"] == 40 and kd["transfer_rows"] == unused["rows"] + more["rows"]
+    assert kd["transfer_used"] == {"unused_train": unused["rows"], "more": more["rows"]}
+    assert kd["words_without_teacher_logits"] == 0
+    control = json.loads((tmp_path / "kd" / "student_ce" / "metrics.json").read_text())
+    assert control["transfer_rows"] == 0 and control["train_rows"] == 40 and "kd" not in control["history"][0]
+    assert kd["steps_done"] > control["steps_done"]  # the same epochs over more sentences
+    from distill.report import schedule_line
+
+    assert schedule_line("KD student", kd).startswith(f"- KD student: 40 labelled + {kd['transfer_rows']} transfer "
+                                                      "(more, unused_train) sentences, 2 epochs")
+    assert schedule_line("CE-only student", control).startswith("- CE-only student: 40 labelled sentences, 2 epochs")
+    assert distill_main(["--run-dir", str(tmp_path / "pseudo"), teacher, *STUDENT_ARGS, "--student_ce=false",
+                         "--pseudo_labels=true", "--w_kd=0", "--w_ce=1", "--transfer=more"]) == 0
+    pseudo = json.loads((tmp_path / "pseudo" / "student" / "metrics.json").read_text())
+    assert pseudo["transfer_rows"] == more["rows"] and pseudo["pseudo_labelled_words"] > 0
+    assert "kd" not in pseudo["history"][0]
+    with pytest.raises(ConfigError, match="--transfer=nope: the teacher scored no transfer set"):
+        distill_main(["--run-dir", str(tmp_path / "x"), teacher, *STUDENT_ARGS, "--transfer=nope"])
+
+
+def test_score_adds_a_transfer_set_to_a_finished_ner_teacher(ner_transfer_run, tmp_path):
+    import shutil
+
+    from teachers.score import main as score_main
+
+    run = tmp_path / "run"
+    shutil.copytree(ner_transfer_run / "teacher", run / "teacher")
+    extra = tmp_path / "extra.conll"
+    extra.write_text("Alice\tO\nflew\tO\n\nto\nRome\n", encoding="utf-8")
+    assert score_main(["--run-dir", str(run), f"--transfer={extra}"]) == 0
+    info = json.loads((run / "teacher" / "distill.json").read_text())
+    assert set(info["transfer"]) == {"unused_train", "more", "extra"}  # the earlier sets stay
+    cache = open_logit_cache(run / "teacher" / "logits", "extra", expected_parts=None)
+    assert cache.offsets.tolist() == [0, 2, 4]
+
+
+def test_ner_presets_give_the_kd_student_its_controls_passes(ner_run):
+    from students.config import NER_PRESETS, PRESETS
+    from students.distill import parse_args as student_args
+    from teachers.finetune import NER_PRESETS as TEACHER_NER
+    from teachers.finetune import PRESETS as TEACHER
+    from teachers.finetune import parse_args as teacher_args
+
+    for name, preset in NER_PRESETS.items():
+        assert preset.epochs >= (preset.ce_epochs or preset.epochs) and preset.patience == 0
+        assert preset.holdout_rows > 0 and PRESETS[name].holdout_rows == 0  # classification's stay as they were
+        assert TEACHER_NER[name].holdout_rows == preset.holdout_rows and TEACHER_NER[name].task == "ner"
+        assert TEACHER[name].holdout_rows == 0
+    cfg, _ = teacher_args(["--task=ner", "--data", "x", "--epochs=3"])
+    assert (cfg.epochs, cfg.holdout_rows, cfg.transfer) == (3, 200, ["unused_train", "unlabeled"])
+    cfg, _ = student_args(["--run-dir", str(ner_run), "--seed=2"])  # the teacher is a tagger: the NER preset
+    assert (cfg.epochs, cfg.ce_epochs, cfg.patience, cfg.holdout_rows, cfg.seed) == (8, 8, 0, 200, 2)
+    report = (ner_run / "report.md").read_text()
+    assert "Schedules" in report and "- KD student: 64 labelled sentences, 2 epochs" in report
+
+
+def test_compare_arms_for_a_tagger(ner_run, ner_transfer_run):
+    from distill.artifacts import read_model_info
+    from students.compare import CompareConfig, arm_args, summarise, task_arms
+
+    plain, with_sets = read_model_info(ner_run / "teacher"), read_model_info(ner_transfer_run / "teacher")
+    assert task_arms(CompareConfig().arms, plain, given=False) == ["ce", "kd"]  # no transfer set: no pseudo arm
+    assert task_arms(CompareConfig().arms, with_sets, given=False) == ["ce", "pseudo", "kd"]
+    with pytest.raises(ConfigError, match=r"unknown arm\(s\) \['kd_layers'\] for a ner teacher"):
+        task_arms(["ce", "kd_layers"], plain, given=True)
+    ce = arm_args("ce", 1, CompareConfig(), Path("t"), Path("r"), [], "ner")
+    assert not [a for a in ce if a.startswith("--epochs=")] and "--patience=0" in ce  # the kd arm's epochs
+    assert "--epochs=4" in arm_args("ce", 1, CompareConfig(), Path("t"), Path("r"), [])  # classification's
+    results = {arm: {s: {"f1": f, "steps_done": 1, "samples_seen": 1, "train_rows": 1, "train_time_s": 1.0}
+                     for s, f in enumerate(fs)} for arm, fs in {"ce": [0.40, 0.42], "kd": [0.45, 0.46]}.items()}
+    summary = summarise(results, ["ce", "kd"], 2, "f1")
+    assert summary["paired"]["kd - ce"]["mean"] == pytest.approx(0.045)
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_on_a_tiny_tagger(ner_transfer_run, tmp_path):
+    import shutil
+
+    from students.compare import main as compare
+
+    shutil.copytree(ner_transfer_run / "teacher", tmp_path / "teacher")
+    args = ["--run-dir", str(tmp_path), "--seeds=2", "--holdout_rows=8", "--max_length=32", "--batch_size=16",
+            "--epochs=1", "--lr=3e-3", "--threads=1", "--evals_per_epoch=1"]
+    assert compare(args) == 0
+    report = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    assert report["task"] == "ner" and report["score"] == "f1" and set(report["arms"]) == {"ce", "pseudo", "kd"}
+    assert set(report["paired"]) == {"pseudo - ce", "kd - ce", "kd - pseudo"}
+    assert report["arms"]["ce"]["train_rows"] == {"0": 32, "1": 32}  # 40 labelled - 8 held back
+    assert "dev entity F1" in (tmp_path / "compare" / "compare.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_mpnet_dir(tmp_path_factory, minilm_path) -> Path:
+    """A random-initialised 2-layer MPNet (the mpnet teacher's architecture) with MiniLM's tokenizer."""
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_mpnet")
+    MPNetModel(MPNetConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=130, pad_token_id=0)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
+    return out
+
+
+def test_an_mpnet_tagger_teaches_a_student_of_another_family_and_tokenizer(tiny_mpnet_dir, char_model_dir,
+                                                                          ner_data, tmp_path):
+    """The mpnet teacher's path with --task=ner (MPNetForTokenClassification, its per-word caches of
+    the training and transfer sentences), read by a BERT student with a character tokenizer."""
+    from students.distill import main as distill_main
+    from teachers.finetune import main as teacher_main
+
+    assert teacher_main(["--task=ner", "--data", str(ner_data), "--run-dir", str(tmp_path),
+                         f"--base_model={tiny_mpnet_dir}", "--max_train_rows=40", *TEACHER_ARGS]) == 0
+    config = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    assert config["architectures"] == ["MPNetForTokenClassification"]
+    unused = json.loads((tmp_path / "teacher" / "distill.json").read_text())["transfer"]["unused_train"]["counts"]
+    assert distill_main(["--run-dir", str(tmp_path), "--student=pretrained", f"--pretrained={char_model_dir}",
+                         *STUDENT_ARGS, "--max_length=96", "--student_ce=false"]) == 0
+    m = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert m["transfer_rows"] == unused["rows"] > 0 and m["words_without_teacher_logits"] == 0
+    assert np.isfinite(m["history"][-1]["kd"]) and m["student"]["pretrained"] == str(char_model_dir)
