@@ -48,7 +48,7 @@ def _targets(ids: torch.Tensor, values: torch.Tensor, tail: torch.Tensor):
     present = ids >= 0
     a = torch.where(present, values.float().exp(), 0.0)  # (N, k)
     r = tail.float().clamp(min=0)  # (N,)
-    total = a.sum(-1) + r  # (N,)
+    total = (a.sum(-1) + r).clamp(min=1e-30)  # (N,) a row without any target mass takes no KD term
     return present, a / total[:, None], r / total
 
 
@@ -94,7 +94,7 @@ def lm_kd_buckets(hidden, weight, ids, values, tail, labels, *, temperature: flo
     slot.scatter_(1, torch.where(ids >= 0, ids, v), torch.arange(k, device=q.device).expand(n, k))
     q_buckets = torch.zeros(n, k + 1, device=q.device).scatter_add(1, slot[:, :v], q)  # (N, k + 1)
     p = torch.cat([torch.where(ids >= 0, values.float().exp(), 0.0), tail.float().clamp(min=0)[:, None]], dim=1)
-    p = p / p.sum(-1, keepdim=True)  # (N, k + 1)
+    p = p / p.sum(-1, keepdim=True).clamp(min=1e-30)  # (N, k + 1)
     kl_rows = torch.where(p > 0, p * (p.clamp(min=1e-30).log() - q_buckets.clamp(min=1e-30).log()), 0.0).sum(-1)
     z1 = hidden.float() @ weight.float().T
     valid, labelled = _masks(labels, row_mask, ignore_index)

@@ -84,7 +84,7 @@ def _lm_kd_chunk_kernel(
     vals = tl.load(values_ptr + row * K + offs_k, mask=k_in & present, other=-float("inf"))  # (BLOCK_K,)
     a_raw = tl.where(present, tl.exp(vals), 0.0)
     r_raw = tl.maximum(tl.load(tail_ptr + row), 0.0)
-    total = tl.sum(a_raw, axis=0) + r_raw
+    total = tl.maximum(tl.sum(a_raw, axis=0) + r_raw, 1e-30)  # a row without target mass takes no KD term
     a = a_raw / total  # (BLOCK_K,)
     r = r_raw / total
     label = tl.load(labels_ptr + row)

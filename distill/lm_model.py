@@ -85,7 +85,7 @@ def student_heldout(model: nn.Module, blocks: np.ndarray, teacher_top1: np.ndarr
         hidden = out.hidden[:, :-1].reshape(-1, out.hidden.shape[-1]).float()  # (P, D)
         target = ids[:, 1:].reshape(-1)  # (P,)
         top = None if teacher_top1 is None else torch.from_numpy(
-            np.asarray(teacher_top1[start:start + batch_size]).reshape(-1)).to(device)
+            np.array(teacher_top1[start:start + batch_size], dtype=np.int64).reshape(-1)).to(device)
         for p0 in range(0, len(hidden), position_chunk):
             logits = hidden[p0:p0 + position_chunk] @ out.weight.float().T  # (c, V)
             t = target[p0:p0 + position_chunk]
