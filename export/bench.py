@@ -736,14 +736,6 @@ def main(argv: list[str]) -> int:
                                      allow_abbrev=False)
     parser.add_argument("--run-dir", required=True, type=Path, help="runs/<RUN> with onnx/ from `make export`")
     args, overrides = parser.parse_known_args(argv)
-    teacher_info = args.run_dir / "teacher" / "distill.json"
-    if teacher_info.is_file() and json.loads(teacher_info.read_text()).get("task") == "lm":  # export/lm_bench.py
-        from export.lm_bench import LMBenchConfig, bench_lm  # stdlib-only at import, like this module
-
-        threads = apply_overrides(LMBenchConfig(), overrides).threads or available_cores()
-        set_thread_env(threads)  # before torch / onnxruntime are imported (in bench_lm)
-        bench_lm(args.run_dir, overrides, threads, " ".join(["python -m distill bench", *argv]))
-        return 0
     cfg = apply_overrides(BenchConfig(), overrides)
     threads = cfg.threads or available_cores()
     set_thread_env(threads)  # before the first import of numpy / torch / onnxruntime (in bench)

@@ -1,6 +1,6 @@
 """CPU generation benchmark of causal LMs (task lm): PyTorch fp32, ONNX Runtime fp32 and int8, batch 1.
 
-    python -m distill bench --run-dir RUN [--threads=1] [--key=value ...]   (export/bench.py hands an lm run here)
+    python -m distill bench --run-dir RUN [--threads=1] [--key=value ...]   (distill/__main__.py picks this module)
 
 Per model (teacher, student, student_ce when exported) and variant, over ``prompts`` held-out
 prompts of ``prompt_tokens`` tokens each (the start of the first held-out blocks):
@@ -12,8 +12,8 @@ prompts of ``prompt_tokens`` tokens each (the start of the first held-out blocks
 
 each the median over the prompts, after ``warmup`` untimed prompts. Speed-ups are ratios against
 the teacher in the same run (its PyTorch fp32 row, and the same variant's row). Writes
-bench/bench.json and bench/bench.md. Threads are set by export/bench.py's ``main`` before torch or
-onnxruntime are imported.
+bench/bench.json and bench/bench.md. Threads are set by ``main`` (the environment, through export/bench.py's
+set_thread_env) before torch or onnxruntime are imported.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from distill.config import apply_overrides, atomic_write_text
 from distill.errors import PipelineError
+from export.bench import available_cores, check_load, read_cpu_peak, set_thread_env  # stdlib-only at import
 
 LM_VARIANTS = (("pytorch_fp32", None), ("ort_fp32", "fp32"), ("ort_int8", "int8"))
 
@@ -104,7 +105,6 @@ def bench_lm(run_dir: Path, overrides: list[str], threads: int, command: str) ->
     from transformers import AutoTokenizer
 
     from distill.lm_data import load_lm_data
-    from export.bench import check_load, read_cpu_peak
 
     cfg = apply_overrides(LMBenchConfig(), overrides)
     torch.set_num_threads(threads)
@@ -179,3 +179,16 @@ def render(rows: list[dict], meta: dict) -> str:
     if meta["busy_warning"]:
         lines += ["", f"Warning: {meta['busy_warning']}"]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m distill bench --run-dir RUN`` for an lm run (distill/__main__.py picks this module)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m distill bench (task lm)", description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", required=True, type=Path)
+    args, overrides = parser.parse_known_args(argv)
+    threads = apply_overrides(LMBenchConfig(), overrides).threads or available_cores()
+    set_thread_env(threads)  # before the first import of torch / onnxruntime (in bench_lm)
+    bench_lm(args.run_dir, overrides, threads, " ".join(["python -m distill bench", *argv]))
+    return 0

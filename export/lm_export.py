@@ -1,6 +1,6 @@
 """ONNX export of causal LMs (task lm) with their key/value cache, validated on held-out text.
 
-    python -m distill export --run-dir RUN        (export/onnx_export.py hands an lm run here)
+    python -m distill export --run-dir RUN        (distill/__main__.py picks this module for an lm run)
 
 For each of teacher, student, student_ce that exists, writes
 
@@ -232,3 +232,14 @@ def run_lm_export(run_dir: Path, overrides: list[str]) -> dict:
     if failures:
         raise ExportValidationError(failures, path)
     return report
+
+
+def main(argv: list[str]) -> int:
+    """``python -m distill export --run-dir RUN`` for an lm run (distill/__main__.py picks this module)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m distill export (task lm)", description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", required=True, type=Path)
+    args, overrides = parser.parse_known_args(argv)
+    run_lm_export(args.run_dir, overrides)
+    return 0

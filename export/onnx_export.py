@@ -681,12 +681,6 @@ def run_export(run_dir: Path, cfg: ExportConfig) -> dict:
     return report
 
 
-def lm_run(run_dir: Path) -> bool:
-    """Whether the run's teacher is a causal LM (distill.json task lm)."""
-    info = Path(run_dir) / "teacher" / MODEL_INFO
-    return info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("task") == "lm"
-
-
 def main(argv: list[str]) -> int:
     """CLI: --run-dir DIR plus --key=value overrides of ExportConfig. Returns 0; a failed
     validation raises ExportValidationError (non-zero exit from the command line)."""
@@ -694,11 +688,6 @@ def main(argv: list[str]) -> int:
                                      allow_abbrev=False)
     parser.add_argument("--run-dir", required=True, type=Path, help="runs/<RUN> holding teacher/, student/ ...")
     args, overrides = parser.parse_known_args(argv)
-    if lm_run(args.run_dir):  # causal LMs: the KV-cache export and its checks (export/lm_export.py)
-        from export.lm_export import run_lm_export
-
-        run_lm_export(args.run_dir, overrides)
-        return 0
     cfg = apply_overrides(ExportConfig(), overrides)
     run_export(args.run_dir, cfg)
     return 0

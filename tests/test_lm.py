@@ -168,7 +168,7 @@ def test_sampled_records_estimate_the_distribution_without_bias():
 
 def teacher_args(run_dir: Path, corpus: Path, model: Path, *extra: str) -> list[str]:
     return ["--task=lm", "--data", str(corpus), "--run-dir", str(run_dir), f"--base_model={model}", "--block_length=16",
-            "--heldout_fraction=0.2", "--target_k=5", "--cache_chunk_rows=4", "--check_blocks=2",
+            "--heldout_fraction=0.2", "--target_k=5", "--cache_chunk_rows=32", "--check_blocks=2",
             "--check_new_tokens=4", "--check_prompts=the film", "--batch_size=8", *extra]
 
 
@@ -281,3 +281,70 @@ def test_subset_student_keeps_evenly_spaced_blocks_and_a_working_kv_cache(teache
 
 def test_record_layout():
     assert record_dtype(32).itemsize == 196 and bytes_per_token(40) == 244
+
+
+def student_args(run_dir: Path, *extra: str) -> list[str]:
+    return ["--run-dir", str(run_dir), "--teacher_dir=" + str(run_dir / "teacher"), "--max_train_blocks=32",
+            "--fresh_hidden=16", "--fresh_layers=1", "--fresh_heads=2", "--fresh_kv_heads=1", "--batch_size=4",
+            "--select_blocks=2", "--progress=false", "--student_ce=false", "--save_every_steps=2", *extra]
+
+
+def _weights(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(directory / "model.safetensors")
+
+
+def test_an_interrupted_student_resumes_to_the_same_weights(teacher_run, tmp_path, monkeypatch):
+    import shutil
+
+    import students.lm as lm_student
+    from students.distill import main
+
+    for name in ("straight", "killed"):
+        (tmp_path / name).mkdir()
+        shutil.copytree(teacher_run / "teacher", tmp_path / name / "teacher", symlinks=True)
+    assert main(student_args(tmp_path / "straight")) == 0
+    real, calls = lm_student.lm_kd_loss, [0]
+
+    def dies_at_step_5(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm_student, "lm_kd_loss", dies_at_step_5)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(student_args(tmp_path / "killed"))
+    assert (tmp_path / "killed" / "student" / "checkpoint" / "state.json").is_file()
+    monkeypatch.setattr(lm_student, "lm_kd_loss", real)
+    assert main(student_args(tmp_path / "killed")) == 0
+    a, b = _weights(tmp_path / "straight" / "student"), _weights(tmp_path / "killed" / "student")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(teacher_run, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        shutil.copytree(teacher_run / "teacher", tmp_path / name / "teacher", symlinks=True)
+    one = subprocess.run([sys.executable, "-m", "distill", "distill", *student_args(tmp_path / "one")], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "distill", "distill", *student_args(tmp_path / "two")], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout + two.stderr
+    ma = json.loads((tmp_path / "one" / "student" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "two" / "student" / "metrics.json").read_text())
+    assert (ma["world_size"], mb["world_size"]) == (1, 2) and ma["steps_done"] == mb["steps_done"]
+    a, b = _weights(tmp_path / "one" / "student"), _weights(tmp_path / "two" / "student")
+    for key in a:  # the same updates; only the order of float sums differs
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
