@@ -67,6 +67,15 @@ def tiny_llama(tmp_path_factory, corpus) -> Path:
     return out
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two on a shared 2-core machine (no spin-waits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 # ---- data ------------------------------------------------------------------------------------------
 
 

@@ -38,6 +38,15 @@ SHAPES = [pytest.param((37, 24, 301, 7), id="37x24x301k7"), pytest.param((5, 8, 
 RULES = ["topk", "sample"]
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two on a shared 2-core machine (no spin-waits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 def _seed(*params) -> int:
     return zlib.crc32(repr(params).encode())
 
