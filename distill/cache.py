@@ -149,7 +149,7 @@ def write_logit_cache(
     owns logit rows row_offsets[r]:row_offsets[r + 1]; ``chunk_rows`` then counts rows of ``split``,
     and ``score(start, stop)`` returns (row_offsets[stop] - row_offsets[start], C)."""
     if dtype not in ("float32", "float16", "uint8"):  # uint8: fixed-size byte records (distill/lm_cache.py)
-        raise ValueError(f"cache dtype must be float32, float16 or uint8, not {dtype!r}")
+        raise ValueError(f"cache dtype must be float32 or float16 (or uint8 byte records), not {dtype!r}")
     offsets = _offsets(row_offsets, len(split))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
