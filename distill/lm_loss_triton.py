@@ -226,8 +226,11 @@ class _LMKDFused(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, grad_kd, grad_ce):
-        grad_h, grad_w = ctx.saved_tensors  # (N, D), (V, D) written by the forward
-        return ((grad_h * grad_loss).to(ctx.dtypes[0]), (grad_w * grad_loss).to(ctx.dtypes[1]),
+        grad_h, grad_w = ctx.saved_tensors  # (N, D), (V, D) fp32, written by the forward
+        # scaled in place (no second (V, D) buffer): the version bump makes a second backward fail loudly
+        grad_h.mul_(grad_loss)
+        grad_w.mul_(grad_loss)
+        return (grad_h.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1]),
                 None, None, None, None, None, None, None, None, None, None)
 
 

@@ -194,3 +194,14 @@ def test_kernel_suite_under_interpreter():
     print(proc.stdout[-3000:])
     assert proc.returncode == 0, f"interpreter run failed:\n{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
     assert " passed" in proc.stdout and "7 passed" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_a_second_backward_fails_loudly():
+    """The gradients are written in the forward and scaled in place: a second backward through the
+    same graph raises instead of returning a rescaled gradient."""
+    hidden, weight, ids, values, tail, labels, mask = make_inputs(6, 4, 30, 3, "topk", 4)
+    h = hidden.clone().requires_grad_(True)
+    out = lm_kd_chunked(h, weight, ids, values, tail, labels, row_mask=mask, chunk=4)
+    out.loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.loss.backward()
