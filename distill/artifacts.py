@@ -4,13 +4,14 @@ Stages share files, not classes. The teacher, student, export, bench and predict
 import each other; each model directory carries, as data, what any later stage needs to use it:
 
     role          teacher | student | student_ce (the CE-only control)
-    task          classification (a label per text) | ner (a tag per word: token classification)
+    task          classification (a label per text) | ner (a tag per word: token classification) |
+                  lm (a causal language model: the next token)
     labels        id -> label name (the training split's label map; ner: the IOB2 tag map)
     max_length    tokens per example the model was trained and evaluated with
     long_text     how a longer text was cut (distill.tokens.LongText: truncate, head_tail, chunks);
                   every stage that tokenises for this model reads it (missing in older files: truncate)
     data          the DataSpec of the rows it was trained on (its dev split is the evaluation set);
-                  ner: the distill.ner_data.NerSpec of its sentences
+                  ner: the distill.ner_data.NerSpec of its sentences; lm: the distill.lm_data.LMDataSpec
     architecture  how it was built (base model and strategy, or student kind and layers kept)
     transfer      teacher only: the label-free sets scored into ``logits/``, name -> how to re-read them
     scorers       teacher only: which runtime scored each logit cache (distill/scoring.py; absent: pytorch),
@@ -36,6 +37,7 @@ from pathlib import Path
 from distill.config import atomic_write_text
 from distill.data import DataSpec
 from distill.errors import PipelineError
+from distill.lm_data import LMDataSpec
 from distill.lock import LOCK_NAME, RUN_MARKER  # noqa: F401  (RUN_MARKER: this module's name for it too)
 from distill.ner_data import NerSpec
 from distill.tokens import LongText
@@ -63,10 +65,10 @@ class StageInputError(FileNotFoundError, PipelineError):
 @dataclass
 class ModelInfo:
     role: str  # teacher | student | student_ce
-    task: str  # classification | ner
+    task: str  # classification | ner | lm
     labels: list[str]  # id -> label name (ner: IOB2 tag)
     max_length: int  # tokens per example (truncation) used in training and evaluation
-    data: DataSpec | NerSpec  # the rows it was trained on (ner: NerSpec); every stage evaluates on its dev split
+    data: DataSpec | NerSpec | LMDataSpec  # the rows it was trained on (ner: NerSpec, lm: LMDataSpec)
     architecture: dict = field(default_factory=dict)  # base model, strategy or student kind, layers ...
     transfer: dict[str, dict] = field(default_factory=dict)  # teacher: scored label-free sets, name -> source
     long_text: dict = field(default_factory=dict)  # distill.tokens.LongText as a dict ({}: truncate, as older files)
@@ -104,7 +106,7 @@ def read_model_info(directory: str | Path, *, hint: str | None = None) -> ModelI
         unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(ModelInfo)})
         if unknown:
             raise ValueError(f"unknown keys {unknown}")
-        spec = NerSpec if raw.get("task") == "ner" else DataSpec
+        spec = {"ner": NerSpec, "lm": LMDataSpec}.get(raw.get("task"), DataSpec)
         return ModelInfo(**{**raw, "data": spec(**raw["data"])})
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise StageInputError(path, f"unreadable ({err})", hint) from err

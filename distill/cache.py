@@ -3,7 +3,8 @@ atomically and resumably, and tied by a fingerprint to the teacher, tokenizer an
 
 Files in the cache directory, for a split ``name``:
 
-    name.npy             (R, C) fp32 or fp16 raw logits, rows in dataset order (np.load(mmap_mode="r"))
+    name.npy             (R, C) fp32 or fp16 raw logits, rows in dataset order (np.load(mmap_mode="r")); or
+                         uint8 byte records of C bytes (the sparse LM targets, distill/lm_cache.py)
     name.texthash.npy    (R, 8) uint8: first 8 bytes of sha256 of each row's text, to line rows up
     name.manifest.json   shape, dtype, label names, fingerprint and its parts, sha256 of name.npy
 
@@ -150,8 +151,8 @@ def write_logit_cache(
     ``row_offsets`` (a ragged cache, see the module docstring): (R + 1,) int64, row r of ``split``
     owns logit rows row_offsets[r]:row_offsets[r + 1]; ``chunk_rows`` then counts rows of ``split``,
     and ``score(start, stop)`` returns (row_offsets[stop] - row_offsets[start], C)."""
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"cache dtype must be float32 or float16, not {dtype!r}")
+    if dtype not in ("float32", "float16", "uint8"):  # uint8: fixed-size byte records (distill/lm_cache.py)
+        raise ValueError(f"cache dtype must be float32 or float16 (or uint8 byte records), not {dtype!r}")
     offsets = _offsets(row_offsets, len(split))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,10 @@ def _load(path: Path) -> dict | None:
 def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     metrics = {name: _load(run_dir / name / "metrics.json") for name, _ in MODELS}
+    if (metrics["teacher"] or {}).get("task") == "lm":  # a causal LM: perplexity and agreement (distill/lm_report.py)
+        from distill.lm_report import lm_report
+
+        return lm_report(run_dir, metrics)
     bench_rows = (_load(run_dir / "bench" / "bench.json") or {}).get("rows", [])
     rates = {r["model"]: round(r["throughput_ex_s"], 1) for r in bench_rows if r["variant"] == "pytorch_fp32"}
     teacher = metrics["teacher"]

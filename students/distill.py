@@ -329,7 +329,21 @@ def teacher_of(cfg: StudentConfig, run_dir: Path) -> Path:
     return Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
 
 
+def teacher_task(argv: list[str]) -> str | None:
+    """The task in the teacher's distill.json (None when there is none yet: the usual error follows)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--run-dir", default="runs/demo")
+    args, rest = parser.parse_known_args(argv)
+    given = [o.split("=", 1)[1] for o in rest if o.startswith("--teacher_dir=")]
+    teacher_dir = Path(given[-1]) if given else Path(args.run_dir) / "teacher"
+    return read_model_info(teacher_dir).task if (teacher_dir / "distill.json").is_file() else None
+
+
 def main(argv: list[str]) -> int:
+    if teacher_task(argv) == "lm":  # a causal LM: its own config and loss (students/lm.py)
+        from students.lm import main as lm_main
+
+        return lm_main(argv)
     cfg, run_dir = parse_args(argv)
     teacher_dir = teacher_of(cfg, run_dir)
     train_one = train_student

@@ -77,6 +77,7 @@ PROVENANCE = ("lr_source", "preset")
 @dataclass
 class TeacherConfig(TrainConfig):
     task: str = "classification"  # classification: a label per text | ner: a tag per word (teachers/ner.py)
+    #                               | lm: a causal LM (teachers/lm.py, its own LMTeacherConfig)
     # data
     data: str = DEFAULT_DATA  # dataset directory (train + dev splits) or hub name
     text_column: str = "text"  # column holding the text
@@ -417,6 +418,10 @@ def parse_args(argv: list[str]) -> tuple[TeacherConfig, Path]:
 
 
 def main(argv: list[str]) -> int:
+    if "--task=lm" in argv:  # a causal LM: its own config and stage (teachers/lm.py)
+        from teachers.lm import main as lm_main
+
+        return lm_main(argv)
     cfg, run_dir = parse_args(argv)
     run(cfg, run_dir)
     if dist.is_initialized():
