@@ -5,8 +5,9 @@
     # 2. evaluate (and on a real CPU time) every variant; --label names the kernel path
     python benchmarks/int8_paths.py eval --out /tmp/int8 --label vnni --time
     qemu-x86_64 -cpu Haswell .venv/bin/python benchmarks/int8_paths.py eval --out /tmp/int8 --label avx2
-    # 3. one table of every eval-*.json in --out
+    # 3. one table of every eval-*.json in --out; the same rows under two labels, logit by logit
     python benchmarks/int8_paths.py table --out /tmp/int8
+    python benchmarks/int8_paths.py paths --out /tmp/int8 --label vnni --against avx2
 
 qemu-user's ``-cpu Haswell`` runs x86-64 code with AVX2 and without AVX-512 or VNNI, so ONNX
 Runtime takes its AVX2 kernels there: the numbers (accuracy, agreement, logit error) are that
@@ -95,7 +96,8 @@ def time_variant(session, feeds_b1, batches_b32, reps_b1: int, reps_b32: int) ->
     return {"b1_p50_ms": statistics.median(b1), "b32_rows_per_s": statistics.median(b32)}
 
 
-def evaluate(out: Path, label: str, timed: bool, threads: int, decided_margin: float, variants: list[str]) -> Path:
+def evaluate(out: Path, label: str, timed: bool, threads: int, decided_margin: float, variants: list[str],
+             rows: int | None = None) -> Path:
     import numpy as np
     from transformers import AutoTokenizer
 
@@ -111,23 +113,29 @@ def evaluate(out: Path, label: str, timed: bool, threads: int, decided_margin: f
         info = read_model_info(Path(source["model_dir"]))
         tok = AutoTokenizer.from_pretrained(model_dir / "fp32")
         data = load_dataset(info.data)
-        order, batches, groups = ox.dev_batches(tok, data.dev.texts, data.dev.text_pairs, source["max_length"], 32,
+        n = len(data.dev) if rows is None else min(rows, len(data.dev))  # the first n dev rows (emulation is slow)
+        pairs = None if data.dev.text_pairs is None else data.dev.text_pairs[:n]
+        order, batches, groups = ox.dev_batches(tok, data.dev.texts[:n], pairs, source["max_length"], 32,
                                                 info.long_text_settings())
-        ref = np.load(model_dir / "reference.npz")
-        rows = {}
+        full = np.load(model_dir / "reference.npz")
+        ref = {"logits": full["logits"][:n], "labels": full["labels"][:n]}
+        kept = {}
+        result_rows = {}
         for variant in variants:
             session = ox.ort_session(model_dir / variant / ox.ONNX_FILE, threads)
             logits = ox.ort_logits(session, batches, order, groups)
-            rows[variant] = figures(logits, ref["logits"], ref["labels"], decided_margin)
+            kept[variant] = logits
+            result_rows[variant] = figures(logits, ref["logits"], ref["labels"], decided_margin)
             if timed:
                 _, b1, _ = ox.dev_batches(tok, data.dev.texts, data.dev.text_pairs, source["max_length"], 1,
                                           info.long_text_settings())
-                rows[variant].update(time_variant(session, b1, batches, reps_b1=600, reps_b32=40))
-            rows[variant]["size_mb"] = (model_dir / variant / ox.ONNX_FILE).stat().st_size / 1e6
+                result_rows[variant].update(time_variant(session, b1, batches, reps_b1=600, reps_b32=40))
+            result_rows[variant]["size_mb"] = (model_dir / variant / ox.ONNX_FILE).stat().st_size / 1e6
             print(f"{label} {model_dir.name}/{variant}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in rows[variant].items() if isinstance(v, float)), flush=True)
+                f"{k} {v:.4g}" for k, v in result_rows[variant].items() if isinstance(v, float)), flush=True)
+        np.savez(model_dir / f"logits-{label}.npz", **kept)  # the same rows under another label: compare bit for bit
         result["models"][model_dir.name] = {"pytorch_accuracy": float((ref["logits"].argmax(1) == ref["labels"]).mean()),
-                                            "variants": rows}
+                                            "dev_rows": n, "variants": result_rows}
     path = out / f"eval-{label}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
@@ -153,9 +161,28 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def compare_paths(out: Path, a: str, b: str) -> str:
+    """The same variants on the same rows under two labels (kernel paths): max |Δlogit| and label flips."""
+    import numpy as np
+
+    lines = [f"| model | variant | rows | max abs(logit {a} - logit {b}) | labels that differ |", "|---|---|---|---|---|"]
+    for model_dir in sorted(p for p in out.iterdir() if (p / f"logits-{a}.npz").is_file()):
+        if not (model_dir / f"logits-{b}.npz").is_file():
+            continue
+        x, y = np.load(model_dir / f"logits-{a}.npz"), np.load(model_dir / f"logits-{b}.npz")
+        for variant in sorted(set(x.files) & set(y.files)):
+            if x[variant].shape != y[variant].shape:
+                continue
+            diff = float(np.abs(x[variant] - y[variant]).max())
+            flips = int((x[variant].argmax(1) != y[variant].argmax(1)).sum())
+            lines.append(f"| {model_dir.name} | {variant} | {len(x[variant])} | {diff:.3g} | {flips} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["build", "eval", "table"])
+    parser.add_argument("command", choices=["build", "eval", "table", "paths"])
+    parser.add_argument("--against", default=None, help="paths: the second label (--label is the first)")
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--models", default="teacher,student")
     parser.add_argument("--out", type=Path, required=True)
@@ -163,6 +190,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--time", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--decided-margin", type=float, default=None)
+    parser.add_argument("--rows", type=int, default=None, help="eval: only the first N dev rows")
     parser.add_argument("--variants", default=",".join(["fp32", "o2", *CONFIGS]),
                         help="eval: which variants (under qemu: only the int8 ones differ by kernel path)")
     args = parser.parse_args(argv)
@@ -172,7 +200,9 @@ def main(argv: list[str]) -> int:
         from export.onnx_export import ExportConfig
 
         margin = ExportConfig().int8_decided_margin if args.decided_margin is None else args.decided_margin
-        print(evaluate(args.out, args.label, args.time, args.threads, margin, args.variants.split(",")))
+        print(evaluate(args.out, args.label, args.time, args.threads, margin, args.variants.split(","), args.rows))
+    elif args.command == "paths":
+        print(compare_paths(args.out, args.label, args.against))
     else:
         print(table(args.out))
     return 0
