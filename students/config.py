@@ -24,6 +24,7 @@ class StudentConfig(TrainConfig):
     fresh_hidden: int = 256  # fresh: hidden size (FFN is 4x)
     fresh_heads: int = 4  # fresh: attention heads
     trim_vocab: bool = False  # keep only the embedding rows of tokens the training rows use (distill/trim_vocab.py)
+    freeze_embeddings: bool = False  # keep the pretrained word-embedding table as it is (students/build.py: speed)
     # the loss: w_kd * T² * KL + w_ce * CE + w_hidden * hidden-state MSE + w_attn * attention KL
     temperature: float = DEFAULT_TEMPERATURE  # softening T of the KD term
     w_kd: float = DEFAULT_W_KD  # weight of T² * KL(teacher ‖ student)

@@ -58,7 +58,7 @@ from distill.trainer import (
 )
 from distill.transfer import read_transfer
 from distill.trim_vocab import trim_to_rows
-from students.build import build_student
+from students.build import build_student, freeze_word_embeddings
 from students.config import NER_PRESETS, PRESETS, StudentConfig
 
 
@@ -170,6 +170,8 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
     if cfg.trim_vocab:  # keep the embedding rows the training rows use; dev stays unseen, only measured
         student, tokenizer, trimmed = trim_to_rows(student, tokenizer, rows, data.dev,
                                                    out / "tokens" / f"vocab_rank{rank}")
+        if cfg.freeze_embeddings:  # the trimmed table is a new module: frozen again
+            freeze_word_embeddings(student)
         if rank == 0:
             print(f"{out.name}: trim_vocab keeps {trimmed['vocab_after']:,} of {trimmed['embedding_rows_before']:,} "
                   f"embedding rows, {trimmed['parameters_before']:,} -> {trimmed['parameters_after']:,} parameters; "

@@ -400,3 +400,20 @@ def test_mean_pooling_block_puts_the_mean_where_the_head_reads(tiny_bert_dir, tm
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids, attention_mask=mask).logits,
                                    model(input_ids=ids, attention_mask=mask).logits)
+
+
+def test_frozen_word_embeddings_stay_as_they_were_and_the_rest_trains(teacher_dir, tiny_bert_dir, batch):
+    from distill.config import ConfigError
+    from distill.trainer import make_optimizer
+
+    inputs, _ = batch
+    model, _, info = _build("pretrained", teacher_dir, str(tiny_bert_dir), pretrained_layers=2, freeze_embeddings=True)
+    table = model.get_input_embeddings().weight
+    assert info["word_embeddings"] == f"frozen ({table.numel():,} parameters)" and not table.requires_grad
+    before, other = table.detach().clone(), model.bert.encoder.layer[0].output.dense.weight.detach().clone()
+    optimizer = make_optimizer(model, lr=1e-2, weight_decay=0.01)
+    model.train()(**inputs).logits.sum().backward()
+    optimizer.step()
+    assert torch.equal(table, before) and not torch.equal(model.bert.encoder.layer[0].output.dense.weight, other)
+    with pytest.raises(ConfigError, match="a fresh student's word embeddings are random"):
+        _build("fresh", teacher_dir, "unused", freeze_embeddings=True)
