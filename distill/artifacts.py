@@ -7,7 +7,8 @@ import each other; each model directory carries, as data, what any later stage n
     task          classification (a label per text) | ner (a tag per word: token classification) |
                   lm (a causal language model: the next token)
     labels        id -> label name (the training split's label map; ner: the IOB2 tag map)
-    max_length    tokens per example the model was trained and evaluated with
+    max_length    tokens per example the model was trained and evaluated with (an export variant's
+                  copy: the length export validated it at, which bench and predict then use)
     long_text     how a longer text was cut (distill.tokens.LongText: truncate, head_tail, chunks);
                   every stage that tokenises for this model reads it (missing in older files: truncate)
     data          the DataSpec of the rows it was trained on (its dev split is the evaluation set);

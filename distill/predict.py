@@ -10,7 +10,9 @@ config.json, tokenizer, distill.json; run with ONNX Runtime on CPU), or what ``m
 ``make distill`` write, ``<run>/teacher`` or ``<run>/student`` (HF save_pretrained + distill.json;
 run with PyTorch eager; safetensors weights only: a folder whose weights are only a pickled
 ``pytorch_model.bin`` is refused, since unpickling can run code). The labels, the max length and how longer texts are cut (``long_text``:
-truncate, head_tail, or chunks whose logits are averaged) come from the folder's ``distill.json``.
+truncate, head_tail, or chunks whose logits are averaged) come from the folder's ``distill.json``: a
+variant's records the length export validated it at (its ``--max_length``), a PyTorch folder's the one it
+was trained at. ``--max_length`` overrides it, and says so in one line on stderr when it differs.
 
 Input (``--input``, default ``-``: stdin): a ``.txt`` file (one example per line, empty lines
 skipped), a TSV / CSV / JSONL table (the column ``--text_column``, else the model's training text
@@ -44,6 +46,7 @@ exits with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -84,6 +87,9 @@ class PredictConfig:
     format: str = "auto"
     # encoding of the input: utf-8, any Python codec, or auto (UTF-8, else cp1252, else latin-1)
     encoding: str = "utf-8"
+    # tokens per row; None: the folder's distill.json (an export variant: the length export validated it at;
+    # a PyTorch folder: the length it was trained at); a different one is named on stderr
+    max_length: int | None = None
 
 
 class PredictError(ValueError, PipelineError):
@@ -356,6 +362,7 @@ def predict(model_dir: Path, source: str, target: str, cfg: PredictConfig) -> in
     split, counts = read_input(source, text_column=cfg.text_column, default_columns=default_columns,
                                fmt=cfg.format, encoding=cfg.encoding)
     model = load_model(model_dir, cfg.threads)
+    model.info = dataclasses.replace(model.info, max_length=resolve_max_length(model_dir, model.info, cfg.max_length))
     if info.task == "ner":  # a tag per word: entities
         write_output(target, predict_entities(model, split, cfg.batch_size))
     else:
@@ -365,6 +372,19 @@ def predict(model_dir: Path, source: str, target: str, cfg: PredictConfig) -> in
     print(f"predict: {len(split)} rows from {split.source}{skipped}, {model.runtime} {model_dir} -> "
           f"{'stdout' if target == STDIO else target}", file=sys.stderr)
     return len(split)
+
+
+def resolve_max_length(model_dir: Path, info: ModelInfo, given: int | None) -> int:
+    """The tokens per row: ``given`` (--max_length) when set, else the length ``info`` (the folder's
+    distill.json) records; a given length that differs from it is named in one line on stderr."""
+    if given is not None and given < 1:
+        raise PredictError(f"--max_length={given}: expected at least 1 token")
+    if given is None or given == info.max_length:
+        return info.max_length
+    print(f"predict: --max_length={given} differs from the {info.max_length} tokens {Path(model_dir) / 'distill.json'} "
+          "records (the length its figures were measured at); reading rows at "
+          f"{given}", file=sys.stderr)
+    return given
 
 
 def _joined(args: list[str]) -> list[str]:

@@ -26,7 +26,10 @@ tensors + model(**inputs) under inference_mode; ONNX Runtime: session.run on num
 
 Outputs: runs/<RUN>/bench/bench.json (rows, plus "machine": the peak with its inputs and every
 GEMM measurement), bench.md (limits and table), bench.png (dev accuracy vs p50 latency at batch 1,
-one labelled point per variant).
+one labelled point per variant); then the README.md model cards of every model timed and of its
+variants are rewritten with these latencies (distill/model_card.py).
+Rows are cut at the max length each model's export was validated at (validation.json); an explicit
+``--max_length`` overrides it, with a warning line naming both.
 
 Thread settings must be in the environment before torch / onnxruntime / numpy are imported, so
 this module imports none of them at top level: ``main`` parses the arguments, sets
@@ -84,6 +87,9 @@ class BenchConfig:
     reps_fixed: int = 200
     # the fixed sequence length of the second latency figure
     fixed_len: int = 128
+    # truncation length of the dev rows; None: the one each model's export was validated at (its
+    # validation.json, which each variant's distill.json also records); a different one is named in a warning
+    max_length: int | None = None
     # timed batches for the throughput figure (27 x 32 = 864 rows, about SST-2's dev split)
     batches: int = 27
     # rows per throughput batch
@@ -532,7 +538,11 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
     for model in models:
         model_dir = run_dir / model
         info = read_model_info(model_dir)
-        max_length = info.max_length
+        validation = json.loads((run_dir / "onnx" / model / "validation.json").read_text())
+        max_length, mismatch = bench_max_length(model, cfg.max_length, validation.get("max_length", info.max_length))
+        if mismatch:
+            warnings.append(mismatch)
+            print(f"WARNING: {mismatch}", file=sys.stderr)
         ner = info.task == "ner"  # a token classifier: rows are dev sentences, quality is entity F1
         data = load_ner_dataset(info.data) if ner else load_dataset(info.data)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -546,7 +556,6 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         hf = AutoConfig.from_pretrained(model_dir)
         flops = lambda L, hf=hf, ner=ner: bert_flops(  # noqa: E731
             hf.num_hidden_layers, hf.hidden_size, hf.intermediate_size, hf.num_labels, L, token_head=ner)
-        validation = json.loads((run_dir / "onnx" / model / "validation.json").read_text())
         key = "token_accuracy" if ner else "accuracy"
         accuracy = {
             "pytorch_fp32": validation["pytorch_fp32"][key],
@@ -580,6 +589,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
                 **(int8_fields(quantization, facts) if sub == "int8" else {}),
                 "layers": hf.num_hidden_layers, "hidden": hf.hidden_size,
                 "mean_dev_len": round(mean_len, 2), "max_length": max_length,
+                "export_max_length": validation.get("max_length", info.max_length),
                 "long_text": long_text.mode, "rows_per_dev_text": round(rows_per_text, 3),
                 "p50_b1_ms": pct(t_b1, 50), "p90_b1_ms": pct(t_b1, 90), "p99_b1_ms": pct(t_b1, 99),
                 "n_b1": len(t_b1),
@@ -622,7 +632,21 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
     for w in warnings:
         print(f"note: {w}", file=sys.stderr)
     print(f"wrote {out_dir / 'bench.json'}, bench.md, bench.png")
+    from distill.model_card import refresh_cards
+
+    for model in models:  # their README.md now carry these latencies (distill/model_card.py)
+        for note in refresh_cards(run_dir / model):
+            print(f"note: {note}", file=sys.stderr)
     return rows
+
+
+def bench_max_length(model: str, given: int | None, recorded: int) -> tuple[int, str | None]:
+    """(the length to time ``model`` at, a one-line warning or None): ``given`` (--max_length) when set,
+    else ``recorded``, the length its export was validated at; a given length that differs is named."""
+    if given is None or given == recorded:
+        return recorded, None
+    return given, (f"{model}: --max_length={given} differs from the {recorded} tokens its export was validated at "
+                   f"(onnx/{model}/validation.json): timed at {given}, so its figures and the validated ones differ")
 
 
 def int8_fields(quantization: dict | None, facts: dict) -> dict:

@@ -10,7 +10,11 @@ with its tokenizer and ``distill.json``) this writes
 
 with ``config.json`` and the tokenizer beside each ``model.onnx``, so that
 ``ORTModelForSequenceClassification.from_pretrained(dir)`` and a transformers ``pipeline`` load a
-variant as-is. The run's report of all models goes to ``runs/<RUN>/onnx/validation.json``.
+variant as-is, ``distill.json`` (the model's, its ``max_length`` the one this export validated at:
+bench and predict read it, so validation, timing and prediction cut rows alike) and ``README.md``, the
+variant's model card with its validation figures (distill/model_card.py; the PyTorch model's card is
+rewritten too, to name its variants). The run's report of all models goes to
+``runs/<RUN>/onnx/validation.json``.
 
 The int8 variant is quantised for ``--int8_target`` (distill/int8.py: portable by default, which
 no x86 kernel path can saturate) and carries ``quantization.json``: its target and the CPU facts
@@ -77,13 +81,14 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.artifacts import MODEL_INFO, read_model_info
+from distill.artifacts import read_model_info, write_model_info
 from distill.config import apply_overrides, atomic_write_text
 from distill.data import Split, load_dataset
 from distill.errors import PipelineError
 from distill.int8 import DEFAULT_TARGET, GATE, machine_facts, read_quantization
 from distill.int8 import target as int8_target
 from distill.lock import stage_lock
+from distill.model_card import refresh_cards, write_card
 from distill.ner import WordAligned, align_words, ner_scores, predicted_tags, word_logits_from_batches
 from distill.ner_data import TokenSplit, load_ner_dataset
 from distill.onnx_graph import (  # noqa: F401  (ONNX_FILE, ort_session: the names other stages' tests use here)
@@ -110,7 +115,8 @@ class ExportConfig:
     opset: int = 18
     # rows per batch when running the dev split through PyTorch and ONNX Runtime (padded per batch)
     batch_size: int = 32
-    # truncation length for dev inputs; None: the model's own (distill.json)
+    # truncation length for dev inputs; None: the model's own (distill.json). Recorded in each variant's
+    # distill.json and in validation.json: bench and predict read it, so all three run at one length
     max_length: int | None = None
     # threads for ONNX Runtime sessions during validation; 0: ORT's default (all cores)
     threads: int = 0
@@ -507,6 +513,9 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
 
     info = read_model_info(model_dir)
     max_length = cfg.max_length or info.max_length
+    if max_length != info.max_length:
+        print(f"{model}: --max_length={max_length}, trained at {info.max_length}: validated at {max_length}, the length "
+              "each variant's distill.json records for bench and predict")
     model_config = AutoConfig.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     input_names = list(tokenizer.model_input_names)
@@ -531,7 +540,8 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
     reference = torch_logits(model_dir, batches, order, groups, ner)
     report: dict = {
         "model_dir": str(model_dir), "dev_source": dataset.dev.source, "dev_rows": len(dataset.dev),
-        "max_length": max_length, "long_text": info.long_text_settings().to_dict(), "dev_model_rows": len(order),
+        "max_length": max_length, "trained_max_length": info.max_length,
+        "long_text": info.long_text_settings().to_dict(), "dev_model_rows": len(order),
         "num_labels": model_config.num_labels, "task": info.task,
         "pytorch_fp32": ner.scores(reference) if ner is not None else
         {"accuracy": float((reference.argmax(1) == labels).mean())},
@@ -559,7 +569,8 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
         ):
             t0 = time.perf_counter()
             build(staging / variant)
-            shutil.copy2(model_dir / MODEL_INFO, staging / variant / MODEL_INFO)  # labels, max length: for predict
+            # labels, the max length validated at (this export's), long_text: what bench and predict read
+            write_model_info(staging / variant, dataclasses.replace(info, max_length=max_length))
             report["timings_s"][f"build_{variant}"] = round(time.perf_counter() - t0, 2)
         failures: list[str] = []
         for variant in VARIANTS:
@@ -591,6 +602,7 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
         report["location"] = str(onnx_root / f"{model}.failed")
         report["installed"] = False
         atomic_write_text(staging / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
+        _write_variant_cards(staging)
         _move_aside(staging, onnx_root / f"{model}.failed")
         kept = f"; the previous good export at {target} is untouched" if target.exists() else ""
         print(f"{model}: FAILED validation, kept at {onnx_root / f'{model}.failed'}{kept}")
@@ -598,12 +610,23 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
         report["location"] = str(target)
         report["installed"] = True
         atomic_write_text(staging / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
+        _write_variant_cards(staging)
         _install(staging, target)
         stale = onnx_root / f"{model}.failed"
         if stale.exists():
             shutil.rmtree(stale)  # superseded by this good export
         print(f"{model}: all checks passed, installed at {target}")
+        for note in refresh_cards(model_dir, variants=False):  # the PyTorch model's card now names its variants
+            print(note)
     return report, failures
+
+
+def _write_variant_cards(staging: Path) -> None:
+    """README.md in each variant folder of ``staging`` (distill/model_card.py: from its distill.json and
+    the validation.json just written), so each card is installed, or kept aside, with its model."""
+    for variant in VARIANTS:
+        if (staging / variant / ONNX_FILE).is_file():
+            write_card(staging / variant)
 
 
 def _move_aside(src: Path, dst: Path) -> None:

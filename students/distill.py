@@ -44,6 +44,7 @@ from distill.layer_losses import (
 from distill.lock import stage_lock
 from distill.losses import kd_loss
 from distill.metrics import classification_metrics
+from distill.model_card import write_card
 from distill.modeling import count_parameters, load_classifier
 from distill.scoring import cls_cache_name, split_files
 from distill.tokens import encode
@@ -302,6 +303,7 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
         "data_checks": data_checks, **trimmed, "history": summary["history"],
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_card(out)  # README.md: the model card, from the files just written (distill/model_card.py)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
     shutil.rmtree(store, ignore_errors=True)
     print(f"{out.name} done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "

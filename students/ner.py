@@ -41,6 +41,7 @@ from distill.cache import TeacherLogits, joint_offsets
 from distill.config import ConfigError, atomic_write_text
 from distill.kd_defaults import IGNORE_INDEX
 from distill.losses import kd_loss
+from distill.model_card import write_card
 from distill.modeling import count_parameters, load_classifier
 from distill.ner import (
     align_words,
@@ -225,6 +226,7 @@ def train_ner_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role:
         "world_size": summary["world_size"], "device": str(device), **loop_figures(summary, wall),
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_card(out)  # README.md: the model card, from the files just written (distill/model_card.py)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
     print(f"{out.name} done: dev entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, "
           f"R {metrics['recall']:.4f}), token accuracy {metrics['token_accuracy']:.4f}, "

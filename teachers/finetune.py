@@ -30,6 +30,7 @@ from distill.inspect import stage_data_checks
 from distill.kd_defaults import IGNORE_INDEX
 from distill.lock import stage_lock
 from distill.metrics import classification_metrics
+from distill.model_card import write_card
 from distill.modeling import (
     PACKAGED,
     TASKS,
@@ -359,6 +360,7 @@ def run_classification(cfg: TeacherConfig, out: Path) -> dict:
         "history": summary["history"], "loop": summary,
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_card(out)  # README.md: the model card, from the files just written (distill/model_card.py)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
     print(f"teacher done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
           f"train {result['train_time_s']:.0f}s at {result['train_samples_per_s']:.1f} samples/s -> {out}")

@@ -37,6 +37,7 @@ from distill.artifacts import ModelInfo, claim_run_dir, read_model_info, write_m
 from distill.config import ConfigError, atomic_write_text
 from distill.data import DEFAULT_DATA, write_skipped_rows
 from distill.kd_defaults import IGNORE_INDEX
+from distill.model_card import write_card
 from distill.modeling import (
     apply_strategy,
     count_parameters,
@@ -182,6 +183,7 @@ def run_ner(cfg, out: Path, *, trained: bool) -> dict:
         **loop_figures(summary, wall), "loop": summary,
     }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_card(out)  # README.md: the model card, from the files just written (distill/model_card.py)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
     print(f"teacher done: dev entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}, "
           f"{metrics['entities']} entities), token accuracy {metrics['token_accuracy']:.4f}, "

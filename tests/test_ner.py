@@ -409,6 +409,29 @@ def test_teacher_and_students_write_ner_outputs(ner_run, ner_data):
     assert "entity F1" in report and "| loc | 16 |" in report and "KD gain over CE-only" in report
 
 
+def ner_card(folder: Path) -> tuple[dict, dict, str]:
+    """(front matter as yaml.safe_load reads it, its model-index figures name -> value, body) of a card."""
+    import yaml
+
+    head, body = (folder / "README.md").read_text(encoding="utf-8")[len("---\n"):].split("\n---\n", 1)
+    meta = yaml.safe_load(head)
+    [result] = meta["model-index"][0]["results"]
+    return meta, {m["name"]: m["value"] for m in result["metrics"]}, body
+
+
+def test_ner_models_have_cards_with_their_figures(ner_run):
+    for role in ("teacher", "student", "student_ce"):
+        meta, got, body = ner_card(ner_run / role)
+        m = json.loads((ner_run / role / "metrics.json").read_text())
+        assert (meta["pipeline_tag"], meta["metrics"]) == ("token-classification", ["seqeval", "accuracy"])
+        assert got == {"dev entity F1 (seqeval, micro)": m["f1"], "dev entity precision": m["precision"],
+                       "dev entity recall": m["recall"], "dev token accuracy": m["token_accuracy"]}
+        assert f"| dev entity F1 (seqeval, micro) | {m['f1']:.4f} |" in body
+        assert f'AutoModelForTokenClassification.from_pretrained("{ner_run / role}")' in body
+        assert "- 5 IOB2 tags, id: name: 0: `B-loc`" in body and "- max length: **32 tokens**" in body
+        assert f"{m['labelled_rows'] if role != 'teacher' else m['train_rows']} labelled sentences" in body
+
+
 @pytest.mark.parametrize("strategy", ["lora", "frozen", "top-n"])
 def test_ner_teacher_strategies(strategy, ner_data, tiny_bert_dir, tmp_path):
     from safetensors.torch import load_file
@@ -526,6 +549,14 @@ def test_export_bench_and_predict_a_token_classifier(ner_run, tmp_path):
             assert figures["entity_f1"] == pytest.approx(own["pytorch_fp32"]["entity_f1"])
         model = ORTModelForTokenClassification.from_pretrained(run / "onnx" / name / "int8")
         assert model.config.id2label[0] == "B-loc"
+        for variant in ("fp32", "o2", "int8"):  # each variant's card: its own validation figures
+            meta, got, body = ner_card(run / "onnx" / name / variant)
+            figures = own["variants"][variant]["figures"]
+            assert meta["library_name"] == "optimum" and meta["pipeline_tag"] == "token-classification"
+            assert got == {"dev entity F1 (seqeval, micro)": figures["entity_f1"],
+                           "dev token accuracy": figures["token_accuracy"],
+                           "dev word tags equal to PyTorch fp32's": figures["agreement"]}
+            assert f'ORTModelForTokenClassification.from_pretrained("{run / "onnx" / name / variant}")' in body
     proc = subprocess.run([sys.executable, "-m", "distill", "bench", "--run-dir", str(run), "--threads=1",
                            "--reps_b1=20", "--reps_fixed=5", "--batches=1", "--batch_size=8", "--warmup=2",
                            "--gemm_sizes=32x32x32", "--gemm_repeats=1"], cwd=ROOT, capture_output=True, text=True,
@@ -533,6 +564,10 @@ def test_export_bench_and_predict_a_token_classifier(ner_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((run / "bench" / "bench.json").read_text())["rows"]
     assert len(rows) == 6 and all("dev_entity_f1" in r and r["task"] == "ner" for r in rows)
+    int8 = next(r for r in rows if (r["model"], r["variant"]) == ("student", "ort_int8"))
+    for folder in (run / "student", run / "onnx" / "student" / "int8"):  # bench rewrote the cards with its latency
+        assert f"| ort_int8 | {int8['dev_entity_f1']:.4f} |" in ner_card(folder)[2]
+        assert f"{int8['p50_b1_ms']:.2f} / {int8['p90_b1_ms']:.2f}" in ner_card(folder)[2]
     assert "entity F1" in (run / "bench" / "bench.md").read_text()
     text = "yesterday Carol Smith flew to Los Angeles\n\nBob went to Rome !\n"
     proc = subprocess.run([sys.executable, "-m", "distill", "predict", "--model", str(run / "onnx" / "student" / "int8")],
