@@ -61,7 +61,7 @@ def test_the_exit_status_reaches_the_shell(tmp_path):
 @pytest.mark.slow
 def test_the_whole_pipeline_as_a_user_runs_it(tmp_path, sst2_small, tiny_bert_dir):
     run = str(tmp_path / "run")
-    small = ["--max_length=32", "--batch_size=16", "--epochs=1", "--progress=false"]
+    small = ["--max_length=32", "--batch_size=16", "--epochs=1", "--progress=false", "--holdout_rows=40"]
     done = cli("teacher", "--data", str(sst2_small), "--run-dir", run, f"--base_model={tiny_bert_dir}",
                "--transfer=unused_train,unlabeled", "--max_train_rows=200", "--lr=1e-3", *small)
     assert done.returncode == 0, done.stderr
@@ -74,6 +74,8 @@ def test_the_whole_pipeline_as_a_user_runs_it(tmp_path, sst2_small, tiny_bert_di
     assert done.returncode == 0, done.stdout + done.stderr
     done = cli("bench", "--run-dir", run, "--warmup=1", "--reps_b1=4", "--reps_fixed=2", "--fixed_len=32",
                "--batches=1", "--batch_size=4", "--threads=1")
+    assert done.returncode == 0, done.stderr
+    done = cli("report", "--run-dir", run)  # what `make bench` runs after the bench stage
     assert done.returncode == 0, done.stderr
     report = (tmp_path / "run" / "report.md").read_text()
     assert "KD gain over CE-only" in report and "ONNX Runtime on CPU" in report
