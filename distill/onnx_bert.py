@@ -348,6 +348,9 @@ def rebuild(path: Path, batches) -> tuple[object, dict, float]:
 
     model = onnx.load(str(path))
     state, config, hidden = map_graph(model, path)
+    top = max(int(ids.max()) for ids, _ in batches)
+    if top >= config["vocab_size"]:  # a tokenizer with more tokens than the table has rows
+        raise OnnxMappingError(f"{path}: token id {top} is beyond the graph's {config['vocab_size']:,} word-table rows")
     bert = build_bert(state, config, path)
     delta = max_abs_difference(bert, session_with_output(model, hidden), hidden, batches)
     if not delta <= TOLERANCE:  # also refuses NaN
