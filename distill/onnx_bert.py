@@ -17,7 +17,7 @@ by following the graph from ``input_ids``.
   attention output dense, then its residual Add and LayerNorm; the one MatMul on that LayerNorm's
   output is the intermediate dense (H -> I), the next constant-weight MatMul the output dense
   (I -> H), then the second LayerNorm, whose output is the next layer's h.
-- the heads: the last two entries of the Reshape that splits q into (B, L, heads, head size).
+- the heads: the second-last entry of the Reshape that splits q into (B, L, heads, head size).
 
 The proof (``max_abs_difference``) runs the graph in ONNX Runtime and the rebuilt model in PyTorch
 on the same token ids and compares the last hidden states (B, L, H); the caller refuses the model
@@ -36,7 +36,7 @@ from distill.errors import PipelineError
 
 TOLERANCE = 1e-4  # max |delta| of the last hidden state, PyTorch against ONNX Runtime, fp32
 SKIPPED_OPS = ("Shape",)  # consumers that read a tensor's shape, not its values: not on the data path
-MAX_STEPS = 40  # nodes a forward search visits before giving up (a BERT block's longest hop is ~10)
+MAX_STEPS = 40  # tensors a forward search expands before giving up (a BERT block's longest hop is ~6)
 
 
 class OnnxMappingError(ValueError, PipelineError):
@@ -51,7 +51,6 @@ class Graph:
     constants: dict  # tensor name -> TensorProto (initialisers and Constant nodes' values)
     producer: dict  # tensor name -> the node writing it
     consumers: dict = field(default_factory=lambda: defaultdict(list))  # tensor name -> nodes reading it
-    output_names: tuple = ()
 
     def fail(self, what: str) -> OnnxMappingError:
         return OnnxMappingError(f"{self.path}: cannot map the graph onto a BertModel: {what}")
@@ -70,7 +69,7 @@ def index_graph(model, path: Path) -> Graph:
             consumers[name].append(node)
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = helper.get_attribute_value(node.attribute[0])
-    return Graph(path, constants, producer, consumers, tuple(o.name for o in model.graph.output))
+    return Graph(path, constants, producer, consumers)
 
 
 def constant(g: Graph, name: str) -> np.ndarray | None:
