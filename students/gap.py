@@ -43,6 +43,7 @@ from distill.config import (
     split_overrides,
 )
 from distill.lock import stage_lock
+from distill.modeling import resolve_model_name
 from distill.procs import run_stage
 from students.compare import T95, CompareConfig, _mean, _std
 from students.config import StudentConfig
@@ -70,6 +71,9 @@ STUDENTS = {
     "l2_scale_frozen_e3": ["--student=pretrained", "--pretrained_layers=2", "--freeze_embeddings=true", "--epochs=3"],
     "l6_today": ["--student=pretrained", "--transfer=unused_train,test_unlabeled", "--transfer_rows=21821"],
     "l6_scale_frozen": ["--student=pretrained", "--freeze_embeddings=true"],
+    # paraphrase-MiniLM-L3-v2: 3 layers pretrained as a unit (not cut from a deeper model), 384 hidden,
+    # the packaged MiniLM's tokenizer; `make paraphrase-l3` assembles it (distill/assets.py)
+    "paraphrase_l3": ["--student=pretrained", "--pretrained=paraphrase-l3"],
 }
 ARMS = ("ce", "kd")  # compare's arms: labels alone, and distillation
 TEACHER, REFERENCE = "teacher", "reference"  # their names in <run-dir>/gap/models
@@ -240,6 +244,10 @@ def main(argv: list[str]) -> int:
     unknown = [s for s in cfg.students if s not in STUDENTS]
     if unknown:
         raise ConfigError(f"--students: unknown student(s) {unknown}; choose from {', '.join(STUDENTS)}")
+    for name in cfg.students:  # a start model still to assemble (make paraphrase-l3): one line now, not in a log later
+        student = apply_overrides(StudentConfig(), [*STUDENTS[name], *for_student])  # compare's order: extras win
+        if student.student == "pretrained":
+            resolve_model_name(student.pretrained)
     if cfg.seeds < 1:
         raise ConfigError(f"--seeds={cfg.seeds}: expected 1 or more (seed 0 is the one exported)")
     run_dir = Path(args.run_dir)

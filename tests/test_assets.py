@@ -3,7 +3,8 @@
 The fake parts are real installed distributions as far as ``importlib.metadata`` can tell (a
 ``.dist-info`` with METADATA and RECORD on a temp ``sys.path`` entry), each holding one byte chunk
 of a zip of a tiny model folder, so the lookup the real parts go through is the one tested. Nothing
-is downloaded.
+is downloaded. paraphrase-l3: its short name, the error naming ``make paraphrase-l3``, a fake
+package holding the wrong bytes, and (slow) the real package's graph rebuilt and proven.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
+import shutil
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +195,103 @@ def test_cli_reports_one_line(fake_parts, dest, capsys):
     assert assets.main(["mpnet", "--dest", str(dest)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: fake-mpnet-part-001 is not installed") and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- paraphrase-l3
+
+
+@pytest.fixture
+def paraphrase_dest(tmp_path, monkeypatch) -> Path:
+    out = tmp_path / "assets" / "paraphrase-MiniLM-L3-v2"
+    monkeypatch.setattr(assets, "PARAPHRASE_DEST", out)
+    return out
+
+
+def fake_graph_package(site: Path, data: bytes) -> Part:
+    """One fake installed distribution holding ``data`` as the graph file; its ``Part`` record
+    holds the sha256 of the real graph, so ``data`` reads as a different build."""
+    relative = "fake-paraphrase/model/paraphrase-MiniLM-L3-v2.onnx"
+    (site / relative).parent.mkdir(parents=True)
+    (site / relative).write_bytes(data)
+    info = site / "fake_paraphrase-0.2.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-paraphrase\nVersion: 0.2.1\n")
+    (info / "RECORD").write_text(f"{relative},,\n{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
+    real = assets.PARAPHRASE_PART
+    return Part("fake-paraphrase", "0.2.1", real.member, real.sha256, real.size)
+
+
+def test_paraphrase_l3_resolves_to_its_folder_and_names_make_when_missing(paraphrase_dest, tiny_bert_dir):
+    with pytest.raises(AssetError) as err:
+        resolve_model_name("paraphrase-l3")
+    message = str(err.value)
+    assert f"{paraphrase_dest}: paraphrase-MiniLM-L3-v2 is not usable (not assembled): run `make paraphrase-l3` first" == message
+    assert isinstance(err.value, PipelineError)
+    shutil.copytree(tiny_bert_dir, paraphrase_dest)  # a model folder standing in for the assembled one
+    with pytest.raises(AssetError, match=r"\(no manifest\.json\): run `make paraphrase-l3` first"):
+        resolve_model_name("paraphrase-l3")
+    assets.write_manifest(paraphrase_dest, (assets.PARAPHRASE_PART,), assets.PARAPHRASE_MODEL)
+    assert resolve_model_name("paraphrase-l3") == str(paraphrase_dest)
+    assert assets.verify(paraphrase_dest) is not None  # mpnet's parts are not this folder's
+
+
+def test_the_student_stage_starts_from_paraphrase_l3(paraphrase_dest, tiny_bert_dir, tmp_path):
+    from students.build import build_student
+    from students.config import StudentConfig
+
+    cfg = StudentConfig(student="pretrained", pretrained="paraphrase-l3")
+    with pytest.raises(AssetError, match="make paraphrase-l3"):
+        build_student(cfg, teacher_dir=tmp_path, id2label={0: "neg", 1: "pos"})
+    shutil.copytree(tiny_bert_dir, paraphrase_dest)
+    assets.write_manifest(paraphrase_dest, (assets.PARAPHRASE_PART,), assets.PARAPHRASE_MODEL)
+    model, source, description = build_student(cfg, teacher_dir=tmp_path, id2label={0: "neg", 1: "pos"})
+    assert source == str(paraphrase_dest) and description == {"kind": "pretrained", "pretrained": "paraphrase-l3"}
+    assert model.config.num_labels == 2 and model.config.num_hidden_layers == 4  # the folder's model, a head on top
+
+
+def test_paraphrase_l3_cli_one_line_when_the_package_is_missing(paraphrase_dest, monkeypatch, capsys):
+    monkeypatch.setattr(assets, "PARAPHRASE_PART", Part("no-such-graph-package", "0.2.1", "x.onnx", "0" * 64, 1))
+    assert assets.main(["paraphrase-l3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no-such-graph-package is not installed") and "make paraphrase-l3" in err
+    assert err.count("\n") == 1 and not paraphrase_dest.parent.exists()
+
+
+def test_paraphrase_l3_refuses_another_build_of_the_graph(paraphrase_dest, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(assets, "PARAPHRASE_PART", fake_graph_package(site, b"not the graph"))
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(AssetError) as err:
+        assets.assemble_paraphrase_l3()
+    message = str(err.value)
+    assert "fake-paraphrase: " in message and "is corrupted or a different build (13 bytes" in message
+    assert "--force-reinstall" in message and "\n" not in message
+    assert not paraphrase_dest.parent.exists()
+
+
+def test_the_makefile_installs_the_recorded_package():
+    makefile = (assets.REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert f"PARAPHRASE_PACKAGE := {assets.PARAPHRASE_PART.requirement}\n" in makefile
+    assert f"\t$(PY) -m distill.assets {assets.PARAPHRASE_L3}\n" in makefile
+
+
+@pytest.mark.slow
+def test_real_paraphrase_l3_is_proven_and_loads_as_a_classifier(tmp_path, capsys):
+    """The real package (``make paraphrase-l3`` installs it): about a minute on 2 busy cores."""
+    try:
+        metadata.version(assets.PARAPHRASE_PART.package)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"{assets.PARAPHRASE_PART.package} is not installed (make paraphrase-l3)")
+    from transformers import AutoModelForSequenceClassification
+
+    dest = assets.assemble_paraphrase_l3(tmp_path / "paraphrase")
+    out = capsys.readouterr().out
+    delta = float(re.search(r"max \|delta\| against the ONNX graph (\S+) on 256 SST-2 dev rows", out).group(1))
+    assert delta <= 1e-4
+    assert assets.verify(dest, parts=(assets.PARAPHRASE_PART,)) is None
+    assert f"max |delta| {delta:.3g}" in (dest / "README.md").read_text(encoding="utf-8")
+    model = AutoModelForSequenceClassification.from_pretrained(dest, num_labels=2)
+    assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size) == (3, 384, 30522)
+    assert sum(p.numel() for p in model.bert.embeddings.parameters()) + \
+        sum(p.numel() for p in model.bert.encoder.parameters()) == 17_241_984

@@ -67,6 +67,15 @@ def test_bad_options_fail_before_any_training(tmp_path):
     assert GapConfig().seeds == 1
 
 
+def test_a_start_model_still_to_assemble_fails_before_any_training(tmp_path, monkeypatch):
+    from distill import assets
+
+    monkeypatch.setattr(assets, "PARAPHRASE_DEST", tmp_path / "assets" / "paraphrase-MiniLM-L3-v2")
+    with pytest.raises(assets.AssetError, match=r"not usable \(not assembled\): run `make paraphrase-l3` first$"):
+        main(["--run-dir", str(tmp_path), "--students=minilm_l2,paraphrase_l3"])
+    assert not (tmp_path / "gap").exists()
+
+
 @pytest.mark.slow
 def test_gap_end_to_end_on_a_tiny_teacher(tmp_path, sst2_small, tiny_bert_dir):
     from teachers.finetune import TeacherConfig, run

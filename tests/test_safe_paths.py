@@ -130,8 +130,8 @@ def test_a_teacher_run_is_claimed_before_training(tmp_path, capsys, sst2_small):
     status, err = in_process(capsys, "teacher", "--data", str(sst2_small), "--run-dir", str(run),
                              "--base_model=no-such-model")
     assert status == 2
-    assert err == ("error: no-such-model: no such model folder (the local models: packaged, mpnet, or a folder "
-                   f"with config.json; a model hub name is fetched only with {HUB_ENV}=1)\n")
+    assert err == ("error: no-such-model: no such model folder (the local models: packaged, mpnet, paraphrase-l3, "
+                   f"or a folder with config.json; a model hub name is fetched only with {HUB_ENV}=1)\n")
     assert not run.exists()
     status, err = in_process(capsys, "teacher", "--data", str(sst2_small), "--run-dir", str(run),
                              f"--base_model={tmp_path / 'nowhere'}")
@@ -192,8 +192,8 @@ def test_predict_reads_the_safetensors_beside_a_pickle(tmp_path, tiny_bert_dir, 
 def test_a_name_that_is_no_folder_is_an_error_unless_the_hub_is_allowed(tmp_path, monkeypatch):
     monkeypatch.delenv(HUB_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
-    message = (f"bert-base-uncased: no such model folder (the local models: packaged, mpnet, or a folder with "
-               f"config.json; a model hub name is fetched only with {HUB_ENV}=1)")
+    message = (f"bert-base-uncased: no such model folder (the local models: packaged, mpnet, paraphrase-l3, or a "
+               f"folder with config.json; a model hub name is fetched only with {HUB_ENV}=1)")
     with pytest.raises(ModelSourceError) as err:
         resolve_model_name("bert-base-uncased")
     assert str(err.value) == message
