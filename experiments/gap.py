@@ -45,7 +45,7 @@ from distill.config import (
 from distill.lock import stage_lock
 from distill.modeling import resolve_model_name
 from distill.procs import run_stage
-from students.compare import T95, CompareConfig, _mean, _std
+from experiments.compare import T95, CompareConfig, _mean, _std
 from students.config import StudentConfig
 
 # Each student: the student-stage overrides that make it (on top of the preset and any extra ones).
