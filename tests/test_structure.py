@@ -94,3 +94,20 @@ def test_the_kernel_does_not_import_the_reference():
     graph = project_imports()
     assert "distill.losses" not in graph["distill.kd_loss_triton"]
     assert "distill.kd_defaults" in graph["distill.kd_loss_triton"] and "distill.kd_defaults" in graph["distill.losses"]
+
+
+def test_the_run_layout_is_spelt_in_one_place():
+    """Stage folders, the ONNX folder and bench's variant names come from distill/layout.py; no module
+    rebuilds them by hand (``run_dir / "teacher"``, ``... / "onnx" / model``, ``"ort_int8"``)."""
+    import re
+
+    by_hand = re.compile(r'/ "(teacher|student|student_ce|onnx|logits|bench)"(?!\w)|"(pytorch_fp32|ort_fp32_o2|ort_int8|ort_fp32)"')
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).glob("*.py")):
+            if path.name == "layout.py":
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if by_hand.search(line) and "store /" not in line:  # store / "teacher": a token store, not a stage
+                    found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)
