@@ -32,11 +32,11 @@ stages:
 STAGES = {
     "inspect": "distill.inspect",
     "teacher": "teachers.finetune",
-    "strategies": "teachers.strategies",
+    "strategies": "experiments.strategies",
     "score": "teachers.score",
     "distill": "students.distill",
-    "compare": "students.compare",
-    "gap": "students.gap",
+    "compare": "experiments.compare",
+    "gap": "experiments.gap",
     "export": "export.onnx_export",
     "bench": "export.bench",
     "predict": "distill.predict",
@@ -52,12 +52,13 @@ def lm_run(args: list[str]) -> bool:
     """Whether ``--run-dir``'s teacher is a causal LM (its distill.json says task lm)."""
     import argparse
     import json
-    from pathlib import Path
+
+    from distill import layout
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--run-dir", default=None)
     run_dir = parser.parse_known_args(args)[0].run_dir
-    info = Path(run_dir or ".") / "teacher" / "distill.json"
+    info = layout.teacher_dir(run_dir or ".") / layout.MODEL_INFO
     return run_dir is not None and info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("task") == "lm"
 
 

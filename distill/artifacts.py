@@ -35,6 +35,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill import layout
 from distill.config import atomic_write_text
 from distill.data import DataSpec
 from distill.errors import PipelineError
@@ -43,9 +44,9 @@ from distill.lock import LOCK_NAME, RUN_MARKER  # noqa: F401  (RUN_MARKER: this 
 from distill.ner_data import NerSpec
 from distill.tokens import LongText
 
-MODEL_INFO = "distill.json"
+MODEL_INFO = layout.MODEL_INFO
 INFO_FORMAT = 1
-ROLES = ("teacher", "student", "student_ce")
+ROLES = layout.ROLES
 MAKES = {"teacher": "make teacher", "student": "make distill", "student_ce": "make distill",
          "onnx": "make export", "bench": "make bench"}  # the command that writes each stage's output
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill import layout
 from distill.cache import fingerprint_parts, open_logit_cache
 from distill.config import ConfigError
 from distill.lm_data import TokenStore
@@ -134,7 +135,7 @@ def score_targets(model, store: TokenStore, *, teacher_dir: Path, name: str, dat
 
     offsets = np.arange(len(split) + 1, dtype=np.int64) * per_block
     t0 = time.perf_counter()
-    report = write_scored(score, directory=teacher_dir / "logits", name=name, split=split, width=record.itemsize,
+    report = write_scored(score, directory=layout.logits_dir(teacher_dir), name=name, split=split, width=record.itemsize,
                           label_names=[], parts=parts, dtype="uint8", chunk_rows=chunk_rows, max_chunks=max_chunks,
                           row_offsets=offsets)
     seconds = time.perf_counter() - t0
@@ -170,7 +171,7 @@ def open_targets(teacher_dir: Path, name: str, store: TokenStore, *, data_files:
     length = store.blocks.shape[1]
     parts = {**fingerprint_parts(teacher_dir=teacher_dir, max_length=length, data_files=data_files, split=split),
              **spec.parts()}
-    cache = open_logit_cache(Path(teacher_dir) / "logits", name, expected_parts=parts)
+    cache = open_logit_cache(layout.logits_dir(teacher_dir), name, expected_parts=parts)
     cache.check_rows(split)
     record = record_dtype(spec.k)
     records = np.asarray(cache.logits).view(record).reshape(-1)  # (P,) no copy: a view of the memory map

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill import layout
 from distill.config import atomic_write_text
 
 TITLES = (("student", "KD student"), ("student_ce", "CE-only student"))
@@ -35,9 +36,9 @@ def lm_report(run_dir: Path, metrics: dict) -> Path:
                       f"{100 * change:+.1f} %. One seed."]
     lines += ["", "Greedy continuations of the teacher:", ""]
     lines += [f"- `{c['prompt']}` → `{c['continuation'].strip()}`" for c in check["continuations"]]
-    bench = run_dir / "bench" / "bench.md"
+    bench = layout.bench_dir(run_dir) / "bench.md"
     if bench.exists():
         lines += ["", "## Generation on CPU", "", bench.read_text().strip()]
-    path = run_dir / "report.md"
+    path = run_dir / layout.REPORT_FILE
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -27,13 +27,23 @@ from pathlib import Path
 
 from distill.artifacts import MODEL_INFO, ModelInfo, read_model_info
 from distill.config import atomic_write_text
+from distill.layout import (
+    BENCH,
+    INT8,
+    METRICS_FILE,
+    O2,
+    ONNX_FILE,
+    REFERENCE,
+    TEACHER,
+    VALIDATION_FILE,
+    VARIANTS,
+    onnx_model_dir,
+)
+from distill.layout import BENCH_VARIANT as _BENCH_NAMES
 
 CARD_FILE = "README.md"
-ONNX_FILE = "model.onnx"
-VALIDATION_FILE = "validation.json"
-BENCH_FILE = Path("bench") / "bench.json"  # under the run directory
-VARIANTS = ("fp32", "o2", "int8")
-BENCH_VARIANT = {None: "pytorch_fp32", "o2": "ort_fp32_o2", "int8": "ort_int8"}  # folder -> bench.json's variant
+BENCH_FILE = Path(BENCH) / "bench.json"  # under the run directory
+BENCH_VARIANT = {k: _BENCH_NAMES[k] for k in (None, O2, INT8)}  # folder -> bench.json's variant (bench times these)
 VARIANT_WORDS = {"fp32": "the fp32 graph as optimum's exporter wrote it",
                  "o2": "the fp32 graph after ONNX Runtime's O2 optimisation (fused kernels)",
                  "int8": "dynamic int8 quantisation of the fp32 graph (int8 weights, activations quantised per call)"}
@@ -102,11 +112,11 @@ def _bench_rows(run_dir: Path, name: str, variant: str | None, *, after: list[Pa
 
 def _teacher_of(info: ModelInfo) -> dict:
     """A student's teacher as its files describe it ({} for a teacher)."""
-    if info.role == "teacher" or not info.architecture.get("teacher"):
+    if info.role == TEACHER or not info.architecture.get("teacher"):
         return {}
     teacher_dir = Path(info.architecture["teacher"])
     teacher = read_model_info(teacher_dir) if (teacher_dir / MODEL_INFO).is_file() else None
-    return {"dir": str(teacher_dir), "info": teacher, "metrics": _read(teacher_dir / "metrics.json") or {}}
+    return {"dir": str(teacher_dir), "info": teacher, "metrics": _read(teacher_dir / METRICS_FILE) or {}}
 
 
 def gather(directory: str | Path, *, shown_as: str | None = None) -> CardFacts:
@@ -117,7 +127,7 @@ def gather(directory: str | Path, *, shown_as: str | None = None) -> CardFacts:
     variant = directory.name if (directory / ONNX_FILE).is_file() else None
     if variant is None:
         model_dir, name = directory, directory.name
-        export = directory.parent / "onnx" / name / VALIDATION_FILE
+        export = onnx_model_dir(directory.parent, name) / VALIDATION_FILE
         validation = _read(export) if _mtime(export) >= _mtime(_weights(directory)) else None
         after = [_weights(directory)] + ([export] if validation else [])
     else:
@@ -299,7 +309,7 @@ def figures_section(f: CardFacts) -> list[str]:
                 f"{f.info.max_length}), from `metrics.json`:", "", *_figure_table(figures)]
     v = f.validation or {}
     own = v.get("variants", {}).get(f.variant, {})
-    reference = ", ".join(f"{k.replace('_', ' ')} {_num(x)}" for k, x in v.get("pytorch_fp32", {}).items())
+    reference = ", ".join(f"{k.replace('_', ' ')} {_num(x)}" for k, x in v.get(REFERENCE, {}).items())
     lines = ["## Validation (`make export`)", "",
              f"All {v.get('dev_rows', '?')} dev {'sentences' if f.info.task == 'ner' else 'rows'} of "
              f"`{v.get('dev_source', f.info.data.path)}` at max length {v.get('max_length', f.info.max_length)}, "
@@ -461,7 +471,7 @@ def refresh_cards(model_dir: str | Path, *, variants: bool = True) -> list[str]:
     from distill.lock import StageLockedError, stage_lock
 
     model_dir = Path(model_dir)
-    onnx_dir = model_dir.parent / "onnx" / model_dir.name
+    onnx_dir = onnx_model_dir(model_dir.parent, model_dir.name)
     groups = [(model_dir, [model_dir])]
     if variants:
         groups.append((onnx_dir.parent, [onnx_dir / v for v in VARIANTS if (onnx_dir / v / ONNX_FILE).is_file()]))

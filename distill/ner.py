@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from distill import layout
 from distill.data import Split
 from distill.errors import PipelineError
 from distill.ner_data import TokenSplit
@@ -322,7 +323,6 @@ def score_sentences(model, tokenizer, *, teacher_dir, name: str, split: TokenSpl
     """Score ``split`` into ``teacher_dir/logits/<name>.npy``: one row of logits per kept word,
     (N_words, C), with ``<name>.offsets.npy`` (S + 1,) per sentence (a ragged ``distill.cache``:
     resumable, fingerprinted). Returns ``distill.scoring.write_scored``'s report."""
-    from pathlib import Path
 
     from distill.scoring import write_scored
 
@@ -332,7 +332,7 @@ def score_sentences(model, tokenizer, *, teacher_dir, name: str, split: TokenSpl
     def score(start: int, stop: int) -> np.ndarray:
         return predict_word_logits(model, aligned.slice(start, stop), batch_size=batch_size, device=device, amp=amp)
 
-    report = write_scored(score, directory=Path(teacher_dir) / "logits", name=name, split=sentence_split(split),
+    report = write_scored(score, directory=layout.logits_dir(teacher_dir), name=name, split=sentence_split(split),
                           width=len(label_names), label_names=label_names, parts=parts, dtype=dtype,
                           chunk_rows=chunk_rows, max_chunks=max_chunks, row_offsets=aligned.word_offsets)
     return {**report, "alignment": aligned.summary()}
@@ -342,12 +342,11 @@ def open_word_cache(teacher_dir, name: str, *, max_length: int, data_files: list
     """The per-word cache of ``split``, checked against its fingerprint, text hashes and offsets
     (``distill.cache.CacheError`` otherwise): ``.logits`` (N_words, C) memory-mapped, ``.offsets``
     (S + 1,)."""
-    from pathlib import Path
 
     from distill.cache import CacheError, open_logit_cache
 
     expected = cache_parts(teacher_dir=teacher_dir, max_length=max_length, data_files=data_files, split=split)
-    cache = open_logit_cache(Path(teacher_dir) / "logits", name, expected_parts=expected)
+    cache = open_logit_cache(layout.logits_dir(teacher_dir), name, expected_parts=expected)
     cache.check_rows(sentence_split(split))
     if cache.offsets is None:
         raise CacheError(f"{cache.directory / name}.npy: not a per-word cache (no offsets); rerun the teacher stage")

@@ -60,12 +60,14 @@ from distill.config import apply_overrides, atomic_write_text
 from distill.data import TEXT_SUFFIXES, BadRow, DataError, Split, base_suffix, read_texts
 from distill.errors import PipelineError
 from distill.int8 import machine_facts, mismatch_warning, read_quantization
+from distill.layout import (  # an export variant folder holds ONNX_FILE (export/onnx_export.py)
+    ONNX_FILE,
+    VARIANTS,
+)
 from distill.tokens import encode
 
 STDIO = "-"  # --input / --output: stdin / stdout
 STDIN_NAME = "<stdin>"  # how errors name stdin
-ONNX_FILE = "model.onnx"  # an export variant folder holds this (export/onnx_export.py)
-VARIANTS = ("fp32", "o2", "int8")  # the export's variant folders
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # the only weights predict loads
 # pickled weights: unpickling runs whatever code the file holds, so predict refuses a folder that has only these
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -11,9 +11,10 @@ import argparse
 import json
 from pathlib import Path
 
+from distill import layout
 from distill.config import atomic_save_figure, atomic_write_text
 
-MODELS = (("teacher", "Teacher"), ("student", "KD student"), ("student_ce", "CE-only student"))
+MODELS = ((layout.TEACHER, "Teacher"), (layout.STUDENT, "KD student"), (layout.STUDENT_CE, "CE-only student"))
 
 
 def _load(path: Path) -> dict | None:
@@ -22,13 +23,13 @@ def _load(path: Path) -> dict | None:
 
 def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
-    metrics = {name: _load(run_dir / name / "metrics.json") for name, _ in MODELS}
+    metrics = {name: _load(layout.stage_dir(run_dir, name) / layout.METRICS_FILE) for name, _ in MODELS}
     if (metrics["teacher"] or {}).get("task") == "lm":  # a causal LM: perplexity and agreement (distill/lm_report.py)
         from distill.lm_report import lm_report
 
         return lm_report(run_dir, metrics)
-    bench_rows = (_load(run_dir / "bench" / "bench.json") or {}).get("rows", [])
-    rates = {r["model"]: round(r["throughput_ex_s"], 1) for r in bench_rows if r["variant"] == "pytorch_fp32"}
+    bench_rows = (_load(layout.bench_json(run_dir)) or {}).get("rows", [])
+    rates = {r["model"]: round(r["throughput_ex_s"], 1) for r in bench_rows if r["variant"] == layout.BENCH_PYTORCH}
     teacher = metrics["teacher"]
     lines = [f"# Distillation report: `{run_dir}`", ""]
     if teacher is None:
@@ -73,12 +74,12 @@ def write_report(run_dir: Path) -> Path:
             lines += [f"- {note}" for note in notes]
         png = plot_models(run_dir, metrics, rates)
         lines += ["", f"![models]({png.name})"]
-    bench = run_dir / "bench" / "bench.md"
+    bench = layout.bench_dir(run_dir) / "bench.md"
     if bench.exists():
         lines += ["", "## ONNX Runtime on CPU", "", bench.read_text().strip()]
-        if (run_dir / "bench" / "bench.png").exists():
+        if (layout.bench_dir(run_dir) / "bench.png").exists():
             lines += ["", "![accuracy vs latency](bench/bench.png)"]
-    path = run_dir / "report.md"
+    path = run_dir / layout.REPORT_FILE
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distill import layout
 from distill.artifacts import ModelInfo
 from distill.cache import fingerprint_parts, write_logit_cache
 from distill.config import ConfigError, atomic_write_text
@@ -167,7 +168,7 @@ def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: s
                        info.max_length, long_text=info.long_text_settings())
         return forward(chunk, batch_size)
 
-    report = write_scored(score, directory=teacher_dir / "logits", name=name, split=split, width=width,
+    report = write_scored(score, directory=layout.logits_dir(teacher_dir), name=name, split=split, width=width,
                           label_names=info.labels, parts=parts, dtype=dtype, chunk_rows=chunk_rows,
                           max_chunks=max_chunks)
     return {**report, "scorer": scorer.name if scorer else "pytorch"}

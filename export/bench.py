@@ -57,17 +57,34 @@ if __package__ in (None, ""):  # run as a script (python export/bench.py): make 
 from distill.config import apply_overrides, atomic_save_figure, atomic_write_text  # noqa: E402  (stdlib-only)
 from distill.errors import PipelineError  # noqa: E402
 from distill.int8 import machine_facts, mismatch_warning, read_quantization  # noqa: E402  (stdlib-only)
+from distill.layout import (  # noqa: E402  (stdlib-only)
+    BENCH_INT8,
+    BENCH_O2,
+    BENCH_PYTORCH,
+    INT8,
+    O2,
+    STUDENT,
+    STUDENT_CE,
+    TEACHER,
+    bench_dir,
+    onnx_file,
+    onnx_model_dir,
+    onnx_variant_dir,
+    read_validation,
+    stage_dir,
+    validation_path,
+)
 from distill.lock import stage_lock  # noqa: E402  (stdlib-only)
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
               "NUMEXPR_NUM_THREADS")
 VARIANTS = (  # (name, runtime, precision, export sub-folder or None for the PyTorch model dir)
-    ("pytorch_fp32", "pytorch", "fp32", None),
-    ("ort_fp32_o2", "onnxruntime", "fp32-O2", "o2"),
-    ("ort_int8", "onnxruntime", "int8-dynamic", "int8"),
+    (BENCH_PYTORCH, "pytorch", "fp32", None),
+    (BENCH_O2, "onnxruntime", "fp32-O2", O2),
+    (BENCH_INT8, "onnxruntime", "int8-dynamic", INT8),
 )
-OPTIONAL_MODELS = ("student_ce",)  # benchmarked when exported, skipped (with a note) otherwise
-BASELINE = ("teacher", "pytorch_fp32")  # speed-ups are ratios against this row
+OPTIONAL_MODELS = (STUDENT_CE,)  # benchmarked when exported, skipped (with a note) otherwise
+BASELINE = (TEACHER, BENCH_PYTORCH)  # speed-ups are ratios against this row
 
 
 @dataclass
@@ -396,22 +413,22 @@ def resolve_models(run_dir: Path, names: list[str]) -> tuple[list[str], list[str
     notes: list[str] = []
     if names:
         models = list(names)
-        if "teacher" not in models:
+        if TEACHER not in models:
             raise BenchError("--models must include teacher: speed-ups are ratios against teacher/pytorch_fp32")
     else:
-        models = ["teacher", "student"]
+        models = [TEACHER, STUDENT]
         for name in OPTIONAL_MODELS:
-            if (run_dir / "onnx" / name / "validation.json").is_file():
+            if validation_path(run_dir, name).is_file():
                 models.append(name)
-            elif (run_dir / name).is_dir():
-                notes.append(f"{name}: model directory present but no export at {run_dir / 'onnx' / name}; "
+            elif stage_dir(run_dir, name).is_dir():
+                notes.append(f"{name}: model directory present but no export at {onnx_model_dir(run_dir, name)}; "
                              "skipped (run `make export` to include it)")
     for model in models:
-        if not (run_dir / model / "config.json").is_file():
-            raise BenchError(f"{run_dir / model}: no model directory (config.json missing)")
-        report = run_dir / "onnx" / model / "validation.json"
-        for sub in ("o2", "int8"):
-            path = run_dir / "onnx" / model / sub / "model.onnx"
+        if not (stage_dir(run_dir, model) / "config.json").is_file():
+            raise BenchError(f"{stage_dir(run_dir, model)}: no model directory (config.json missing)")
+        report = validation_path(run_dir, model)
+        for sub in (O2, INT8):
+            path = onnx_file(run_dir, model, sub)
             if not path.is_file():
                 raise BenchError(f"{path} is missing: run `make export` "
                                  f"(python -m export.onnx_export --run-dir {run_dir}) first")
@@ -536,10 +553,11 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
 
     rows: list[dict] = []
     for model in models:
-        model_dir = run_dir / model
+        model_dir = stage_dir(run_dir, model)
         info = read_model_info(model_dir)
-        validation = json.loads((run_dir / "onnx" / model / "validation.json").read_text())
-        max_length, mismatch = bench_max_length(model, cfg.max_length, validation.get("max_length", info.max_length))
+        validation = read_validation(validation_path(run_dir, model))
+        export_max_length = info.max_length if validation.max_length is None else validation.max_length
+        max_length, mismatch = bench_max_length(model, cfg.max_length, export_max_length)
         if mismatch:
             warnings.append(mismatch)
             print(f"WARNING: {mismatch}", file=sys.stderr)
@@ -557,21 +575,16 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         flops = lambda L, hf=hf, ner=ner: bert_flops(  # noqa: E731
             hf.num_hidden_layers, hf.hidden_size, hf.intermediate_size, hf.num_labels, L, token_head=ner)
         key = "token_accuracy" if ner else "accuracy"
-        accuracy = {
-            "pytorch_fp32": validation["pytorch_fp32"][key],
-            "ort_fp32_o2": validation["variants"]["o2"]["figures"][key],
-            "ort_int8": validation["variants"]["int8"]["figures"][key],
-        }
-        entity_f1 = {variant: validation["pytorch_fp32"]["entity_f1"] if sub is None else
-                     validation["variants"][sub]["figures"]["entity_f1"] for variant, _, _, sub in VARIANTS} if ner else {}
+        accuracy = {variant: validation.figure(sub, key) for variant, _, _, sub in VARIANTS}
+        entity_f1 = {variant: validation.figure(sub, "entity_f1") for variant, _, _, sub in VARIANTS} if ner else {}
         mean_len = float(lengths.mean())
-        quantization = read_quantization(run_dir / "onnx" / model / "int8")
+        quantization = read_quantization(onnx_variant_dir(run_dir, model, INT8))
         mismatch = mismatch_warning(quantization, facts)
         if mismatch:
             warnings.append(f"{model}: {mismatch}")
             print(f"WARNING: {model}: {mismatch}", file=sys.stderr)
         for variant, runtime, precision, sub in VARIANTS:
-            path = model_dir if sub is None else run_dir / "onnx" / model / sub / "model.onnx"
+            path = model_dir if sub is None else onnx_file(run_dir, model, sub)
             run = make_runner(runtime, path, threads, info.task)
             t_start = time.perf_counter()
             time_calls(run, warm + fixed[:1] + batches[:1])
@@ -586,10 +599,10 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
                 "precision": precision, "path": str(path), "size_mb": round(file_size_mb(runtime, path), 2),
                 "dev_accuracy": accuracy[variant], "dev_rows": len(lengths), "task": info.task,
                 **({"dev_entity_f1": entity_f1[variant]} if ner else {}),
-                **(int8_fields(quantization, facts) if sub == "int8" else {}),
+                **(int8_fields(quantization, facts) if sub == INT8 else {}),
                 "layers": hf.num_hidden_layers, "hidden": hf.hidden_size,
                 "mean_dev_len": round(mean_len, 2), "max_length": max_length,
-                "export_max_length": validation.get("max_length", info.max_length),
+                "export_max_length": export_max_length,
                 "long_text": long_text.mode, "rows_per_dev_text": round(rows_per_text, 3),
                 "p50_b1_ms": pct(t_b1, 50), "p90_b1_ms": pct(t_b1, 90), "p99_b1_ms": pct(t_b1, 99),
                 "n_b1": len(t_b1),
@@ -622,7 +635,7 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         r["speedup_p50_fixed"] = base["p50_fixed_ms"] / r["p50_fixed_ms"]
         r["speedup_throughput"] = r["throughput_ex_s"] / base["throughput_ex_s"]
 
-    out_dir = run_dir / "bench"
+    out_dir = bench_dir(run_dir)
     machine = {"peak": dataclasses.asdict(peak), "gemm": gemm, "int8": facts}
     result = {"command": command, "config": dataclasses.asdict(cfg), "warnings": warnings, "machine": machine,
               "rows": rows}
@@ -664,9 +677,9 @@ def int8_verdicts(rows: list[dict], worth_ratio: float) -> list[str]:
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
         own = {r["variant"]: r for r in rows if r["model"] == model}
-        if "ort_int8" not in own or "ort_fp32_o2" not in own:
+        if BENCH_INT8 not in own or BENCH_O2 not in own:
             continue
-        int8, o2 = own["ort_int8"], own["ort_fp32_o2"]
+        int8, o2 = own[BENCH_INT8], own[BENCH_O2]
         b1, batch = o2["p50_b1_ms"] / int8["p50_b1_ms"], int8["throughput_ex_s"] / o2["throughput_ex_s"]
         int8["int8_over_o2_b1"], int8["int8_over_o2_throughput"] = round(b1, 3), round(batch, 3)
         if max(b1, batch) < worth_ratio:
@@ -728,7 +741,7 @@ def render_markdown(rows: list[dict], warnings: list[str], command: str, cfg: Be
         "- speed-ups are ratios against teacher / pytorch_fp32 in this run (>1: faster)",
         *[f"- {r['model']} uses long_text=chunks: its timings, throughput and mean length are per chunk row; "
           f"a dev text is {r['rows_per_dev_text']:.2f} rows on average (its cost: that many times a row's)"
-          for r in rows if r["long_text"] == "chunks" and r["variant"] == "pytorch_fp32"],
+          for r in rows if r["long_text"] == "chunks" and r["variant"] == BENCH_PYTORCH],
         "- GFLOP/ex: analytic, N(8LH²+4L²H+4LHI)+2H²+2HC, at the mean dev length / at "
         f"{cfg.fixed_len}; GFLOP/s b32 counts the padded batch",
         f"- '% peak / % GEMM': the batch-{cfg.batch_size} GFLOP/s against the theoretical peak / the best "
@@ -777,7 +790,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = {"pytorch_fp32": "o", "ort_fp32_o2": "s", "ort_int8": "^"}
+    markers = {BENCH_PYTORCH: "o", BENCH_O2: "s", BENCH_INT8: "^"}
     colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     score, _ = _score_column(rows)
@@ -803,7 +816,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-dir", required=True, type=Path, help="runs/<RUN> with onnx/ from `make export`")
     args, overrides = parser.parse_known_args(argv)
     cfg = apply_overrides(BenchConfig(), overrides)
-    with stage_lock(args.run_dir / "bench"):  # one benchmark per run (two would also time each other)
+    with stage_lock(bench_dir(args.run_dir)):  # one benchmark per run (two would also time each other)
         threads = cfg.threads or available_cores()
         set_thread_env(threads)  # before the first import of numpy / torch / onnxruntime (in bench)
         already = [m for m in ("torch", "onnxruntime", "numpy") if m in sys.modules]

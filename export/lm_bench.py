@@ -28,9 +28,26 @@ from pathlib import Path
 
 from distill.config import apply_overrides, atomic_write_text
 from distill.errors import PipelineError
+from distill.layout import (
+    BENCH_PYTORCH,
+    BENCH_VARIANT,
+    LM_EXPORT_VARIANTS,
+    ONNX_FILE,
+    STUDENT,
+    STUDENT_CE,
+    TEACHER,
+    bench_dir,
+    onnx_file,
+    onnx_model_dir,
+    onnx_variant_dir,
+    read_validation,
+    stage_dir,
+    teacher_dir,
+    validation_path,
+)
 from export.bench import available_cores, check_load, read_cpu_peak, set_thread_env  # stdlib-only at import
 
-LM_VARIANTS = (("pytorch_fp32", None), ("ort_fp32", "fp32"), ("ort_int8", "int8"))
+LM_VARIANTS = tuple((BENCH_VARIANT[sub], sub) for sub in (None, *LM_EXPORT_VARIANTS))  # (bench name, export folder)
 
 
 class LMBenchError(RuntimeError, PipelineError):
@@ -108,33 +125,33 @@ def bench_lm(run_dir: Path, overrides: list[str], threads: int, command: str) ->
 
     cfg = apply_overrides(LMBenchConfig(), overrides)
     torch.set_num_threads(threads)
-    models = cfg.models or ["teacher", "student"] + [m for m in ("student_ce",) if (run_dir / "onnx" / m).is_dir()]
-    if "teacher" not in models:
+    models = cfg.models or [TEACHER, STUDENT] + [m for m in (STUDENT_CE,) if onnx_model_dir(run_dir, m).is_dir()]
+    if TEACHER not in models:
         raise LMBenchError("--models must include teacher: speed-ups are ratios against the teacher's rows")
     for model in models:
-        for sub in ("fp32", "int8"):
-            if not (run_dir / "onnx" / model / sub / "model.onnx").is_file():
-                raise LMBenchError(f"{run_dir / 'onnx' / model / sub / 'model.onnx'} is missing: run `make export` first")
+        for sub in LM_EXPORT_VARIANTS:
+            if not onnx_file(run_dir, model, sub).is_file():
+                raise LMBenchError(f"{onnx_file(run_dir, model, sub)} is missing: run `make export` first")
     from distill.artifacts import read_model_info
 
-    info = read_model_info(run_dir / "teacher")
-    data = load_lm_data(info.data, AutoTokenizer.from_pretrained(run_dir / "teacher"), run_dir / "teacher" / "tokens")
+    info = read_model_info(teacher_dir(run_dir))
+    data = load_lm_data(info.data, AutoTokenizer.from_pretrained(teacher_dir(run_dir)), teacher_dir(run_dir) / "tokens")
     if data.heldout.blocks.shape[1] < cfg.prompt_tokens:
         raise LMBenchError(f"--prompt_tokens={cfg.prompt_tokens} exceeds the block length {data.heldout.blocks.shape[1]}")
     prompts = np.asarray(data.heldout.blocks[: cfg.warmup + cfg.prompts, : cfg.prompt_tokens], dtype=np.int64)
     load0, busy = check_load(os.cpu_count() or 1, 0.5)
     rows = []
     for model in models:
-        validation = json.loads((run_dir / "onnx" / model / "validation.json").read_text())
+        validation = read_validation(validation_path(run_dir, model))
         for variant, sub in LM_VARIANTS:
-            path = run_dir / model if sub is None else run_dir / "onnx" / model / sub
+            path = stage_dir(run_dir, model) if sub is None else onnx_variant_dir(run_dir, model, sub)
             forward = _torch_runner(path) if sub is None else _ort_runner(path, threads)
             timings = [time_prompt(forward, p, cfg.new_tokens) for p in prompts]
             prefill = [t[0] for t in timings[cfg.warmup:]]
             per_token = [t[1] for t in timings[cfg.warmup:]]
             size = (sum(f.stat().st_size for f in path.glob("*.safetensors")) if sub is None
-                    else (path / "model.onnx").stat().st_size) / 1e6
-            figures = validation["pytorch_fp32"] if sub is None else validation["variants"][sub]["figures"]
+                    else (path / ONNX_FILE).stat().st_size) / 1e6
+            figures = validation.figures(sub)
             rows.append({"model": model, "variant": variant, "prompt_tokens_per_s": cfg.prompt_tokens / statistics.median(prefill),
                          "generated_tokens_per_s": 1.0 / statistics.median(per_token),
                          "prefill_ms_p50": 1e3 * statistics.median(prefill),
@@ -149,7 +166,7 @@ def bench_lm(run_dir: Path, overrides: list[str], threads: int, command: str) ->
             "load_before": load0, "load_after": os.getloadavg()[0], "busy_warning": busy,
             "date": _dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__}
-    out = run_dir / "bench"
+    out = bench_dir(run_dir)
     atomic_write_text(out / "bench.json", json.dumps({"rows": rows, **meta}, indent=2) + "\n")
     atomic_write_text(out / "bench.md", render(rows, meta))
     print(f"bench: {out / 'bench.md'}")
@@ -158,9 +175,9 @@ def bench_lm(run_dir: Path, overrides: list[str], threads: int, command: str) ->
 
 def _ratios(rows: list[dict]) -> None:
     """Each row's generated tokens/s over the teacher's PyTorch fp32 row and its same-variant row."""
-    teacher = {r["variant"]: r["generated_tokens_per_s"] for r in rows if r["model"] == "teacher"}
+    teacher = {r["variant"]: r["generated_tokens_per_s"] for r in rows if r["model"] == TEACHER}
     for r in rows:
-        r["gen_speedup_vs_teacher_pytorch"] = r["generated_tokens_per_s"] / teacher["pytorch_fp32"]
+        r["gen_speedup_vs_teacher_pytorch"] = r["generated_tokens_per_s"] / teacher[BENCH_PYTORCH]
         r["gen_speedup_vs_teacher_same_variant"] = r["generated_tokens_per_s"] / teacher[r["variant"]]
 
 

@@ -41,6 +41,8 @@ import numpy as np
 
 from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
+from distill.layout import FP32, INT8, LM_EXPORT_VARIANTS, REFERENCE, VALIDATION_FILE, stage_dir
+from distill.layout import onnx_root as run_onnx_root
 from export.onnx_export import (
     DEFAULT_MODELS,
     ONNX_FILE,
@@ -53,7 +55,6 @@ from export.onnx_export import (
     versions,
 )
 
-LM_VARIANTS = ("fp32", "int8")
 TASK = "text-generation-with-past"
 
 
@@ -159,7 +160,7 @@ def validate(variant: str, variant_dir: Path, reference: np.ndarray, tokens: np.
                    cached_max_abs_diff=float(np.abs(cached - ref_steps).max()), agreement=agreement,
                    cached_agreement=float((cached.argmax(-1) == ref_steps.argmax(-1)).mean()),
                    perplexity=_perplexity(full, tokens), positions=int(full.shape[0] * full.shape[1]))
-    if variant == "fp32":
+    if variant == FP32:
         for name in ("full_max_abs_diff", "cached_max_abs_diff"):
             checks.append(Check(name, figures[name] <= cfg.fp32_max_abs_diff, figures[name], cfg.fp32_max_abs_diff, ""))
         checks.append(Check("agreement", agreement >= cfg.fp32_min_agreement, agreement, cfg.fp32_min_agreement, ""))
@@ -180,26 +181,26 @@ def export_lm_model(model: str, model_dir: Path, onnx_root: Path, cfg: LMExportC
     t0 = time.perf_counter()
     reference = torch_logits(model_dir, tokens)
     report: dict = {"model_dir": str(model_dir), "task": "lm", "validation_tokens": tokens.shape,
-                    "pytorch_fp32": {"perplexity": _perplexity(reference, tokens)}, "variants": {},
+                    REFERENCE: {"perplexity": _perplexity(reference, tokens)}, "variants": {},
                     "timings_s": {"pytorch": round(time.perf_counter() - t0, 2)}}
     onnx_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model}.staging-", dir=onnx_root))
     failures: list[str] = []
     try:
-        for variant in LM_VARIANTS:
+        for variant in LM_EXPORT_VARIANTS:
             t0 = time.perf_counter()
-            if variant == "fp32":
-                main_export(str(model_dir), output=staging / "fp32", task=TASK, opset=cfg.opset, device="cpu",
+            if variant == FP32:
+                main_export(str(model_dir), output=staging / FP32, task=TASK, opset=cfg.opset, device="cpu",
                             library_name="transformers", local_files_only=True, do_validation=False)
             else:
-                quantise_int8(staging / "fp32", staging / "int8", cfg)
+                quantise_int8(staging / FP32, staging / INT8, cfg)
                 for extra in ("generation_config.json",):  # ORTQuantizer copies config and tokenizer only
-                    if (staging / "fp32" / extra).exists():
-                        shutil.copy2(staging / "fp32" / extra, staging / "int8" / extra)
+                    if (staging / FP32 / extra).exists():
+                        shutil.copy2(staging / FP32 / extra, staging / INT8 / extra)
             shutil.copy2(model_dir / MODEL_INFO, staging / variant / MODEL_INFO)
             report["timings_s"][f"build_{variant}"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
-            fp32_ppl = report["variants"].get("fp32", {}).get("figures", {}).get("perplexity")
+            fp32_ppl = report["variants"].get(FP32, {}).get("figures", {}).get("perplexity")
             checks, figures = validate(variant, staging / variant, reference, tokens, cfg, fp32_ppl)
             report["timings_s"][f"validate_{variant}"] = round(time.perf_counter() - t0, 2)
             print_report(model, variant, checks)
@@ -212,7 +213,7 @@ def export_lm_model(model: str, model_dir: Path, onnx_root: Path, cfg: LMExportC
     report["passed"], report["failures"] = not failures, failures
     target = onnx_root / (model if not failures else f"{model}.failed")
     report["location"], report["installed"] = str(target), not failures
-    atomic_write_text(staging / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(staging / VALIDATION_FILE, json.dumps(report, indent=2, default=str) + "\n")
     if failures:
         _move_aside(staging, target)
         print(f"{model}: FAILED validation, kept at {target}")
@@ -224,16 +225,16 @@ def export_lm_model(model: str, model_dir: Path, onnx_root: Path, cfg: LMExportC
 
 def run_lm_export(run_dir: Path, overrides: list[str]) -> dict:
     cfg = apply_overrides(LMExportConfig(), overrides)
-    models = cfg.models or [m for m in DEFAULT_MODELS if (run_dir / m / "config.json").is_file()]
-    onnx_root = run_dir / "onnx"
+    models = cfg.models or [m for m in DEFAULT_MODELS if (stage_dir(run_dir, m) / "config.json").is_file()]
+    onnx_root = run_onnx_root(run_dir)
     report: dict = {"run_dir": str(run_dir), "date": _dt.datetime.now().isoformat(timespec="seconds"),
                     "versions": versions(), "config": dataclasses.asdict(cfg), "models": {}}
     failures: list[str] = []
     for model in models:
-        report["models"][model], failed = export_lm_model(model, run_dir / model, onnx_root, cfg)
+        report["models"][model], failed = export_lm_model(model, stage_dir(run_dir, model), onnx_root, cfg)
         failures += failed
     report["passed"], report["failures"] = not failures, failures
-    path = onnx_root / "validation.json"
+    path = onnx_root / VALIDATION_FILE
     atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
     print(f"report: {path}")
     if failures:

@@ -87,6 +87,8 @@ from distill.data import Split, load_dataset
 from distill.errors import PipelineError
 from distill.int8 import DEFAULT_TARGET, GATE, machine_facts, read_quantization
 from distill.int8 import target as int8_target
+from distill.layout import FP32, INT8, O2, REFERENCE, ROLES, VALIDATION_FILE, VARIANTS, stage_dir
+from distill.layout import onnx_root as run_onnx_root
 from distill.lock import stage_lock
 from distill.model_card import refresh_cards, write_card
 from distill.ner import WordAligned, align_words, ner_scores, predicted_tags, word_logits_from_batches
@@ -101,8 +103,7 @@ from distill.onnx_graph import (  # noqa: F401  (ONNX_FILE, ort_session: the nam
 )
 from distill.tokens import LongText, encode, mean_per_document
 
-VARIANTS = ("fp32", "o2", "int8")
-DEFAULT_MODELS = ("teacher", "student", "student_ce")  # exported when present and --models is empty
+DEFAULT_MODELS = ROLES  # exported when present and --models is empty
 
 
 @dataclass
@@ -381,7 +382,7 @@ def validate_variant(
 
     # decided rows: fp32 and o2 must keep every row whose margin exceeds twice their |Δlogit| bound
     # (implied by that bound; a tie closer than that may flip), int8 every row past int8_decided_margin
-    margin = cfg.int8_decided_margin if variant == "int8" else 2 * getattr(cfg, f"{variant}_max_abs_diff")
+    margin = cfg.int8_decided_margin if variant == INT8 else 2 * getattr(cfg, f"{variant}_max_abs_diff")
 
     def dev_values():
         need_session()
@@ -405,7 +406,7 @@ def validate_variant(
     def agreement():
         if "logits" not in state:
             dev_values()
-        bound = cfg.int8_min_decided_agreement if variant == "int8" else getattr(cfg, f"{variant}_min_agreement")
+        bound = cfg.int8_min_decided_agreement if variant == INT8 else getattr(cfg, f"{variant}_min_agreement")
         n_diff = int(round((1 - figures["agreement"]) * len(labels)))
         return (figures["decided_agreement"] >= bound, figures["decided_agreement"], bound,
                 f"{state['decided_differ']} of {figures['decided_rows']} decided {unit} differ (fp32 margin >= "
@@ -476,10 +477,10 @@ def validate_variant(
     _run_check(checks, "output_names", outputs)
     _run_check(checks, "dynamic_axes", axes)
     _run_check(checks, "new_shape", new_shape)
-    if variant != "int8":
+    if variant != INT8:
         _run_check(checks, "dev_max_abs_diff", max_abs_diff)
-    _run_check(checks, "dev_decided_agreement" if variant == "int8" else "dev_agreement", agreement)
-    if variant == "int8":
+    _run_check(checks, "dev_decided_agreement" if variant == INT8 else "dev_agreement", agreement)
+    if variant == INT8:
         _run_check(checks, "dev_logit_error", logit_error)
         _run_check(checks, *(("dev_entity_f1", entity_f1) if ner is not None else ("dev_accuracy", accuracy)))
     _run_check(checks, "loads_with_optimum", loads_with_optimum_ner if ner is not None else loads_with_optimum)
@@ -543,17 +544,17 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
         "max_length": max_length, "trained_max_length": info.max_length,
         "long_text": info.long_text_settings().to_dict(), "dev_model_rows": len(order),
         "num_labels": model_config.num_labels, "task": info.task,
-        "pytorch_fp32": ner.scores(reference) if ner is not None else
+        REFERENCE: ner.scores(reference) if ner is not None else
         {"accuracy": float((reference.argmax(1) == labels).mean())},
         "variants": {}, "timings_s": {"pytorch_dev": round(time.perf_counter() - t0, 2)},
     }
     if ner is not None:
         report.update(dev_words=len(labels), alignment=ner.aligned.summary())
         print(f"{model}: {model_dir} -> dev {dataset.dev.source} ({len(dataset.dev)} sentences, {len(labels)} "
-              f"words), PyTorch fp32 entity F1 {report['pytorch_fp32']['entity_f1']:.4f}")
+              f"words), PyTorch fp32 entity F1 {report[REFERENCE]['entity_f1']:.4f}")
     else:
         print(f"{model}: {model_dir} -> dev {dataset.dev.source} ({len(labels)} rows), "
-              f"PyTorch fp32 accuracy {report['pytorch_fp32']['accuracy']:.4f}")
+              f"PyTorch fp32 accuracy {report[REFERENCE]['accuracy']:.4f}")
 
     onnx_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model}.staging-", dir=onnx_root))
@@ -562,10 +563,10 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the installed export is an ordinary folder
     try:
         for variant, build in (
-            ("fp32", lambda d: export_fp32(model_dir, d, cfg.opset,
+            (FP32, lambda d: export_fp32(model_dir, d, cfg.opset,
                                            "token-classification" if ner is not None else "text-classification")),
-            ("o2", lambda d: optimise_o2(staging / "fp32", d)),
-            ("int8", lambda d: quantise_int8(staging / "fp32", d, cfg)),
+            (O2, lambda d: optimise_o2(staging / FP32, d)),
+            (INT8, lambda d: quantise_int8(staging / FP32, d, cfg)),
         ):
             t0 = time.perf_counter()
             build(staging / variant)
@@ -583,7 +584,7 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
             print_report(model, variant, checks)
             report["variants"][variant] = {
                 "figures": figures, "checks": [dataclasses.asdict(c) for c in checks],
-                **({"quantization": read_quantization(staging / variant)} if variant == "int8" else {}),
+                **({"quantization": read_quantization(staging / variant)} if variant == INT8 else {}),
             }
             for c in checks:
                 if not c.passed:
@@ -601,7 +602,7 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
     if failures:
         report["location"] = str(onnx_root / f"{model}.failed")
         report["installed"] = False
-        atomic_write_text(staging / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
+        atomic_write_text(staging / VALIDATION_FILE, json.dumps(report, indent=2, default=str) + "\n")
         _write_variant_cards(staging)
         _move_aside(staging, onnx_root / f"{model}.failed")
         kept = f"; the previous good export at {target} is untouched" if target.exists() else ""
@@ -609,7 +610,7 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
     else:
         report["location"] = str(target)
         report["installed"] = True
-        atomic_write_text(staging / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
+        atomic_write_text(staging / VALIDATION_FILE, json.dumps(report, indent=2, default=str) + "\n")
         _write_variant_cards(staging)
         _install(staging, target)
         stale = onnx_root / f"{model}.failed"
@@ -668,13 +669,13 @@ def resolve_models(run_dir: Path, names: list[str]) -> list[str]:
     exist), or every default one present."""
     if names:
         check_model_names(names)
-        missing = [n for n in names if not (run_dir / n / "config.json").is_file()]
+        missing = [n for n in names if not (stage_dir(run_dir, n) / "config.json").is_file()]
         if missing:
             raise ExportError(
                 "no model directory (with config.json) for " + ", ".join(f"{m!r} at {run_dir / m}" for m in missing)
             )
         return list(names)
-    found = [n for n in DEFAULT_MODELS if (run_dir / n / "config.json").is_file()]
+    found = [n for n in DEFAULT_MODELS if (stage_dir(run_dir, n) / "config.json").is_file()]
     if not found:
         raise ExportError(f"{run_dir}: none of {', '.join(DEFAULT_MODELS)} holds a model (config.json)")
     return found
@@ -696,7 +697,7 @@ def versions() -> dict[str, str]:
 def run_export(run_dir: Path, cfg: ExportConfig) -> dict:
     """Export, validate and install every model; write ``onnx/validation.json``; raise
     ``ExportValidationError`` listing all failures if any check failed."""
-    onnx_root = run_dir / "onnx"
+    onnx_root = run_onnx_root(run_dir)
     int8_target(cfg.int8_target)  # an unknown target is refused before anything is built
     models = resolve_models(run_dir, cfg.models)
     report: dict = {
@@ -706,12 +707,12 @@ def run_export(run_dir: Path, cfg: ExportConfig) -> dict:
     failures: list[str] = []
     with stage_lock(onnx_root):  # one export per run: two would swap the same folders in and out
         for model in models:
-            model_report, model_failures = export_model(model, run_dir / model, onnx_root, cfg)
+            model_report, model_failures = export_model(model, stage_dir(run_dir, model), onnx_root, cfg)
             report["models"][model] = model_report
             failures += model_failures
         report["passed"] = not failures
         report["failures"] = failures
-        report_path = onnx_root / "validation.json"
+        report_path = onnx_root / VALIDATION_FILE
         atomic_write_text(report_path, json.dumps(report, indent=2, default=str) + "\n")
     print(f"report: {report_path}")
     if failures:

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from distill import layout
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
 from distill.cache import TeacherLogits, fingerprint_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides, atomic_write_text
@@ -95,15 +96,15 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
                                      long_text=info.long_text, scorer=scorer)
 
         if logits:  # made by the scorer distill.json names (absent: pytorch); states always by pytorch
-            cache = open_logit_cache(teacher_dir / "logits", name,
+            cache = open_logit_cache(layout.logits_dir(teacher_dir), name,
                                      expected_parts=expected_parts(info.scorers.get(name, "pytorch")))
             cache.check_rows(split)
             caches.append(cache.logits)
         if cls:
-            if not (teacher_dir / "logits" / f"{cls_cache_name(name)}.manifest.json").exists():
+            if not (layout.logits_dir(teacher_dir) / f"{cls_cache_name(name)}.manifest.json").exists():
                 raise ConfigError(f"--layer_source=cached: the teacher cached no [CLS] states for {name!r}; "
                                   "rescore with `python -m distill score --run-dir <run> --cache_cls=true`")
-            cached = open_logit_cache(teacher_dir / "logits", cls_cache_name(name),
+            cached = open_logit_cache(layout.logits_dir(teacher_dir), cls_cache_name(name),
                                       expected_parts={**expected_parts("pytorch"), "states": "cls per layer"})
             cached.check_rows(split)
             states.append(cached.logits)
@@ -330,7 +331,7 @@ def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
 
 
 def teacher_of(cfg: StudentConfig, run_dir: Path) -> Path:
-    return Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
+    return Path(cfg.teacher_dir) if cfg.teacher_dir else layout.teacher_dir(run_dir)
 
 
 def teacher_task(argv: list[str]) -> str | None:
@@ -339,7 +340,7 @@ def teacher_task(argv: list[str]) -> str | None:
     parser.add_argument("--run-dir", default="runs/demo")
     args, rest = parser.parse_known_args(argv)
     given = [o.split("=", 1)[1] for o in rest if o.startswith("--teacher_dir=")]
-    teacher_dir = Path(given[-1]) if given else Path(args.run_dir) / "teacher"
+    teacher_dir = Path(given[-1]) if given else layout.teacher_dir(args.run_dir)
     return read_model_info(teacher_dir).task if (teacher_dir / "distill.json").is_file() else None
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distill import layout
 from distill.artifacts import ModelInfo, read_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.kd_defaults import IGNORE_INDEX
@@ -217,10 +218,10 @@ def parse_args(argv: list[str]) -> tuple[LMStudentConfig, Path]:
 
 def main(argv: list[str]) -> int:
     cfg, run_dir = parse_args(argv)
-    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else run_dir / "teacher"
-    train_lm_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student", role="student")
+    teacher_dir = Path(cfg.teacher_dir) if cfg.teacher_dir else layout.teacher_dir(run_dir)
+    train_lm_student(cfg, teacher_dir=teacher_dir, out=layout.student_dir(run_dir), role=layout.STUDENT)
     if cfg.student_ce:
-        train_lm_student(cfg, teacher_dir=teacher_dir, out=run_dir / "student_ce", role="student_ce")
+        train_lm_student(cfg, teacher_dir=teacher_dir, out=layout.student_ce_dir(run_dir), role=layout.STUDENT_CE)
     if dist.is_initialized():
         rank = dist.get_rank()
         dist.destroy_process_group()

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from distill import layout
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info, write_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config
 from distill.data import DEFAULT_DATA, DataSpec, load_dataset, write_skipped_rows
@@ -215,7 +216,7 @@ def resolve_defaults(cfg: TeacherConfig) -> TeacherConfig:
 
 
 def stage_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "teacher"
+    return layout.teacher_dir(run_dir)
 
 
 def run(cfg: TeacherConfig, run_dir: Path) -> dict:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distill import layout
 from distill.artifacts import ModelInfo
 from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config, save_config
 from distill.lm_cache import TargetSpec, score_targets
@@ -126,7 +127,7 @@ def run_lm(cfg: LMTeacherConfig, run_dir: Path) -> dict:
     targets.check()
     device = setup_distributed(cfg.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    out = Path(run_dir) / "teacher"
+    out = layout.teacher_dir(run_dir)
     source = causal_lm_source(cfg.base_model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     data = load_lm_data(spec, tokenizer, out / "tokens")  # bad data fails before the model is saved

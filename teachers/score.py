@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from distill import layout
 from distill.artifacts import StageInputError, read_model_info
 from distill.config import ConfigError, apply_overrides, load_config, override_key
 from teachers.finetune import SCORING_ONLY, TeacherConfig, run
@@ -28,7 +29,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-dir", default="runs/demo", help="the run directory holding teacher/")
     args, overrides = parser.parse_known_args(argv)
     run_dir = Path(args.run_dir)
-    teacher_dir = run_dir / "teacher"
+    teacher_dir = layout.teacher_dir(run_dir)
     info = read_model_info(teacher_dir, hint="make teacher")
     if not (teacher_dir / "metrics.json").exists():
         raise StageInputError(teacher_dir / "metrics.json", "the teacher has not finished training", "make teacher")

@@ -1,4 +1,4 @@
-"""students.compare: the summary's means, stds and paired differences from known per-seed figures,
+"""experiments.compare: the summary's means, stds and paired differences from known per-seed figures,
 the words that go with them, and a small end-to-end run on a tiny teacher (resumable per arm)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from students.compare import CompareConfig, render, sentence, summarise
+from experiments.compare import CompareConfig, render, sentence, summarise
 
 
 def result(acc: float, steps: int = 10) -> dict:
@@ -49,7 +49,7 @@ def test_a_difference_within_its_spread_says_so_and_missing_seeds_are_left_out()
 
 @pytest.mark.slow
 def test_compare_end_to_end_on_a_tiny_teacher(tmp_path, sst2_small, tiny_bert_dir):
-    from students.compare import main as compare
+    from experiments.compare import main as compare
     from teachers.finetune import TeacherConfig, run
 
     run(TeacherConfig(data=str(sst2_small), base_model=str(tiny_bert_dir), max_length=32, epochs=1, batch_size=16,

@@ -1,4 +1,4 @@
-"""students.gap: the rows from known per-seed metrics and bench figures (every finished seed
+"""experiments.gap: the rows from known per-seed metrics and bench figures (every finished seed
 counted, missing ones shown as missing), the table and plot, the bad-input errors, and a small
 end-to-end run on a tiny teacher (train, export, bench, resume)."""
 
@@ -9,7 +9,7 @@ import json
 import pytest
 
 from distill.config import ConfigError
-from students.gap import GapConfig, gap_rows, main, plot, render
+from experiments.gap import GapConfig, gap_rows, main, plot, render
 
 
 def write_metrics(out, student, arm, seed, acc, params=1000, seconds=100.0):

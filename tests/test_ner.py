@@ -514,7 +514,7 @@ def test_ner_settings_that_are_classification_only_are_errors(ner_data, tiny_ber
     with pytest.raises(ConfigError, match="--w_hidden apply to classification only"):
         distill_main(["--run-dir", str(tmp_path), f"--teacher_dir={ner_run / 'teacher'}", "--w_hidden=1",
                       *STUDENT_ARGS])
-    from students.compare import main as compare_main
+    from experiments.compare import main as compare_main
 
     with pytest.raises(ConfigError, match=r"unknown arm\(s\) \['kd_layers'\] for a ner teacher"):
         compare_main(["--run-dir", str(ner_run), "--arms=ce,kd_layers"])
@@ -757,7 +757,7 @@ def test_ner_presets_give_the_kd_student_its_controls_passes(ner_run):
 
 def test_compare_arms_for_a_tagger(ner_run, ner_transfer_run):
     from distill.artifacts import read_model_info
-    from students.compare import CompareConfig, arm_args, summarise, task_arms
+    from experiments.compare import CompareConfig, arm_args, summarise, task_arms
 
     plain, with_sets = read_model_info(ner_run / "teacher"), read_model_info(ner_transfer_run / "teacher")
     assert task_arms(CompareConfig().arms, plain, given=False) == ["ce", "kd"]  # no transfer set: no pseudo arm
@@ -777,7 +777,7 @@ def test_compare_arms_for_a_tagger(ner_run, ner_transfer_run):
 def test_compare_end_to_end_on_a_tiny_tagger(ner_transfer_run, tmp_path):
     import shutil
 
-    from students.compare import main as compare
+    from experiments.compare import main as compare
 
     shutil.copytree(ner_transfer_run / "teacher", tmp_path / "teacher")
     args = ["--run-dir", str(tmp_path), "--seeds=2", "--holdout_rows=8", "--max_length=32", "--batch_size=16",

@@ -11,6 +11,7 @@ import pytest
 
 from distill.config import ConfigError, save_config
 from distill.modeling import STRATEGIES
+from experiments.strategies import recommend, render, student_sentence
 from teachers.finetune import (
     PRESET_LR_SCALE,
     PRESETS,
@@ -20,7 +21,6 @@ from teachers.finetune import (
     parse_args,
     resolve_defaults,
 )
-from teachers.strategies import recommend, render, student_sentence
 
 
 def test_every_strategy_has_a_default_and_the_presets_leave_lr_to_it():
@@ -132,7 +132,7 @@ def test_report_has_the_table_the_rule_the_students_and_the_failures():
 
 @pytest.mark.slow
 def test_strategies_end_to_end_on_the_tiny_model(tmp_path, sst2_small, tiny_bert_dir):
-    from teachers.strategies import main
+    from experiments.strategies import main
 
     args = ["--data", str(sst2_small), "--run-dir", str(tmp_path), f"--base_model={tiny_bert_dir}",
             "--max_length=32", "--epochs=1", "--batch_size=16", "--transfer=", "--threads=1"]

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill import layout
 from distill.artifacts import claim_run_dir
 from distill.config import (
     ConfigError,
@@ -88,8 +89,8 @@ def saved_mb(directory: Path) -> float:
 
 def collect(strategy: str, out: Path) -> dict:
     """One strategy's row: the teacher's figures and lr, the student's when it has finished."""
-    teacher = out / "teacher"
-    m = json.loads((teacher / "metrics.json").read_text())
+    teacher = layout.teacher_dir(out)
+    m = json.loads((teacher / layout.METRICS_FILE).read_text())
     saved_cfg = json.loads((teacher / "train_config.json").read_text())
     row = {
         "strategy": strategy, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
@@ -101,7 +102,7 @@ def collect(strategy: str, out: Path) -> dict:
         "teacher_wall_s": round(m["wall_time_s"] + sum(c.get("seconds", 0.0) for c in m["cache"].values()), 1),
         "dev_rows": m["examples"], "student_accuracy": None, "student_macro_f1": None, "student_wall_s": None,
     }
-    student = out / "student" / "metrics.json"
+    student = layout.student_dir(out) / layout.METRICS_FILE
     if student.exists():
         s = json.loads(student.read_text())
         row.update(student_accuracy=s["accuracy"], student_macro_f1=s["macro_f1"], student_wall_s=s["wall_time_s"],
@@ -264,8 +265,8 @@ def _run(cfg: StrategiesConfig, *, args: argparse.Namespace, out: Path, extra: l
     failures: list[str] = []
     for strategy in cfg.strategies:
         s_dir = out / strategy
-        teacher = s_dir / "teacher"
-        if (teacher / "metrics.json").exists():
+        teacher = layout.teacher_dir(s_dir)
+        if (teacher / layout.METRICS_FILE).exists():
             already_trained(teacher, expected[strategy])  # a finished teacher with other settings: an error
         else:
             t0 = time.perf_counter()
@@ -277,9 +278,9 @@ def _run(cfg: StrategiesConfig, *, args: argparse.Namespace, out: Path, extra: l
                 print(f"strategies: {failures[-1]}", flush=True)
                 continue
             print(f"strategies: {strategy} teacher done in {time.perf_counter() - t0:.0f}s", flush=True)
-        if cfg.student and not (s_dir / "student" / "metrics.json").exists():
+        if cfg.student and not (layout.student_dir(s_dir) / layout.METRICS_FILE).exists():
             t0 = time.perf_counter()
-            print(f"strategies: {strategy} student -> {s_dir / 'student'} (log: {s_dir / 'student.log'})", flush=True)
+            print(f"strategies: {strategy} student -> {layout.student_dir(s_dir)} (log: {s_dir / 'student.log'})", flush=True)
             status = run_stage("distill", student_args(cfg, s_dir), log=s_dir / "student.log", threads=cfg.threads)
             if status != 0:  # the teacher's row stays; its student column says nothing
                 failures.append(f"{strategy} student: exit status {status}, see {s_dir / 'student.log'}")

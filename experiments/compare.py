@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill import layout
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
 from distill.config import (
     ConfigError,
@@ -225,7 +226,7 @@ def main(argv: list[str]) -> int:
     mine, extra = split_overrides(overrides, CompareConfig)  # extra: passed on to every arm's student stage
     cfg = apply_overrides(CompareConfig(), mine)
     run_dir = Path(args.run_dir)
-    teacher_dir = Path(args.teacher_dir) if args.teacher_dir else run_dir / "teacher"
+    teacher_dir = Path(args.teacher_dir) if args.teacher_dir else layout.teacher_dir(run_dir)
     teacher = read_model_info(teacher_dir, hint="make teacher")
     cfg = dataclasses.replace(cfg, arms=task_arms(cfg.arms, teacher, given="arms" in {override_key(o) for o in mine}))
     if cfg.holdout_rows is None:  # a tagger holds back the sentences its teacher held back (the same seed)
@@ -242,7 +243,7 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path
          argv: list[str]) -> int:
     """Train the missing arm-seeds, then write the report; 1 when a run failed."""
     score, metric = SCORES[teacher.task]  # accuracy, or a tagger's entity F1
-    teacher_acc = json.loads((teacher_dir / "metrics.json").read_text())[score]
+    teacher_acc = json.loads((teacher_dir / layout.METRICS_FILE).read_text())[score]
     failures: list[str] = []
 
     def train_arm(arm: str, seed: int) -> None:
@@ -260,14 +261,14 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path
 
     # seed-major: a partial run already has whole seeds to compare; finished arm-seeds are kept
     todo = [(arm, seed) for seed in range(cfg.seeds) for arm in cfg.arms
-            if not (out / arm / f"seed{seed}" / "student" / "metrics.json").exists()]
+            if not (layout.student_dir(out / arm / f"seed{seed}") / layout.METRICS_FILE).exists()]
     with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:  # threads only wait on the subprocesses
         list(pool.map(lambda job: train_arm(*job), todo))
     failures.sort()
     results: dict[str, dict[int, dict]] = {}
     for seed in range(cfg.seeds):
         for arm in cfg.arms:
-            metrics = out / arm / f"seed{seed}" / "student" / "metrics.json"
+            metrics = layout.student_dir(out / arm / f"seed{seed}") / layout.METRICS_FILE
             if metrics.exists():
                 results.setdefault(arm, {})[seed] = result = json.loads(metrics.read_text())
                 print(f"compare: {arm} seed {seed}: {metric} {result[score]:.4f}", flush=True)

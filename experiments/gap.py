@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill import layout
 from distill.artifacts import read_model_info
 from distill.config import (
     ConfigError,
@@ -45,7 +46,7 @@ from distill.config import (
 from distill.lock import stage_lock
 from distill.modeling import resolve_model_name
 from distill.procs import run_stage
-from students.compare import T95, CompareConfig, _mean, _std
+from experiments.compare import T95, CompareConfig, _mean, _std
 from students.config import StudentConfig
 
 # Each student: the student-stage overrides that make it (on top of the preset and any extra ones).
@@ -76,9 +77,9 @@ STUDENTS = {
     "paraphrase_l3": ["--student=pretrained", "--pretrained=paraphrase-l3"],
 }
 ARMS = ("ce", "kd")  # compare's arms: labels alone, and distillation
-TEACHER, REFERENCE = "teacher", "reference"  # their names in <run-dir>/gap/models
-LATENCY_VARIANT = "ort_int8"  # the students' deployed form
-BASELINE_VARIANT = "pytorch_fp32"  # the teachers' form in the speed-ups
+TEACHER, REFERENCE = layout.TEACHER, "reference"  # their names in <run-dir>/gap/models
+LATENCY_VARIANT = layout.BENCH_INT8  # the students' deployed form
+BASELINE_VARIANT = layout.BENCH_PYTORCH  # the teachers' form in the speed-ups
 
 
 @dataclass
@@ -97,7 +98,7 @@ class GapConfig:
 def finished_seeds(student_dir: Path, arm: str) -> dict[int, dict]:
     """{seed: metrics.json} of every finished seed of one arm."""
     found = {}
-    for metrics in sorted((student_dir / "compare" / arm).glob("seed*/student/metrics.json")):
+    for metrics in sorted((student_dir / "compare" / arm).glob(f"seed*/{layout.STUDENT}/{layout.METRICS_FILE}")):
         found[int(metrics.parent.parent.name.removeprefix("seed"))] = json.loads(metrics.read_text())
     return found
 
@@ -251,7 +252,7 @@ def main(argv: list[str]) -> int:
     if cfg.seeds < 1:
         raise ConfigError(f"--seeds={cfg.seeds}: expected 1 or more (seed 0 is the one exported)")
     run_dir = Path(args.run_dir)
-    teacher_dir = run_dir / "teacher"
+    teacher_dir = layout.teacher_dir(run_dir)
     if read_model_info(teacher_dir, hint="make teacher").task == "ner":
         raise ConfigError(f"{teacher_dir}: the gap table is for classifiers")
     reference_dir = Path(cfg.reference) if cfg.reference else None
@@ -293,18 +294,18 @@ def _run(cfg: GapConfig, *, teacher_dir: Path, reference_dir: Path | None, out: 
         link(reference_dir, models_dir / REFERENCE)
         timed.append(REFERENCE)
     for name in cfg.students:
-        kd_student = out / name / "compare" / "kd" / "seed0" / "student"
-        if (kd_student / "metrics.json").is_file():
+        kd_student = layout.student_dir(out / name / "compare" / "kd" / "seed0")
+        if (kd_student / layout.METRICS_FILE).is_file():
             link(kd_student, models_dir / name)
             timed.append(name)
-    to_export = [m for m in timed if not (models_dir / "onnx" / m / "validation.json").is_file()]
+    to_export = [m for m in timed if not layout.validation_path(models_dir, m).is_file()]
     if to_export:
-        print(f"gap: exporting {', '.join(to_export)} -> {models_dir / 'onnx'}", flush=True)
+        print(f"gap: exporting {', '.join(to_export)} -> {layout.onnx_root(models_dir)}", flush=True)
         status = run_stage("export", ["--run-dir", str(models_dir), f"--models={','.join(to_export)}"],
                            log=out / "export_log.txt")
         if status != 0:
             failures.append(f"export exit status {status}, see {out / 'export_log.txt'}")
-    exported = [m for m in timed if (models_dir / "onnx" / m / "validation.json").is_file()]
+    exported = [m for m in timed if layout.validation_path(models_dir, m).is_file()]
 
     # 3. latency, all models in one run (ratios only mean something within one run)
     bench_rows: list[dict] = []
@@ -316,13 +317,13 @@ def _run(cfg: GapConfig, *, teacher_dir: Path, reference_dir: Path | None, out: 
         if status != 0:
             failures.append(f"bench exit status {status}, see {out / 'bench_log.txt'}")
         else:
-            bench_rows = json.loads((models_dir / "bench" / "bench.json").read_text())["rows"]
+            bench_rows = json.loads(layout.bench_json(models_dir).read_text())["rows"]
 
     teachers = []
     for name, folder in [(TEACHER, teacher_dir), (REFERENCE, reference_dir)]:
         if folder is None:
             continue
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = json.loads((folder / layout.METRICS_FILE).read_text())
         teachers.append({"name": name, "path": str(folder), "parameters": metrics.get("parameters"),
                          "accuracy": metrics["accuracy"],
                          "p50_b1_ms": bench_value(bench_rows, name, BASELINE_VARIANT, "p50_b1_ms"),
@@ -332,7 +333,7 @@ def _run(cfg: GapConfig, *, teacher_dir: Path, reference_dir: Path | None, out: 
     command = "python -m distill gap " + " ".join(argv)
     atomic_write_text(out / "gap.json", json.dumps({
         "command": command, "config": dataclasses.asdict(cfg), "extra_overrides": extra, "teachers": teachers,
-        "rows": rows, "failures": failures, "bench": str(models_dir / "bench" / "bench.json")}, indent=2) + "\n")
+        "rows": rows, "failures": failures, "bench": str(layout.bench_json(models_dir))}, indent=2) + "\n")
     atomic_write_text(out / "gap.md", render(rows, teachers, command, failures))
     plot(rows, teachers, out / "gap.png")
     print((out / "gap.md").read_text())
