@@ -69,10 +69,12 @@ def teacher_args(strategy: str, data: str | None, preset: str, out: Path, extra:
             f"--strategy={strategy}", *COMPARISON_TEACHER_ARGS, *extra]
 
 
-def student_args(cfg: StrategiesConfig, out: Path) -> list[str]:
-    """The student-stage command line distilling from ``out/teacher``."""
+def student_args(cfg: StrategiesConfig, out: Path, *, holdout_rows: int) -> list[str]:
+    """The student-stage command line distilling from ``out/teacher``; it holds back the teacher's
+    ``holdout_rows`` (the same rows), whatever the student preset says."""
     rows = [] if cfg.student_transfer_rows is None else [f"--transfer_rows={cfg.student_transfer_rows}"]
-    return ["--run-dir", str(out), "--preset", cfg.student_preset, "--student_ce=false", "--progress=false", *rows]
+    return ["--run-dir", str(out), "--preset", cfg.student_preset, "--student_ce=false", "--progress=false",
+            f"--holdout_rows={holdout_rows}", *rows]
 
 
 def expected_config(strategy: str, data: str | None, preset: str, extra: list[str]) -> TeacherConfig:
@@ -281,7 +283,7 @@ def _run(cfg: StrategiesConfig, *, args: argparse.Namespace, out: Path, extra: l
         if cfg.student and not (layout.student_dir(s_dir) / layout.METRICS_FILE).exists():
             t0 = time.perf_counter()
             print(f"strategies: {strategy} student -> {layout.student_dir(s_dir)} (log: {s_dir / 'student.log'})", flush=True)
-            status = run_stage("distill", student_args(cfg, s_dir), log=s_dir / "student.log", threads=cfg.threads)
+            status = run_stage("distill", student_args(cfg, s_dir, holdout_rows=expected[strategy].holdout_rows), log=s_dir / "student.log", threads=cfg.threads)
             if status != 0:  # the teacher's row stays; its student column says nothing
                 failures.append(f"{strategy} student: exit status {status}, see {s_dir / 'student.log'}")
                 print(f"strategies: {failures[-1]}", flush=True)
