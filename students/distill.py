@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch import nn
 from distill import layout
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
 from distill.cache import TeacherLogits, fingerprint_parts, open_logit_cache
-from distill.config import ConfigError, apply_overrides, atomic_write_text
+from distill.config import ConfigError, apply_overrides
 from distill.data import Dataset, Split, load_dataset
 from distill.inspect import stage_data_checks
 from distill.kd_defaults import IGNORE_INDEX, check_temperature
@@ -45,9 +44,9 @@ from distill.layer_losses import (
 from distill.lock import stage_lock
 from distill.losses import kd_loss
 from distill.metrics import classification_metrics
-from distill.model_card import write_card
 from distill.modeling import count_parameters, load_classifier
 from distill.scoring import cls_cache_name, split_files
+from distill.stage import finish_stage
 from distill.tokens import encode
 from distill.trainer import (
     classification_evaluate,
@@ -303,9 +302,7 @@ def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str
         "peak_rss_mb": peak_rss_mb(), "long_text": long_text.to_dict(), "train_model_rows": len(train_set),
         "data_checks": data_checks, **trimmed, "history": summary["history"],
     }
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    write_card(out)  # README.md: the model card, from the files just written (distill/model_card.py)
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
+    finish_stage(out, result)  # metrics.json, the model card, the resume checkpoint dropped
     shutil.rmtree(store, ignore_errors=True)
     print(f"{out.name} done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
           f"{result['train_samples_per_s']:.1f} train samples/s, {summary['step']} steps -> {out}")

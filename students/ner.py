@@ -26,8 +26,6 @@ are an error here.
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +36,9 @@ import torch.distributed as dist
 
 from distill.artifacts import ModelInfo, read_model_info
 from distill.cache import TeacherLogits, joint_offsets
-from distill.config import ConfigError, atomic_write_text
+from distill.config import ConfigError
 from distill.kd_defaults import IGNORE_INDEX
 from distill.losses import kd_loss
-from distill.model_card import write_card
 from distill.modeling import count_parameters, load_classifier
 from distill.ner import (
     align_words,
@@ -55,6 +52,7 @@ from distill.ner import (
 from distill.ner_data import TokenSplit, load_ner_dataset
 from distill.ner_transfer import read_ner_transfer
 from distill.scoring import split_files
+from distill.stage import finish_stage
 from distill.trainer import holdout_indices, loop_figures, save_model_dir, setup_distributed, train
 from students.build import build_student
 from students.config import StudentConfig
@@ -225,9 +223,7 @@ def train_ner_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role:
         "seed": cfg.seed, "samples_seen": summary["samples_seen"], "steps_done": summary["step"],
         "world_size": summary["world_size"], "device": str(device), **loop_figures(summary, wall),
     }
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    write_card(out)  # README.md: the model card, from the files just written (distill/model_card.py)
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
+    finish_stage(out, result)  # metrics.json, the model card, the resume checkpoint dropped
     print(f"{out.name} done: dev entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, "
           f"R {metrics['recall']:.4f}), token accuracy {metrics['token_accuracy']:.4f}, "
           f"{result['train_samples_per_s']:.1f} train sentences/s, {summary['step']} steps -> {out}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,13 +24,12 @@ import torch.nn.functional as F
 
 from distill import layout
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info, write_model_info
-from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config
+from distill.config import ConfigError, apply_overrides, load_config
 from distill.data import DEFAULT_DATA, DataSpec, load_dataset, write_skipped_rows
 from distill.inspect import stage_data_checks
 from distill.kd_defaults import IGNORE_INDEX
 from distill.lock import stage_lock
 from distill.metrics import classification_metrics
-from distill.model_card import write_card
 from distill.modeling import (
     PACKAGED,
     TASKS,
@@ -52,6 +50,7 @@ from distill.scoring import (
     score_split,
     split_files,
 )
+from distill.stage import finish_stage
 from distill.tokens import encode
 from distill.trainer import (
     TrainConfig,
@@ -360,9 +359,7 @@ def run_classification(cfg: TeacherConfig, out: Path) -> dict:
         "long_text": info.long_text, "train_model_rows": len(train_set), "data_checks": data_checks,
         "history": summary["history"], "loop": summary,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    write_card(out)  # README.md: the model card, from the files just written (distill/model_card.py)
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
+    finish_stage(out, result)  # metrics.json, the model card, the resume checkpoint dropped
     print(f"teacher done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
           f"train {result['train_time_s']:.0f}s at {result['train_samples_per_s']:.1f} samples/s -> {out}")
     return result

@@ -25,7 +25,6 @@ adds more sets to a finished teacher. Sentence pairs, ``long_text`` other than t
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -34,10 +33,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info, write_model_info
-from distill.config import ConfigError, atomic_write_text
+from distill.config import ConfigError
 from distill.data import DEFAULT_DATA, write_skipped_rows
 from distill.kd_defaults import IGNORE_INDEX
-from distill.model_card import write_card
 from distill.modeling import (
     apply_strategy,
     count_parameters,
@@ -56,6 +54,7 @@ from distill.ner import (
 from distill.ner_data import load_ner_dataset
 from distill.ner_transfer import check_sources, file_keys, read_ner_transfer
 from distill.scoring import split_files
+from distill.stage import finish_stage
 from distill.trainer import holdout_indices, loop_figures, save_model_dir, setup_distributed, train
 from distill.transfer import resolve_sources
 
@@ -182,9 +181,7 @@ def run_ner(cfg, out: Path, *, trained: bool) -> dict:
         "skipped_rows": len(data.skipped), "fallback_decoded": data.fallback_decoded,
         **loop_figures(summary, wall), "loop": summary,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    write_card(out)  # README.md: the model card, from the files just written (distill/model_card.py)
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # complete: the resume state is no longer needed
+    finish_stage(out, result)  # metrics.json, the model card, the resume checkpoint dropped
     print(f"teacher done: dev entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}, "
           f"{metrics['entities']} entities), token accuracy {metrics['token_accuracy']:.4f}, "
           f"train {result['train_time_s']:.0f}s -> {out}")
