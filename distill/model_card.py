@@ -40,6 +40,7 @@ from distill.layout import (
     onnx_model_dir,
 )
 from distill.layout import BENCH_VARIANT as _BENCH_NAMES
+from distill.tasks import task_of
 
 CARD_FILE = "README.md"
 BENCH_FILE = Path(BENCH) / "bench.json"  # under the run directory
@@ -50,22 +51,6 @@ VARIANT_WORDS = {"fp32": "the fp32 graph as optimum's exporter wrote it",
 KNOWN_BASES = {"packaged": "sentence-transformers/all-MiniLM-L6-v2",  # what --base_model's short names are
                "mpnet": "sentence-transformers/all-mpnet-base-v2"}
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-PIPELINE = {"classification": "text-classification", "ner": "token-classification"}
-AUTO_CLASS = {"classification": "AutoModelForSequenceClassification", "ner": "AutoModelForTokenClassification"}
-ORT_CLASS = {"classification": "ORTModelForSequenceClassification", "ner": "ORTModelForTokenClassification"}
-METRIC_IDS = {"classification": ["accuracy", "f1"], "ner": ["seqeval", "accuracy"]}
-# (model-index type, key in metrics.json, name): the PyTorch model's dev figures
-MODEL_FIGURES = {"classification": [("accuracy", "accuracy", "dev accuracy"), ("f1", "macro_f1", "dev macro-F1")],
-                 "ner": [("f1", "f1", "dev entity F1 (seqeval, micro)"), ("precision", "precision", "dev entity precision"),
-                         ("recall", "recall", "dev entity recall"), ("accuracy", "token_accuracy", "dev token accuracy")]}
-# (model-index type, key in validation.json's variant figures, name): an ONNX variant's dev figures
-VARIANT_FIGURES = {"classification": [("accuracy", "accuracy", "dev accuracy"),
-                                      ("agreement", "agreement", "dev labels equal to PyTorch fp32's")],
-                   "ner": [("f1", "entity_f1", "dev entity F1 (seqeval, micro)"),
-                           ("accuracy", "token_accuracy", "dev token accuracy"),
-                           ("agreement", "agreement", "dev word tags equal to PyTorch fp32's")]}
-
-
 @dataclass
 class CardFacts:
     """What one card says, as read from the run's files (nothing is measured here)."""
@@ -152,9 +137,9 @@ def dev_figures(f: CardFacts) -> list[dict]:
     """The card's dev figures as model-index metrics: {"type", "name", "value"} straight from
     metrics.json (a PyTorch folder) or from validation.json's figures of the variant."""
     if f.variant is None:
-        table, source = MODEL_FIGURES[f.info.task], f.metrics
+        table, source = task_of(f.info.task).model_figures, f.metrics
     else:
-        table = VARIANT_FIGURES[f.info.task]
+        table = task_of(f.info.task).variant_figures
         source = (f.validation or {}).get("variants", {}).get(f.variant, {}).get("figures", {})
     return [{"type": kind, "name": name, "value": source[key]} for kind, key, name in table
             if isinstance(source.get(key), int | float)]
@@ -177,7 +162,7 @@ def base_model(f: CardFacts) -> str | None:
 def front_matter(f: CardFacts) -> dict:
     """The YAML header: library, pipeline, base model, data, metrics, tags and a model-index whose
     values are the dev figures of ``dev_figures``."""
-    pipeline_tag, data = PIPELINE[f.info.task], str(f.info.data.path)
+    pipeline_tag, data = task_of(f.info.task).pipeline_tag, str(f.info.data.path)
     tags = ["distill", f.info.role.replace("_", "-"), pipeline_tag]
     if f.info.role != "teacher":
         tags.append("knowledge-distillation" if f.info.role == "student" else "baseline")
@@ -188,7 +173,7 @@ def front_matter(f: CardFacts) -> dict:
         meta["base_model"] = base_model(f)
     if f.variant == "int8":
         meta["base_model_relation"] = "quantized"
-    meta.update(datasets=[data], metrics=METRIC_IDS[f.info.task], tags=tags)
+    meta.update(datasets=[data], metrics=list(task_of(f.info.task).metric_ids), tags=tags)
     figures = dev_figures(f)
     if figures:
         meta["model-index"] = [{"name": title(f), "results": [{
@@ -210,7 +195,7 @@ def _num(value, spec: str = ".4f") -> str:
 
 
 def _unit(f: CardFacts) -> str:
-    return "sentences" if f.info.task == "ner" else "rows"
+    return task_of(f.info.task).example
 
 
 def _transfer_words(f: CardFacts) -> str:
@@ -245,7 +230,7 @@ def _teacher_line(f: CardFacts) -> str:
         return "its teacher (not recorded)"
     arch = t["info"].architecture if t["info"] else {}
     base = KNOWN_BASES.get(arch.get("base_model"), arch.get("base_model"))
-    score = [g for g in MODEL_FIGURES[f.info.task][:1] if isinstance(t["metrics"].get(g[1]), int | float)]
+    score = [g for g in task_of(f.info.task).model_figures[:1] if isinstance(t["metrics"].get(g[1]), int | float)]
     figure = f", {score[0][2]} {t['metrics'][score[0][1]]:.4f}" if score else ""
     return f"the teacher `{t['dir']}` ({f'`{base}`, ' if base else ''}strategy {arch.get('strategy', '?')}{figure})"
 
@@ -303,15 +288,16 @@ def figures_section(f: CardFacts) -> list[str]:
     if f.variant is None:
         if not figures:
             return ["## Dev metrics", "", "No dev figures recorded (`metrics.json` is missing)."]
-        count = f.metrics.get("entities" if f.info.task == "ner" else "examples")
-        where = f"{count} {'entities' if f.info.task == 'ner' else 'rows'}, " if isinstance(count, int) else ""
+        key, word = task_of(f.info.task).dev_count
+        count = f.metrics.get(key)
+        where = f"{count} {word}, " if isinstance(count, int) else ""
         return ["## Dev metrics", "", f"On the dev split of `{f.info.data.path}` ({where}max length "
                 f"{f.info.max_length}), from `metrics.json`:", "", *_figure_table(figures)]
     v = f.validation or {}
     own = v.get("variants", {}).get(f.variant, {})
     reference = ", ".join(f"{k.replace('_', ' ')} {_num(x)}" for k, x in v.get(REFERENCE, {}).items())
     lines = ["## Validation (`make export`)", "",
-             f"All {v.get('dev_rows', '?')} dev {'sentences' if f.info.task == 'ner' else 'rows'} of "
+             f"All {v.get('dev_rows', '?')} dev {_unit(f)} of "
              f"`{v.get('dev_source', f.info.data.path)}` at max length {v.get('max_length', f.info.max_length)}, "
              f"against the PyTorch fp32 model ({reference}); "
              "from `../validation.json`:", "", *_figure_table(figures), "", "| check | figure | bound | passed |",
@@ -330,7 +316,7 @@ def exports_section(f: CardFacts) -> list[str]:
     if not f.validation:
         return ["## ONNX variants", "", "None newer than these weights: `make export` writes fp32, O2 and int8 "
                 "variants under `onnx/`, each validated and with its own card."]
-    score = "entity_f1" if f.info.task == "ner" else "accuracy"
+    score = task_of(f.info.task).variant_score
     lines = ["## ONNX variants (`make export`)", "", f"| variant | folder | dev {score.replace('_f1', ' F1')} | "
              "agreement with PyTorch | MB |", "|---|---|---|---|---|"]
     for variant, entry in f.validation.get("variants", {}).items():
@@ -347,7 +333,7 @@ def bench_section(f: CardFacts) -> list[str]:
         why = ("`make bench` times the O2 and int8 variants, not this one" if f.variant == "fp32" else
                "not timed since this model or its export was last written: `make bench` adds its latency here")
         return ["## Latency", "", why[0].upper() + why[1:] + "."]
-    r0, score = f.bench[0], "dev_entity_f1" if f.info.task == "ner" else "dev_accuracy"
+    r0, score = f.bench[0], "dev_" + task_of(f.info.task).variant_score
     lines = ["## Latency (`make bench`)", "",
              f"From `bench/bench.json` ({r0.get('date', '?')}; {r0.get('cpu_model', '?')}, {r0.get('threads', '?')} "
              f"thread(s)), dev rows at max length {r0.get('max_length', f.info.max_length)}"
@@ -379,7 +365,7 @@ def _long_text_words(info: ModelInfo) -> str:
 
 
 def input_section(f: CardFacts) -> list[str]:
-    kind = "IOB2 tags" if f.info.task == "ner" else "labels"
+    kind = task_of(f.info.task).label_kind
     trained = (f.validation or {}).get("trained_max_length")
     note = (f" (export validated at this length; the PyTorch model was trained at {trained})"
             if f.variant and trained not in (None, f.info.max_length) else "")
@@ -396,7 +382,8 @@ def usage_section(f: CardFacts) -> list[str]:
             if task == "ner" else
             f'pipeline("text-classification", model=model, tokenizer=tokenizer, truncation=True, max_length={length})')
     example = '"Alice flew to New York"' if task == "ner" else '"an example sentence"'
-    cls, lib = (ORT_CLASS[task], "optimum.onnxruntime") if f.variant else (AUTO_CLASS[task], "transformers")
+    facts = task_of(task)
+    cls, lib = (facts.ort_class, "optimum.onnxruntime") if f.variant else (facts.auto_class, "transformers")
     imports = (f"from {lib} import {cls}\nfrom transformers import AutoTokenizer, pipeline" if f.variant else
                f"from transformers import AutoTokenizer, {cls}, pipeline")
     return ["## How to load", "", "```python", imports, "",

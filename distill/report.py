@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distill import layout
 from distill.config import atomic_save_figure, atomic_write_text
+from distill.tasks import task_of
 
 MODELS = ((layout.TEACHER, "Teacher"), (layout.STUDENT, "KD student"), (layout.STUDENT_CE, "CE-only student"))
 
@@ -146,11 +147,12 @@ def plot_models(run_dir: Path, metrics: dict, rates: dict) -> Path:
     names = [(n, t) for n, t in MODELS if metrics[n] is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     xs = range(len(names))
-    score = "f1" if metrics["teacher"].get("task") == "ner" else "accuracy"  # ner: entity F1
+    task = task_of(metrics["teacher"].get("task", "classification"))
+    score = task.score  # accuracy, or a tagger's entity F1
     accuracies = [100 * metrics[n][score] for n, _ in names]
     left.bar(xs, accuracies, color=["#555", "#2a7", "#c83"][: len(names)])
     left.set_ylim(max(0.0, min(accuracies) - 5), min(100.0, max(accuracies) + 2))
-    left.set_ylabel("dev entity F1 (%)" if score == "f1" else "dev accuracy (%)")
+    left.set_ylabel(f"{task.score_name} (%)")
     for x, a in zip(xs, accuracies, strict=True):
         left.text(x, a, f"{a:.1f}", ha="center", va="bottom")
     right.bar(xs, [rates.get(n, 0) for n, _ in names], color=["#555", "#2a7", "#c83"][: len(names)])

@@ -50,6 +50,7 @@ from distill.config import (
 )
 from distill.lock import stage_lock
 from distill.procs import run_stage
+from distill.tasks import task_of
 from students.config import NER_PRESETS
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
@@ -61,7 +62,6 @@ ARMS = {
 }
 NER_ARMS = ("ce", "pseudo", "kd")  # a tagger's arms: no layer losses for NER (students/ner.py)
 BASELINES = ("ce", "pseudo")  # the arms every other arm is compared against, seed by seed
-SCORES = {"classification": ("accuracy", "dev accuracy"), "ner": ("f1", "dev entity F1")}  # metrics.json key, name
 # two-sided 95 % Student-t quantiles by degrees of freedom (n seeds - 1)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -242,7 +242,7 @@ def main(argv: list[str]) -> int:
 def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path, extra: list[str],
          argv: list[str]) -> int:
     """Train the missing arm-seeds, then write the report; 1 when a run failed."""
-    score, metric = SCORES[teacher.task]  # accuracy, or a tagger's entity F1
+    score, metric = task_of(teacher.task).score, task_of(teacher.task).score_name  # accuracy, or entity F1
     teacher_acc = json.loads((teacher_dir / layout.METRICS_FILE).read_text())[score]
     failures: list[str] = []
 
