@@ -48,8 +48,13 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: numpy is imported after the thread settings (see above)
+    import numpy as np
 
 if __package__ in (None, ""):  # run as a script (python export/bench.py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -515,28 +520,90 @@ def prepare_inputs(tokenizer, texts, pairs, max_length: int, cfg: BenchConfig, l
 
 
 # ---------------------------------------------------------------------------------------------
-# main
+# main: the machine's limits, each model's inputs, each variant timed, the results written
+
+
+@dataclass
+class Machine:
+    """What every row is read against, measured once before the first timing."""
+
+    peak: CpuPeak  # the theoretical peak and every input it rests on
+    gemm: list[dict]  # measure_gemm's records, one per runtime x precision x size
+    facts: dict  # distill.int8.machine_facts(): the int8 kernel path this machine takes
+    limits: dict  # machine_limits: the peaks and best measured GEMMs as flat row fields
+    common: dict  # the fields every row shares: versions, CPU model, cores, threads, date, limits
+    load0: float  # the 1-minute load average before the first timing
+    busy: bool  # that load exceeded busy_load_fraction x the cores (a warning says so)
+
+
+@dataclass
+class ModelInputs:
+    """One model's dev rows as timed feeds, cut as it was trained and validated, and the figures
+    its rows carry beside the timings."""
+
+    run_dir: Path  # runs/<RUN>
+    model: str  # teacher, student, student_ce
+    task: str  # distill.json's task: classification | ner (rows are then dev sentences)
+    b1: list[dict]  # reps_b1 feeds of (1, L_i) int64, each dev row at its own length (cycling)
+    fixed: list[dict]  # reps_fixed feeds of (1, fixed_len)
+    batches: list[dict]  # `batches` feeds of (batch_size, L_b), padded to each batch's longest row
+    warm: list[dict]  # warmup feeds of (1, L_i), untimed
+    lengths: np.ndarray  # (R,) real token lengths of every model row of the dev split
+    rows_per_text: float  # model rows per dev text (1.0 unless long_text=chunks)
+    long_text: str  # distill.json's long_text mode
+    max_length: int  # the length rows are cut at (bench_max_length)
+    export_max_length: int  # the length its export was validated at
+    layers: int  # num_hidden_layers of its config.json
+    hidden: int  # hidden_size
+    flops: Callable[[float], float]  # analytic forward FLOPs of one example at a length (bert_flops)
+    accuracy: dict  # bench variant -> dev accuracy from validation.json (ner: token accuracy)
+    entity_f1: dict  # bench variant -> dev entity F1 (token classifiers only; empty otherwise)
+    quantization: dict | None  # its int8 variant's quantization.json
+
+    @property
+    def ner(self) -> bool:
+        return self.task == "ner"
 
 
 def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[dict]:
     """Time every model x variant; write bench.json / bench.md / bench.png; return the rows."""
-    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    models, warnings = resolve_models(run_dir, cfg.models)
+    machine = measure_machine(cfg, threads, warnings)
+    rows: list[dict] = []
+    for model in models:
+        inputs = model_inputs(run_dir, model, cfg, machine, warnings)
+        for spec in VARIANTS:
+            rows.append(time_variant(inputs, spec, cfg, machine, threads))
+    warnings += int8_verdicts(rows, cfg.int8_worth_ratio)
+    add_speedups(rows)
+    write_results(run_dir, rows, warnings, command=command, cfg=cfg, machine=machine)
+    from distill.model_card import refresh_cards
+
+    for model in models:  # their README.md now carry these latencies (distill/model_card.py)
+        for note in refresh_cards(run_dir / model):
+            print(f"note: {note}", file=sys.stderr)
+    return rows
+
+
+def _warn(warnings: list[str], line: str) -> None:
+    warnings.append(line)
+    print(f"WARNING: {line}", file=sys.stderr)
+
+
+def measure_machine(cfg: BenchConfig, threads: int, warnings: list[str]) -> Machine:
+    """The load before timing (a busy machine is warned about), the theoretical peak, the measured
+    GEMMs (printed) and the fields every row shares."""
     import onnxruntime
     import torch
     import transformers
-    from transformers import AutoConfig, AutoTokenizer
 
-    from distill.artifacts import read_model_info
-    from distill.data import load_dataset
-    from distill.ner_data import load_ner_dataset
-
-    torch.set_num_threads(threads)
     cores = available_cores()
-    models, warnings = resolve_models(run_dir, cfg.models)
     load0, busy = check_load(cores, cfg.busy_load_fraction)
     if busy:
-        warnings.append(busy)
-        print(f"WARNING: {busy}", file=sys.stderr)
+        _warn(warnings, busy)
     peak = read_cpu_peak(threads, cfg.fma_units)
     facts = machine_facts()  # the int8 kernel path this machine takes (distill/int8.py)
     gemm = measure_gemm(threads, cfg.gemm_sizes, cfg.gemm_repeats, cfg.gemm_sample_gflop,
@@ -549,108 +616,132 @@ def bench(run_dir: Path, cfg: BenchConfig, threads: int, command: str) -> list[d
         "transformers": transformers.__version__, "cpu_model": peak.cpu_model, "cores": cores,
         "threads": threads, "date": _dt.datetime.now().isoformat(timespec="seconds"), **limits,
     }
-    pct = lambda xs, q: float(np.percentile(np.asarray(xs) * 1e3, q))  # noqa: E731  seconds -> ms
+    return Machine(peak=peak, gemm=gemm, facts=facts, limits=limits, common=common, load0=load0,
+                   busy=busy is not None)
 
-    rows: list[dict] = []
-    for model in models:
-        model_dir = stage_dir(run_dir, model)
-        info = read_model_info(model_dir)
-        validation = read_validation(validation_path(run_dir, model))
-        export_max_length = info.max_length if validation.max_length is None else validation.max_length
-        max_length, mismatch = bench_max_length(model, cfg.max_length, export_max_length)
-        if mismatch:
-            warnings.append(mismatch)
-            print(f"WARNING: {mismatch}", file=sys.stderr)
-        ner = info.task == "ner"  # a token classifier: rows are dev sentences, quality is entity F1
-        data = load_ner_dataset(info.data) if ner else load_dataset(info.data)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        long_text = info.long_text_settings()
-        if ner:
-            b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
-                tokenizer, [" ".join(s) for s in data.dev.sentences], None, max_length, cfg, long_text, data.dev)
-        else:
-            b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
-                tokenizer, data.dev.texts, data.dev.text_pairs, max_length, cfg, long_text)
-        hf = AutoConfig.from_pretrained(model_dir)
-        flops = lambda L, hf=hf, ner=ner: bert_flops(  # noqa: E731
-            hf.num_hidden_layers, hf.hidden_size, hf.intermediate_size, hf.num_labels, L, token_head=ner)
-        key = "token_accuracy" if ner else "accuracy"
-        accuracy = {variant: validation.figure(sub, key) for variant, _, _, sub in VARIANTS}
-        entity_f1 = {variant: validation.figure(sub, "entity_f1") for variant, _, _, sub in VARIANTS} if ner else {}
-        mean_len = float(lengths.mean())
-        quantization = read_quantization(onnx_variant_dir(run_dir, model, INT8))
-        mismatch = mismatch_warning(quantization, facts)
-        if mismatch:
-            warnings.append(f"{model}: {mismatch}")
-            print(f"WARNING: {model}: {mismatch}", file=sys.stderr)
-        for variant, runtime, precision, sub in VARIANTS:
-            path = model_dir if sub is None else onnx_file(run_dir, model, sub)
-            run = make_runner(runtime, path, threads, info.task)
-            t_start = time.perf_counter()
-            time_calls(run, warm + fixed[:1] + batches[:1])
-            t_b1 = time_calls(run, b1)
-            t_fixed = time_calls(run, fixed)
-            t_batch = time_calls(run, batches)
-            b1_lens = [f["input_ids"].shape[1] for f in b1]
-            batch_work = sum(f["input_ids"].shape[0] * flops(f["input_ids"].shape[1]) for f in batches)
-            load1 = os.getloadavg()[0]  # informational: includes this benchmark's own threads
-            row = {
-                "run_dir": str(run_dir), "model": model, "variant": variant, "runtime": runtime,
-                "precision": precision, "path": str(path), "size_mb": round(file_size_mb(runtime, path), 2),
-                "dev_accuracy": accuracy[variant], "dev_rows": len(lengths), "task": info.task,
-                **({"dev_entity_f1": entity_f1[variant]} if ner else {}),
-                **(int8_fields(quantization, facts) if sub == INT8 else {}),
-                "layers": hf.num_hidden_layers, "hidden": hf.hidden_size,
-                "mean_dev_len": round(mean_len, 2), "max_length": max_length,
-                "export_max_length": export_max_length,
-                "long_text": long_text.mode, "rows_per_dev_text": round(rows_per_text, 3),
-                "p50_b1_ms": pct(t_b1, 50), "p90_b1_ms": pct(t_b1, 90), "p99_b1_ms": pct(t_b1, 99),
-                "n_b1": len(t_b1),
-                "p50_fixed_ms": pct(t_fixed, 50), "p90_fixed_ms": pct(t_fixed, 90),
-                "p99_fixed_ms": pct(t_fixed, 99), "n_fixed": len(t_fixed), "fixed_len": cfg.fixed_len,
-                "throughput_ex_s": len(t_batch) * cfg.batch_size / sum(t_batch), "batch_size": cfg.batch_size,
-                "n_batches": len(t_batch),
-                "gflop_per_ex_mean_len": flops(mean_len) / 1e9, "gflop_per_ex_fixed": flops(cfg.fixed_len) / 1e9,
-                "gflops_b1": sum(flops(L) for L in b1_lens) / sum(t_b1) / 1e9,
-                "gflops_fixed": flops(cfg.fixed_len) * len(t_fixed) / sum(t_fixed) / 1e9,
-                "gflops_batch": batch_work / sum(t_batch) / 1e9,
-                **common,
-                "loadavg_1m_before_bench": round(load0, 2),
-                "loadavg_1m_after_row": round(load1, 2), "busy_before_bench": busy is not None,
-                "wall_s": round(time.perf_counter() - t_start, 2),
-            }
-            row.update(limit_shares(precision, row["gflops_batch"], limits))
-            rows.append(row)
-            quality = f"F1 {row['dev_entity_f1']:.4f}" if ner else f"acc {row['dev_accuracy']:.4f}"
-            print(f"{model:>10s} {variant:13s} p50 b1 {row['p50_b1_ms']:7.2f} ms  p50 {cfg.fixed_len} "
-                  f"{row['p50_fixed_ms']:7.2f} ms  {row['throughput_ex_s']:8.1f} ex/s  {quality}  "
-                  f"{row['size_mb']:.1f} MB  ({row['wall_s']:.1f} s, load {row['loadavg_1m_after_row']:.2f})", flush=True)
-            del run
 
-    for line in int8_verdicts(rows, cfg.int8_worth_ratio):
-        warnings.append(line)
+def model_inputs(run_dir: Path, model: str, cfg: BenchConfig, machine: Machine, warnings: list[str]) -> ModelInputs:
+    """``model``'s dev rows tokenised as it was trained, cut at the length its export was validated
+    at (or --max_length, warned about), its size for the FLOPs, and the quality of each variant from
+    its validation.json; an int8 model quantised for another kernel path than this machine's is warned about."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from distill.artifacts import read_model_info
+    from distill.data import load_dataset
+    from distill.ner_data import load_ner_dataset
+
+    model_dir = stage_dir(run_dir, model)
+    info = read_model_info(model_dir)
+    validation = read_validation(validation_path(run_dir, model))
+    export_max_length = info.max_length if validation.max_length is None else validation.max_length
+    max_length, mismatch = bench_max_length(model, cfg.max_length, export_max_length)
+    if mismatch:
+        _warn(warnings, mismatch)
+    ner = info.task == "ner"  # a token classifier: rows are dev sentences, quality is entity F1
+    data = load_ner_dataset(info.data) if ner else load_dataset(info.data)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    long_text = info.long_text_settings()
+    if ner:
+        b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
+            tokenizer, [" ".join(s) for s in data.dev.sentences], None, max_length, cfg, long_text, data.dev)
+    else:
+        b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
+            tokenizer, data.dev.texts, data.dev.text_pairs, max_length, cfg, long_text)
+    hf = AutoConfig.from_pretrained(model_dir)
+    flops = lambda L, hf=hf, ner=ner: bert_flops(  # noqa: E731
+        hf.num_hidden_layers, hf.hidden_size, hf.intermediate_size, hf.num_labels, L, token_head=ner)
+    key = "token_accuracy" if ner else "accuracy"
+    accuracy = {variant: validation.figure(sub, key) for variant, _, _, sub in VARIANTS}
+    entity_f1 = {variant: validation.figure(sub, "entity_f1") for variant, _, _, sub in VARIANTS} if ner else {}
+    quantization = read_quantization(onnx_variant_dir(run_dir, model, INT8))
+    mismatch = mismatch_warning(quantization, machine.facts)
+    if mismatch:
+        _warn(warnings, f"{model}: {mismatch}")
+    return ModelInputs(run_dir=run_dir, model=model, task=info.task, b1=b1, fixed=fixed, batches=batches, warm=warm,
+                       lengths=lengths, rows_per_text=rows_per_text, long_text=long_text.mode, max_length=max_length,
+                       export_max_length=export_max_length, layers=hf.num_hidden_layers, hidden=hf.hidden_size,
+                       flops=flops, accuracy=accuracy, entity_f1=entity_f1, quantization=quantization)
+
+
+def _ms_percentile(seconds: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(seconds) * 1e3, q))
+
+
+def time_variant(inputs: ModelInputs, spec: tuple[str, str, str, str | None], cfg: BenchConfig, machine: Machine, threads: int) -> dict:
+    """One row: ``spec`` (a VARIANTS entry: name, runtime, precision, export sub-folder) of the model
+    timed at batch 1 (real lengths), at fixed_len and in batches, with its FLOPs, size and quality,
+    printed as one line."""
+    variant, runtime, precision, sub = spec
+    model, run_dir, flops, pct = inputs.model, inputs.run_dir, inputs.flops, _ms_percentile
+    path = stage_dir(run_dir, model) if sub is None else onnx_file(run_dir, model, sub)
+    run = make_runner(runtime, path, threads, inputs.task)
+    t_start = time.perf_counter()
+    time_calls(run, inputs.warm + inputs.fixed[:1] + inputs.batches[:1])
+    t_b1 = time_calls(run, inputs.b1)
+    t_fixed = time_calls(run, inputs.fixed)
+    t_batch = time_calls(run, inputs.batches)
+    del run
+    b1_lens = [f["input_ids"].shape[1] for f in inputs.b1]
+    batch_work = sum(f["input_ids"].shape[0] * flops(f["input_ids"].shape[1]) for f in inputs.batches)
+    mean_len = float(inputs.lengths.mean())
+    load1 = os.getloadavg()[0]  # informational: includes this benchmark's own threads
+    row = {
+        "run_dir": str(run_dir), "model": model, "variant": variant, "runtime": runtime,
+        "precision": precision, "path": str(path), "size_mb": round(file_size_mb(runtime, path), 2),
+        "dev_accuracy": inputs.accuracy[variant], "dev_rows": len(inputs.lengths), "task": inputs.task,
+        **({"dev_entity_f1": inputs.entity_f1[variant]} if inputs.ner else {}),
+        **(int8_fields(inputs.quantization, machine.facts) if sub == INT8 else {}),
+        "layers": inputs.layers, "hidden": inputs.hidden,
+        "mean_dev_len": round(mean_len, 2), "max_length": inputs.max_length,
+        "export_max_length": inputs.export_max_length,
+        "long_text": inputs.long_text, "rows_per_dev_text": round(inputs.rows_per_text, 3),
+        "p50_b1_ms": pct(t_b1, 50), "p90_b1_ms": pct(t_b1, 90), "p99_b1_ms": pct(t_b1, 99),
+        "n_b1": len(t_b1),
+        "p50_fixed_ms": pct(t_fixed, 50), "p90_fixed_ms": pct(t_fixed, 90),
+        "p99_fixed_ms": pct(t_fixed, 99), "n_fixed": len(t_fixed), "fixed_len": cfg.fixed_len,
+        "throughput_ex_s": len(t_batch) * cfg.batch_size / sum(t_batch), "batch_size": cfg.batch_size,
+        "n_batches": len(t_batch),
+        "gflop_per_ex_mean_len": flops(mean_len) / 1e9, "gflop_per_ex_fixed": flops(cfg.fixed_len) / 1e9,
+        "gflops_b1": sum(flops(L) for L in b1_lens) / sum(t_b1) / 1e9,
+        "gflops_fixed": flops(cfg.fixed_len) * len(t_fixed) / sum(t_fixed) / 1e9,
+        "gflops_batch": batch_work / sum(t_batch) / 1e9,
+        **machine.common,
+        "loadavg_1m_before_bench": round(machine.load0, 2),
+        "loadavg_1m_after_row": round(load1, 2), "busy_before_bench": machine.busy,
+        "wall_s": round(time.perf_counter() - t_start, 2),
+    }
+    row.update(limit_shares(precision, row["gflops_batch"], machine.limits))
+    quality = f"F1 {row['dev_entity_f1']:.4f}" if inputs.ner else f"acc {row['dev_accuracy']:.4f}"
+    print(f"{model:>10s} {variant:13s} p50 b1 {row['p50_b1_ms']:7.2f} ms  p50 {cfg.fixed_len} "
+          f"{row['p50_fixed_ms']:7.2f} ms  {row['throughput_ex_s']:8.1f} ex/s  {quality}  "
+          f"{row['size_mb']:.1f} MB  ({row['wall_s']:.1f} s, load {row['loadavg_1m_after_row']:.2f})", flush=True)
+    return row
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """Each row's speed-ups: ratios against the teacher's PyTorch fp32 row of the same run (>1: faster)."""
     base = next(r for r in rows if (r["model"], r["variant"]) == BASELINE)
     for r in rows:
         r["speedup_p50_b1"] = base["p50_b1_ms"] / r["p50_b1_ms"]
         r["speedup_p50_fixed"] = base["p50_fixed_ms"] / r["p50_fixed_ms"]
         r["speedup_throughput"] = r["throughput_ex_s"] / base["throughput_ex_s"]
 
+
+def write_results(run_dir: Path, rows: list[dict], warnings: list[str], *, command: str, cfg: BenchConfig,
+                  machine: Machine) -> None:
+    """bench/bench.json (rows, warnings, the machine's peak, GEMMs and int8 facts), bench.md and bench.png."""
     out_dir = bench_dir(run_dir)
-    machine = {"peak": dataclasses.asdict(peak), "gemm": gemm, "int8": facts}
-    result = {"command": command, "config": dataclasses.asdict(cfg), "warnings": warnings, "machine": machine,
+    facts = {"peak": dataclasses.asdict(machine.peak), "gemm": machine.gemm, "int8": machine.facts}
+    result = {"command": command, "config": dataclasses.asdict(cfg), "warnings": warnings, "machine": facts,
               "rows": rows}
     atomic_write_text(out_dir / "bench.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out_dir / "bench.md", render_markdown(rows, warnings, command, cfg, peak, gemm))
+    atomic_write_text(out_dir / "bench.md", render_markdown(rows, warnings, command, cfg, machine.peak, machine.gemm))
     plot(rows, out_dir / "bench.png")
     for w in warnings:
         print(f"note: {w}", file=sys.stderr)
     print(f"wrote {out_dir / 'bench.json'}, bench.md, bench.png")
-    from distill.model_card import refresh_cards
-
-    for model in models:  # their README.md now carry these latencies (distill/model_card.py)
-        for note in refresh_cards(run_dir / model):
-            print(f"note: {note}", file=sys.stderr)
-    return rows
 
 
 def bench_max_length(model: str, given: int | None, recorded: int) -> tuple[int, str | None]:

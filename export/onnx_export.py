@@ -31,7 +31,9 @@ Dev rows are tokenised as the model was trained (``distill.tokens.encode`` with 
 max length and long_text settings; under long_text=chunks a dev row's logits are the mean of its
 chunks'), so every dev figure is per dev row.
 
-Validation, in order, per variant (optimum's exporter style: structure first, then values):
+Validation, in order, per variant (optimum's exporter style: structure first, then values); each a
+named ``VariantCheck`` of ``variant_checks``' list, which ``run_checks`` runs to the end whatever fails
+(a check that raises fails with its traceback), every failure then listed in one ExportValidationError:
   onnx_checker       onnx.checker on the file
   ort_session        ONNX Runtime (CPU) loads it
   input_names        ONNX inputs == the tokenizer's model_input_names
@@ -76,6 +78,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,7 +174,8 @@ class ExportValidationError(RuntimeError, PipelineError):
 
 @dataclass
 class Check:
-    """One validation check with the figure it measured and the bound it was held to."""
+    """What one validation check found: the figure it measured, the bound it was held to, whether it
+    held. validation.json's "checks" entries are these (export/lm_export.py writes them too)."""
 
     name: str
     passed: bool
@@ -301,190 +305,304 @@ def quantise_int8(fp32_dir: Path, out_dir: Path, cfg: ExportConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# validation
+# validation: an ordered list of named checks per variant, run by one loop
 
 
-def _run_check(checks: list[Check], name: str, fn) -> None:
-    """Run ``fn() -> (passed, figure, threshold, detail)``; an exception is a failed check that
-    carries the traceback (it is reported and fails the export, never dropped)."""
-    try:
-        passed, figure, threshold, detail = fn()
-    except Exception as err:  # recorded as a failure with its traceback, and raised at the end
-        checks.append(Check(name, False, None, None, f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
-        return
-    checks.append(Check(name, bool(passed), figure, threshold, detail))
+@dataclass(frozen=True)
+class DevRows:
+    """One model's dev split as validation feeds it to every variant, tokenised as the model was trained."""
+
+    source: str  # the dev split's source (a file, or the dataset's dev split)
+    size: int  # dev rows (token classifiers: dev sentences)
+    texts: list[str]  # the dev texts (ner: each sentence's words joined by spaces); new_shape and
+    # loads_with_optimum run the first few
+    pairs: list[str] | None  # their second texts for a pair task, else None
+    labels: np.ndarray  # (R,) int64 dev label ids in the model's id space (ner: (N,) tag ids, one per dev word)
+    batches: list[dict]  # name -> (B, L_b) int64 model inputs, shortest rows first
+    order: np.ndarray  # (R_model,) the model row at each position of the concatenated batch outputs
+    groups: np.ndarray | None  # (R_model,) the dev row of each model row under long_text=chunks, else None
+    ner: NerDev | None  # token classifiers: the dev sentences, words aligned; None for sequence classifiers
+
+    @property
+    def unit(self) -> str:
+        """What one dev figure counts, as the check details say it."""
+        return "words" if self.ner is not None else "rows"
 
 
-def validate_variant(
-    variant: str, variant_dir: Path, cfg: ExportConfig, reference: np.ndarray, labels: np.ndarray,
-    batches, order: np.ndarray, input_names: list[str], num_labels: int, id2label: dict[int, str],
-    sample_texts: list[str], sample_pairs: list[str] | None, groups: np.ndarray | None = None,
-    ner: NerDev | None = None,
-) -> tuple[list[Check], dict]:
-    """Ordered checks of one variant against the PyTorch reference logits (R, C) and the dev
-    labels (R,). Returns the checks and the figures (max_abs_diff, agreement, accuracy). A token
-    classifier (``ner``): reference (N, C) and labels (N,) per dev word; figures max_abs_diff,
-    agreement, entity_f1, token_accuracy."""
-    unit = "words" if ner is not None else "rows"
+@dataclass(frozen=True)
+class ValidationContext:
+    """What every variant of one model is checked against: the same for fp32, o2 and int8."""
+
+    cfg: ExportConfig  # the bounds (fp32_max_abs_diff, int8_* ...), check_batch x check_seq_len, threads
+    dev: DevRows  # the dev split, batched
+    reference: np.ndarray  # (R, C) float32 PyTorch fp32 logits per dev row (ner: (N, C) per dev word)
+    input_names: list[str]  # the tokenizer's model_input_names: the inputs every graph must take
+    id2label: dict[int, str]  # the model config's label (tag) names
+    num_labels: int  # C
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one check found: the figure it measured against its bound, and whether it held."""
+
+    passed: bool
+    figure: object  # the measured value (float, list of names, shape ...)
+    bound: object  # the bound, the wanted value, or None when the check is structural
+    detail: str  # what was compared
+
+
+@dataclass(frozen=True)
+class VariantCheck:
+    """One named check of a variant's ordered list; ``measure`` raises when it cannot measure."""
+
+    name: str  # as validation.json and the printed report name it
+    measure: Callable[[VariantProbe], Measured]
+
+
+@dataclass
+class VariantProbe:
+    """One variant under validation: what its checks read, and what earlier checks found (the ONNX
+    Runtime session, the dev logits and figures), which later checks reuse."""
+
+    variant: str  # fp32, o2 or int8
+    variant_dir: Path  # the variant's folder: model.onnx, config.json, the tokenizer
+    ctx: ValidationContext
+    tokenizer: object  # the variant folder's tokenizer
+    figures: dict  # this variant's "figures" in validation.json: size_mb, then the dev figures
+    loaded: object | None = None  # the onnxruntime.InferenceSession, once ort_session passed
+    logits: np.ndarray | None = None  # (R, C) ONNX Runtime dev logits (ner: (N, C)), once a value check ran
+    decided_differ: int = 0  # decided dev rows (words) whose label differs from PyTorch's
+
+    @property
+    def path(self) -> Path:
+        return self.variant_dir / ONNX_FILE
+
+    @property
+    def session(self):
+        """The ONNX Runtime session; the checks after a failed ort_session fail with this error."""
+        if self.loaded is None:
+            raise RuntimeError("not run: ONNX Runtime could not load the model (see ort_session)")
+        return self.loaded
+
+    @property
+    def margin(self) -> float:
+        """The PyTorch top-1 minus top-2 logit from which a dev row counts as decided: fp32 and o2 must
+        keep every row past twice their |Δlogit| bound (implied by that bound; a closer tie may flip),
+        int8 every row past int8_decided_margin."""
+        cfg = self.ctx.cfg
+        return cfg.int8_decided_margin if self.variant == INT8 else 2 * max_abs_diff_bound(cfg, self.variant)
+
+    def dev_figures(self) -> dict:
+        """The dev figures (computed by the first value check that asks): ONNX Runtime over the whole
+        dev split against the PyTorch reference."""
+        if self.logits is None:
+            ctx, dev = self.ctx, self.ctx.dev
+            logits = ort_logits(self.session, dev.batches, dev.order, dev.groups, dev.ner)
+            values = int8_value_figures(logits, ctx.reference, dev.labels, decided_margin=self.margin)
+            self.figures.update({k: values[k] for k in ("max_abs_diff", "agreement", "decided_rows",
+                                                        "decided_agreement", "logit_error")})
+            if dev.ner is not None:
+                self.figures.update(dev.ner.scores(logits))
+            else:
+                self.figures["accuracy"] = values["accuracy"]
+            self.decided_differ = values["decided_differ"]
+            self.logits = logits
+        return self.figures
+
+
+def max_abs_diff_bound(cfg: ExportConfig, variant: str) -> float:
+    """fp32's or o2's bound on max |logit_onnx - logit_torch| (int8 has none: its values are gated otherwise)."""
+    return {FP32: cfg.fp32_max_abs_diff, O2: cfg.o2_max_abs_diff}[variant]
+
+
+def min_agreement_bound(cfg: ExportConfig, variant: str) -> float:
+    """The share of decided dev rows that must keep PyTorch's label."""
+    return {FP32: cfg.fp32_min_agreement, O2: cfg.o2_min_agreement, INT8: cfg.int8_min_decided_agreement}[variant]
+
+
+# the checks, in the module docstring's words; each reads the probe and returns what it measured
+
+
+def check_onnx_file(probe: VariantProbe) -> Measured:
     import onnx
 
-    path = variant_dir / ONNX_FILE
-    checks: list[Check] = []
-    figures: dict = {"size_mb": path.stat().st_size / 1e6 if path.exists() else None}
-    state: dict = {}
+    onnx.checker.check_model(str(probe.path))
+    return Measured(True, "ok", None, str(probe.path))
 
-    def checker():
-        onnx.checker.check_model(str(path))
-        return True, "ok", None, str(path)
 
-    def session():
-        state["session"] = ort_session(path, cfg.threads)
-        return True, "loaded", None, f"onnxruntime.InferenceSession({path.name}), CPU"
+def load_session(probe: VariantProbe) -> Measured:
+    probe.loaded = ort_session(probe.path, probe.ctx.cfg.threads)
+    return Measured(True, "loaded", None, f"onnxruntime.InferenceSession({probe.path.name}), CPU")
 
-    def need_session():
-        if "session" not in state:
-            raise RuntimeError("not run: ONNX Runtime could not load the model (see ort_session)")
 
-    def inputs():
-        need_session()
-        found = [i.name for i in state["session"].get_inputs()]
-        return sorted(found) == sorted(input_names), found, sorted(input_names), "ONNX inputs vs tokenizer"
+def check_input_names(probe: VariantProbe) -> Measured:
+    found = [i.name for i in probe.session.get_inputs()]
+    want = sorted(probe.ctx.input_names)
+    return Measured(sorted(found) == want, found, want, "ONNX inputs vs tokenizer")
 
-    def outputs():
-        need_session()
-        found = [o.name for o in state["session"].get_outputs()]
-        return found == ["logits"], found, ["logits"], "ONNX outputs"
 
-    def axes():
-        need_session()
-        shapes = {i.name: list(i.shape) for i in state["session"].get_inputs()}
-        shapes.update({o.name: list(o.shape) for o in state["session"].get_outputs()})
-        ok = all(len(shapes[n]) == 2 and all(isinstance(d, str) for d in shapes[n]) for n in input_names)
-        logits = shapes.get("logits", [])
-        rank = 3 if ner is not None else 2  # ner: a tag per token
-        ok = ok and len(logits) == rank and all(isinstance(d, str) for d in logits[:-1]) and logits[-1] == num_labels
-        want = "logits [sym, sym, num_labels]" if ner is not None else "logits [sym, num_labels]"
-        return ok, shapes, f"inputs [sym, sym], {want}", "symbolic dims are names"
+def check_output_names(probe: VariantProbe) -> Measured:
+    found = [o.name for o in probe.session.get_outputs()]
+    return Measured(found == ["logits"], found, ["logits"], "ONNX outputs")
 
-    def new_shape():
-        # real dev text padded/truncated to exactly check_seq_len tokens, check_batch rows
-        need_session()
-        tok = state["tokenizer"]
-        enc = tok(
-            sample_texts[: cfg.check_batch], None if sample_pairs is None else sample_pairs[: cfg.check_batch],
-            padding="max_length", truncation=True, max_length=cfg.check_seq_len, return_tensors="np",
-        )
-        feed = {n: enc[n].astype(np.int64) for n in input_names}
-        logits = state["session"].run(["logits"], feed)[0]
-        want = [cfg.check_batch, *([cfg.check_seq_len] if ner is not None else []), num_labels]
-        ok = list(logits.shape) == want and bool(np.isfinite(logits).all())
-        return ok, list(logits.shape), want, f"inputs {cfg.check_batch}x{cfg.check_seq_len}; finite values"
 
-    # decided rows: fp32 and o2 must keep every row whose margin exceeds twice their |Δlogit| bound
-    # (implied by that bound; a tie closer than that may flip), int8 every row past int8_decided_margin
-    margin = cfg.int8_decided_margin if variant == INT8 else 2 * getattr(cfg, f"{variant}_max_abs_diff")
+def check_dynamic_axes(probe: VariantProbe) -> Measured:
+    session, ctx = probe.session, probe.ctx
+    shapes = {i.name: list(i.shape) for i in session.get_inputs()}
+    shapes.update({o.name: list(o.shape) for o in session.get_outputs()})
+    ok = all(len(shapes[n]) == 2 and all(isinstance(d, str) for d in shapes[n]) for n in ctx.input_names)
+    logits = shapes.get("logits", [])
+    ner = ctx.dev.ner is not None
+    rank = 3 if ner else 2  # ner: a tag per token
+    ok = ok and len(logits) == rank and all(isinstance(d, str) for d in logits[:-1]) and logits[-1] == ctx.num_labels
+    want = "logits [sym, sym, num_labels]" if ner else "logits [sym, num_labels]"
+    return Measured(ok, shapes, f"inputs [sym, sym], {want}", "symbolic dims are names")
 
-    def dev_values():
-        need_session()
-        logits = ort_logits(state["session"], batches, order, groups, ner)
-        state["logits"] = logits
-        values = int8_value_figures(logits, reference, labels, decided_margin=margin)
-        figures.update({k: values[k] for k in ("max_abs_diff", "agreement", "decided_rows", "decided_agreement",
-                                               "logit_error")})
-        if ner is not None:
-            figures.update(ner.scores(logits))
-        else:
-            figures["accuracy"] = values["accuracy"]
-        state["decided_differ"] = values["decided_differ"]
 
-    def max_abs_diff():
-        if "logits" not in state:
-            dev_values()
-        bound = getattr(cfg, f"{variant}_max_abs_diff")
-        return figures["max_abs_diff"] <= bound, figures["max_abs_diff"], bound, f"{len(labels)} dev {unit}"
+def check_new_shape(probe: VariantProbe) -> Measured:
+    """Real dev text padded/truncated to exactly check_seq_len tokens, check_batch rows."""
+    session, ctx, cfg = probe.session, probe.ctx, probe.ctx.cfg
+    enc = probe.tokenizer(
+        ctx.dev.texts[: cfg.check_batch], None if ctx.dev.pairs is None else ctx.dev.pairs[: cfg.check_batch],
+        padding="max_length", truncation=True, max_length=cfg.check_seq_len, return_tensors="np",
+    )
+    feed = {n: enc[n].astype(np.int64) for n in ctx.input_names}
+    logits = session.run(["logits"], feed)[0]
+    want = [cfg.check_batch, *([cfg.check_seq_len] if ctx.dev.ner is not None else []), ctx.num_labels]
+    ok = list(logits.shape) == want and bool(np.isfinite(logits).all())
+    return Measured(ok, list(logits.shape), want, f"inputs {cfg.check_batch}x{cfg.check_seq_len}; finite values")
 
-    def agreement():
-        if "logits" not in state:
-            dev_values()
-        bound = cfg.int8_min_decided_agreement if variant == INT8 else getattr(cfg, f"{variant}_min_agreement")
-        n_diff = int(round((1 - figures["agreement"]) * len(labels)))
-        return (figures["decided_agreement"] >= bound, figures["decided_agreement"], bound,
-                f"{state['decided_differ']} of {figures['decided_rows']} decided {unit} differ (fp32 margin >= "
-                f"{margin:g}); all {unit}: {n_diff} of {len(labels)} differ, agreement {figures['agreement']:.4f}")
 
-    def logit_error():
-        if "logits" not in state:
-            dev_values()
-        return (figures["logit_error"] <= cfg.int8_max_logit_error, figures["logit_error"], cfg.int8_max_logit_error,
-                f"RMS of int8 - fp32 centred logits over fp32's, {len(labels)} dev {unit}")
+def check_max_abs_diff(probe: VariantProbe) -> Measured:
+    figures, dev = probe.dev_figures(), probe.ctx.dev
+    bound = max_abs_diff_bound(probe.ctx.cfg, probe.variant)
+    return Measured(figures["max_abs_diff"] <= bound, figures["max_abs_diff"], bound, f"{len(dev.labels)} dev {dev.unit}")
 
-    def entity_f1():
-        if "logits" not in state:
-            dev_values()
-        ref = ner.scores(reference)["entity_f1"]
-        delta = figures["entity_f1"] - ref
-        return (abs(delta) <= cfg.int8_max_f1_delta + 1e-12, round(delta, 6), cfg.int8_max_f1_delta,
-                f"int8 entity F1 {figures['entity_f1']:.4f} - fp32 (PyTorch) {ref:.4f}")
 
-    def accuracy():
-        if "logits" not in state:
-            dev_values()
-        ref_acc = float((reference.argmax(1) == labels).mean())
-        delta = figures["accuracy"] - ref_acc
-        return (
-            abs(delta) <= cfg.int8_max_accuracy_delta + 1e-12, round(delta, 6), cfg.int8_max_accuracy_delta,
-            f"int8 accuracy {figures['accuracy']:.4f} - fp32 (PyTorch) {ref_acc:.4f}",
-        )
+def check_agreement(probe: VariantProbe) -> Measured:
+    figures, dev = probe.dev_figures(), probe.ctx.dev
+    bound = min_agreement_bound(probe.ctx.cfg, probe.variant)
+    n, unit = len(dev.labels), dev.unit
+    n_diff = int(round((1 - figures["agreement"]) * n))
+    return Measured(figures["decided_agreement"] >= bound, figures["decided_agreement"], bound,
+                    f"{probe.decided_differ} of {figures['decided_rows']} decided {unit} differ (fp32 margin >= "
+                    f"{probe.margin:g}); all {unit}: {n_diff} of {n} differ, agreement {figures['agreement']:.4f}")
 
-    def loads_with_optimum_ner():
-        from optimum.onnxruntime import ORTModelForTokenClassification
 
-        model = ORTModelForTokenClassification.from_pretrained(variant_dir)
-        need_session()
-        feed = ner.aligned.tokens.arrays(np.arange(min(2, len(ner.aligned))), type_ids=True)
-        got = model(**{n: feed[n] for n in input_names}).logits  # (2, L, C)
-        direct = state["session"].run(["logits"], {n: feed[n] for n in input_names})[0]
-        mask = feed["attention_mask"].astype(bool)
-        got_tags = [id2label[int(i)] for i in np.asarray(got).argmax(-1)[mask]]
-        want = [id2label[int(i)] for i in direct.argmax(-1)[mask]]
-        return (got_tags == want, got_tags[:8], want[:8],
-                "ORTModelForTokenClassification tags vs ONNX Runtime on 2 dev sentences (first 8 tokens shown)")
+def check_logit_error(probe: VariantProbe) -> Measured:
+    figures, dev, bound = probe.dev_figures(), probe.ctx.dev, probe.ctx.cfg.int8_max_logit_error
+    return Measured(figures["logit_error"] <= bound, figures["logit_error"], bound,
+                    f"RMS of int8 - fp32 centred logits over fp32's, {len(dev.labels)} dev {dev.unit}")
 
-    def loads_with_optimum():
-        from optimum.onnxruntime import ORTModelForSequenceClassification
-        from transformers import AutoTokenizer, pipeline
 
-        model = ORTModelForSequenceClassification.from_pretrained(variant_dir)
-        tok = AutoTokenizer.from_pretrained(variant_dir)
-        texts = sample_texts[:2]
-        if sample_pairs is None:
-            got = [r["label"] for r in pipeline("text-classification", model=model, tokenizer=tok)(texts)]
-        else:
-            clf = pipeline("text-classification", model=model, tokenizer=tok)
-            got = [clf({"text": t, "text_pair": p})["label"] for t, p in zip(texts, sample_pairs[:2], strict=True)]
-        need_session()
-        enc = tok(texts, sample_pairs[:2] if sample_pairs else None, padding=True, return_tensors="np")
-        direct = state["session"].run(["logits"], {n: enc[n].astype(np.int64) for n in input_names})[0]
-        want = [id2label[int(i)] for i in direct.argmax(1)]
-        return got == want, got, want, "pipeline labels vs ONNX Runtime argmax on 2 dev rows"
+def check_entity_f1(probe: VariantProbe) -> Measured:
+    figures, ctx = probe.dev_figures(), probe.ctx
+    ref = ctx.dev.ner.scores(ctx.reference)["entity_f1"]
+    delta = figures["entity_f1"] - ref
+    return Measured(abs(delta) <= ctx.cfg.int8_max_f1_delta + 1e-12, round(delta, 6), ctx.cfg.int8_max_f1_delta,
+                    f"int8 entity F1 {figures['entity_f1']:.4f} - fp32 (PyTorch) {ref:.4f}")
 
+
+def check_accuracy(probe: VariantProbe) -> Measured:
+    figures, ctx = probe.dev_figures(), probe.ctx
+    ref_acc = float((ctx.reference.argmax(1) == ctx.dev.labels).mean())
+    delta = figures["accuracy"] - ref_acc
+    return Measured(abs(delta) <= ctx.cfg.int8_max_accuracy_delta + 1e-12, round(delta, 6),
+                    ctx.cfg.int8_max_accuracy_delta, f"int8 accuracy {figures['accuracy']:.4f} - fp32 (PyTorch) {ref_acc:.4f}")
+
+
+def check_loads_token_classifier(probe: VariantProbe) -> Measured:
+    from optimum.onnxruntime import ORTModelForTokenClassification
+
+    ctx = probe.ctx
+    model = ORTModelForTokenClassification.from_pretrained(probe.variant_dir)
+    session = probe.session
+    feed = ctx.dev.ner.aligned.tokens.arrays(np.arange(min(2, len(ctx.dev.ner.aligned))), type_ids=True)
+    got = model(**{n: feed[n] for n in ctx.input_names}).logits  # (2, L, C)
+    direct = session.run(["logits"], {n: feed[n] for n in ctx.input_names})[0]
+    mask = feed["attention_mask"].astype(bool)
+    got_tags = [ctx.id2label[int(i)] for i in np.asarray(got).argmax(-1)[mask]]
+    want = [ctx.id2label[int(i)] for i in direct.argmax(-1)[mask]]
+    return Measured(got_tags == want, got_tags[:8], want[:8],
+                    "ORTModelForTokenClassification tags vs ONNX Runtime on 2 dev sentences (first 8 tokens shown)")
+
+
+def check_loads_sequence_classifier(probe: VariantProbe) -> Measured:
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer, pipeline
+
+    ctx = probe.ctx
+    model = ORTModelForSequenceClassification.from_pretrained(probe.variant_dir)
+    tok = AutoTokenizer.from_pretrained(probe.variant_dir)
+    texts, pairs = ctx.dev.texts[:2], None if ctx.dev.pairs is None else ctx.dev.pairs[:2]
+    clf = pipeline("text-classification", model=model, tokenizer=tok)
+    if pairs is None:
+        got = [r["label"] for r in clf(texts)]
+    else:
+        got = [clf({"text": t, "text_pair": p})["label"] for t, p in zip(texts, pairs, strict=True)]
+    session = probe.session
+    enc = tok(texts, pairs if pairs else None, padding=True, return_tensors="np")
+    direct = session.run(["logits"], {n: enc[n].astype(np.int64) for n in ctx.input_names})[0]
+    want = [ctx.id2label[int(i)] for i in direct.argmax(1)]
+    return Measured(got == want, got, want, "pipeline labels vs ONNX Runtime argmax on 2 dev rows")
+
+
+STRUCTURE_CHECKS = (  # every variant, first: is it a loadable graph with the right inputs and outputs
+    VariantCheck("onnx_checker", check_onnx_file),
+    VariantCheck("ort_session", load_session),
+    VariantCheck("input_names", check_input_names),
+    VariantCheck("output_names", check_output_names),
+    VariantCheck("dynamic_axes", check_dynamic_axes),
+    VariantCheck("new_shape", check_new_shape),
+)
+
+
+def variant_checks(variant: str, *, ner: bool) -> list[VariantCheck]:
+    """The ordered checks of one variant (the module docstring's list): structure first, then the
+    dev values (fp32 and o2 against tight bounds, int8 through its gate), then optimum's loaders."""
+    if variant == INT8:
+        values = [VariantCheck("dev_decided_agreement", check_agreement),
+                  VariantCheck("dev_logit_error", check_logit_error),
+                  VariantCheck("dev_entity_f1", check_entity_f1) if ner else VariantCheck("dev_accuracy", check_accuracy)]
+    else:
+        values = [VariantCheck("dev_max_abs_diff", check_max_abs_diff), VariantCheck("dev_agreement", check_agreement)]
+    loads = VariantCheck("loads_with_optimum", check_loads_token_classifier if ner else check_loads_sequence_classifier)
+    return [*STRUCTURE_CHECKS, *values, loads]
+
+
+def run_checks(checks: Sequence[VariantCheck], probe) -> list[Check]:
+    """Every check of ``checks`` in order, each recorded with its figure and bound. One that fails
+    does not stop the rest; one that raises is a failed check carrying the traceback (reported and
+    failing the export, never dropped)."""
+    results: list[Check] = []
+    for check in checks:
+        try:
+            m = check.measure(probe)
+        except Exception as err:  # recorded as a failure with its traceback, and raised at the end
+            results.append(Check(check.name, False, None, None, f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+            continue
+        results.append(Check(check.name, bool(m.passed), m.figure, m.bound, m.detail))
+    return results
+
+
+def failure_line(model: str, variant: str, check: Check) -> str:
+    """A failed check as ExportValidationError lists it: "model/variant check: figure (bound b); detail"."""
+    bound = "" if check.threshold is None else f" (bound {_fmt(check.threshold)})"
+    first_line = f"; {check.detail.splitlines()[0]}" if check.detail else ""
+    return f"{model}/{variant} {check.name}: {_fmt(check.figure)}{bound}{first_line}"
+
+
+def validate_variant(variant: str, variant_dir: Path, ctx: ValidationContext) -> tuple[list[Check], dict]:
+    """The ordered checks of one variant against the PyTorch reference logits and the dev labels
+    of ``ctx``. Returns the checks and the figures (size_mb, max_abs_diff, agreement, decided_rows,
+    decided_agreement, logit_error, then accuracy; token classifiers: entity_f1, token_accuracy)."""
     from transformers import AutoTokenizer
 
-    state["tokenizer"] = AutoTokenizer.from_pretrained(variant_dir)
-    _run_check(checks, "onnx_checker", checker)
-    _run_check(checks, "ort_session", session)
-    _run_check(checks, "input_names", inputs)
-    _run_check(checks, "output_names", outputs)
-    _run_check(checks, "dynamic_axes", axes)
-    _run_check(checks, "new_shape", new_shape)
-    if variant != INT8:
-        _run_check(checks, "dev_max_abs_diff", max_abs_diff)
-    _run_check(checks, "dev_decided_agreement" if variant == INT8 else "dev_agreement", agreement)
-    if variant == INT8:
-        _run_check(checks, "dev_logit_error", logit_error)
-        _run_check(checks, *(("dev_entity_f1", entity_f1) if ner is not None else ("dev_accuracy", accuracy)))
-    _run_check(checks, "loads_with_optimum", loads_with_optimum_ner if ner is not None else loads_with_optimum)
-    return checks, figures
+    path = variant_dir / ONNX_FILE
+    probe = VariantProbe(variant=variant, variant_dir=variant_dir, ctx=ctx,
+                         tokenizer=AutoTokenizer.from_pretrained(variant_dir),
+                         figures={"size_mb": path.stat().st_size / 1e6 if path.exists() else None})
+    return run_checks(variant_checks(variant, ner=ctx.dev.ner is not None), probe), probe.figures
 
 
 def _fmt(value) -> str:
@@ -504,7 +622,7 @@ def print_report(model: str, variant: str, checks: list[Check], out=sys.stdout) 
 
 
 # ---------------------------------------------------------------------------------------------
-# one model
+# one model: read its dev rows, build the variants, validate them, install or keep aside
 
 
 def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig) -> tuple[dict, list[str]]:
@@ -519,107 +637,138 @@ def export_model(model: str, model_dir: Path, onnx_root: Path, cfg: ExportConfig
               "each variant's distill.json records for bench and predict")
     model_config = AutoConfig.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    input_names = list(tokenizer.model_input_names)
-    ner = None
-    if info.task == "ner":  # a tag per word: the dev sentences, words aligned to the model's sub-tokens
-        dataset = load_ner_dataset(info.data)
-        names = [model_config.id2label[i] for i in range(model_config.num_labels)]
-        if names != dataset.tag_map.names:
-            raise ExportError(f"{model_dir}/config.json: id2label {names} does not match the dataset's tags "
-                              f"{dataset.tag_map.names}")
-        texts, pairs, groups = [" ".join(words) for words in dataset.dev.sentences], None, None
-        order, batches, ner = ner_dev_batches(tokenizer, dataset.dev, names, max_length, cfg.batch_size)
-        labels = ner.aligned.word_labels
-    else:
-        dataset = load_dataset(info.data)
-        labels = label_ids_for_model(model_config, dataset, model_dir)
-        texts, pairs = dataset.dev.texts, dataset.dev.text_pairs
-        order, batches, groups = dev_batches(tokenizer, texts, pairs, max_length, cfg.batch_size,
-                                             info.long_text_settings())
-
+    dev = read_dev_rows(model_dir, info, model_config, tokenizer, max_length=max_length, batch_size=cfg.batch_size)
     t0 = time.perf_counter()
-    reference = torch_logits(model_dir, batches, order, groups, ner)
-    report: dict = {
-        "model_dir": str(model_dir), "dev_source": dataset.dev.source, "dev_rows": len(dataset.dev),
-        "max_length": max_length, "trained_max_length": info.max_length,
-        "long_text": info.long_text_settings().to_dict(), "dev_model_rows": len(order),
-        "num_labels": model_config.num_labels, "task": info.task,
-        REFERENCE: ner.scores(reference) if ner is not None else
-        {"accuracy": float((reference.argmax(1) == labels).mean())},
-        "variants": {}, "timings_s": {"pytorch_dev": round(time.perf_counter() - t0, 2)},
-    }
-    if ner is not None:
-        report.update(dev_words=len(labels), alignment=ner.aligned.summary())
-        print(f"{model}: {model_dir} -> dev {dataset.dev.source} ({len(dataset.dev)} sentences, {len(labels)} "
-              f"words), PyTorch fp32 entity F1 {report[REFERENCE]['entity_f1']:.4f}")
-    else:
-        print(f"{model}: {model_dir} -> dev {dataset.dev.source} ({len(labels)} rows), "
-              f"PyTorch fp32 accuracy {report[REFERENCE]['accuracy']:.4f}")
+    reference = torch_logits(model_dir, dev.batches, dev.order, dev.groups, dev.ner)
+    ctx = ValidationContext(cfg=cfg, dev=dev, reference=reference, input_names=list(tokenizer.model_input_names),
+                            id2label=model_config.id2label, num_labels=model_config.num_labels)
+    report = model_report(model, model_dir, info, ctx, max_length=max_length,
+                          pytorch_s=round(time.perf_counter() - t0, 2))
 
-    onnx_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model}.staging-", dir=onnx_root))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the installed export is an ordinary folder
+    staging = make_staging(onnx_root, model)
     try:
-        for variant, build in (
-            (FP32, lambda d: export_fp32(model_dir, d, cfg.opset,
-                                           "token-classification" if ner is not None else "text-classification")),
-            (O2, lambda d: optimise_o2(staging / FP32, d)),
-            (INT8, lambda d: quantise_int8(staging / FP32, d, cfg)),
-        ):
-            t0 = time.perf_counter()
-            build(staging / variant)
-            # labels, the max length validated at (this export's), long_text: what bench and predict read
-            write_model_info(staging / variant, dataclasses.replace(info, max_length=max_length))
-            report["timings_s"][f"build_{variant}"] = round(time.perf_counter() - t0, 2)
-        failures: list[str] = []
-        for variant in VARIANTS:
-            t0 = time.perf_counter()
-            checks, figures = validate_variant(
-                variant, staging / variant, cfg, reference, labels, batches, order, input_names,
-                model_config.num_labels, model_config.id2label, texts, pairs, groups, ner,
-            )
-            report["timings_s"][f"validate_{variant}"] = round(time.perf_counter() - t0, 2)
-            print_report(model, variant, checks)
-            report["variants"][variant] = {
-                "figures": figures, "checks": [dataclasses.asdict(c) for c in checks],
-                **({"quantization": read_quantization(staging / variant)} if variant == INT8 else {}),
-            }
-            for c in checks:
-                if not c.passed:
-                    bound = "" if c.threshold is None else f" (bound {_fmt(c.threshold)})"
-                    first_line = f"; {c.detail.splitlines()[0]}" if c.detail else ""
-                    failures.append(f"{model}/{variant} {c.name}: {_fmt(c.figure)}{bound}{first_line}")
+        build_variants(staging, model_dir, cfg, dataclasses.replace(info, max_length=max_length),
+                       timings=report["timings_s"])
+        failures = validate_variants(model, staging, ctx, report)
         report["passed"] = not failures
         report["failures"] = failures
     except BaseException:
         # an exception while building: nothing half-built may look like an export; keep it as .failed
         _move_aside(staging, onnx_root / f"{model}.failed")
         raise
-
-    target = onnx_root / model
-    if failures:
-        report["location"] = str(onnx_root / f"{model}.failed")
-        report["installed"] = False
-        atomic_write_text(staging / VALIDATION_FILE, json.dumps(report, indent=2, default=str) + "\n")
-        _write_variant_cards(staging)
-        _move_aside(staging, onnx_root / f"{model}.failed")
-        kept = f"; the previous good export at {target} is untouched" if target.exists() else ""
-        print(f"{model}: FAILED validation, kept at {onnx_root / f'{model}.failed'}{kept}")
-    else:
-        report["location"] = str(target)
-        report["installed"] = True
-        atomic_write_text(staging / VALIDATION_FILE, json.dumps(report, indent=2, default=str) + "\n")
-        _write_variant_cards(staging)
-        _install(staging, target)
-        stale = onnx_root / f"{model}.failed"
-        if stale.exists():
-            shutil.rmtree(stale)  # superseded by this good export
-        print(f"{model}: all checks passed, installed at {target}")
-        for note in refresh_cards(model_dir, variants=False):  # the PyTorch model's card now names its variants
-            print(note)
+    install_or_keep_aside(model, model_dir, onnx_root, staging, report)
     return report, failures
+
+
+def read_dev_rows(model_dir: Path, info, model_config, tokenizer, *, max_length: int, batch_size: int) -> DevRows:
+    """The model's dev split tokenised as it was trained, its labels in the model's id space: dev
+    rows (sequence classifiers) or dev sentences with one tag per word (``info.task`` ner)."""
+    if info.task == "ner":  # a tag per word: the dev sentences, words aligned to the model's sub-tokens
+        dataset = load_ner_dataset(info.data)
+        names = [model_config.id2label[i] for i in range(model_config.num_labels)]
+        if names != dataset.tag_map.names:
+            raise ExportError(f"{model_dir}/config.json: id2label {names} does not match the dataset's tags "
+                              f"{dataset.tag_map.names}")
+        order, batches, ner = ner_dev_batches(tokenizer, dataset.dev, names, max_length, batch_size)
+        return DevRows(source=dataset.dev.source, size=len(dataset.dev),
+                       texts=[" ".join(words) for words in dataset.dev.sentences], pairs=None,
+                       labels=ner.aligned.word_labels, batches=batches, order=order, groups=None, ner=ner)
+    dataset = load_dataset(info.data)
+    labels = label_ids_for_model(model_config, dataset, model_dir)
+    texts, pairs = dataset.dev.texts, dataset.dev.text_pairs
+    order, batches, groups = dev_batches(tokenizer, texts, pairs, max_length, batch_size, info.long_text_settings())
+    return DevRows(source=dataset.dev.source, size=len(dataset.dev), texts=texts, pairs=pairs, labels=labels,
+                   batches=batches, order=order, groups=groups, ner=None)
+
+
+def model_report(model: str, model_dir: Path, info, ctx: ValidationContext, *, max_length: int,
+                 pytorch_s: float) -> dict:
+    """The head of the model's validation.json (what was validated, on what, and PyTorch's dev figures),
+    printed as one line; the variants' entries, passed and failures and the location follow."""
+    dev, reference = ctx.dev, ctx.reference
+    report: dict = {
+        "model_dir": str(model_dir), "dev_source": dev.source, "dev_rows": dev.size,
+        "max_length": max_length, "trained_max_length": info.max_length,
+        "long_text": info.long_text_settings().to_dict(), "dev_model_rows": len(dev.order),
+        "num_labels": ctx.num_labels, "task": info.task,
+        REFERENCE: dev.ner.scores(reference) if dev.ner is not None else
+        {"accuracy": float((reference.argmax(1) == dev.labels).mean())},
+        "variants": {}, "timings_s": {"pytorch_dev": pytorch_s},
+    }
+    if dev.ner is not None:
+        report.update(dev_words=len(dev.labels), alignment=dev.ner.aligned.summary())
+        print(f"{model}: {model_dir} -> dev {dev.source} ({dev.size} sentences, {len(dev.labels)} "
+              f"words), PyTorch fp32 entity F1 {report[REFERENCE]['entity_f1']:.4f}")
+    else:
+        print(f"{model}: {model_dir} -> dev {dev.source} ({len(dev.labels)} rows), "
+              f"PyTorch fp32 accuracy {report[REFERENCE]['accuracy']:.4f}")
+    return report
+
+
+def make_staging(onnx_root: Path, model: str) -> Path:
+    """A fresh ``onnx/.<model>.staging-*`` folder beside the target, with the ordinary permissions."""
+    onnx_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{model}.staging-", dir=onnx_root))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the installed export is an ordinary folder
+    return staging
+
+
+def build_variants(staging: Path, model_dir: Path, cfg: ExportConfig, variant_info, *, timings: dict) -> None:
+    """fp32 (optimum's exporter), o2 and int8 (both from the fp32 graph) in ``staging/<variant>``, each
+    with ``variant_info`` as its distill.json; the seconds each took go to ``timings``."""
+    task = "token-classification" if variant_info.task == "ner" else "text-classification"
+    for variant in VARIANTS:
+        t0 = time.perf_counter()
+        if variant == FP32:
+            export_fp32(model_dir, staging / FP32, cfg.opset, task)
+        elif variant == O2:
+            optimise_o2(staging / FP32, staging / O2)
+        else:
+            quantise_int8(staging / FP32, staging / INT8, cfg)
+        # labels, the max length validated at (this export's), long_text: what bench and predict read
+        write_model_info(staging / variant, variant_info)
+        timings[f"build_{variant}"] = round(time.perf_counter() - t0, 2)
+
+
+def validate_variants(model: str, staging: Path, ctx: ValidationContext, report: dict) -> list[str]:
+    """Every variant's checks, printed and entered in ``report["variants"]`` (with int8's
+    quantization.json); returns the failures of all of them, one line each."""
+    failures: list[str] = []
+    for variant in VARIANTS:
+        t0 = time.perf_counter()
+        checks, figures = validate_variant(variant, staging / variant, ctx)
+        report["timings_s"][f"validate_{variant}"] = round(time.perf_counter() - t0, 2)
+        print_report(model, variant, checks)
+        report["variants"][variant] = {
+            "figures": figures, "checks": [dataclasses.asdict(c) for c in checks],
+            **({"quantization": read_quantization(staging / variant)} if variant == INT8 else {}),
+        }
+        failures += [failure_line(model, variant, c) for c in checks if not c.passed]
+    return failures
+
+
+def install_or_keep_aside(model: str, model_dir: Path, onnx_root: Path, staging: Path, report: dict) -> None:
+    """Write validation.json and the variants' cards into ``staging``, then install it as ``onnx/<model>``
+    when ``report`` passed (and refresh the PyTorch model's card), else keep it as ``onnx/<model>.failed``."""
+    target = onnx_root / model
+    failed = onnx_root / f"{model}.failed"
+    report["location"] = str(target if report["passed"] else failed)
+    report["installed"] = report["passed"]
+    atomic_write_text(staging / VALIDATION_FILE, json.dumps(report, indent=2, default=str) + "\n")
+    _write_variant_cards(staging)
+    if not report["passed"]:
+        _move_aside(staging, failed)
+        kept = f"; the previous good export at {target} is untouched" if target.exists() else ""
+        print(f"{model}: FAILED validation, kept at {failed}{kept}")
+        return
+    _install(staging, target)
+    if failed.exists():
+        shutil.rmtree(failed)  # superseded by this good export
+    print(f"{model}: all checks passed, installed at {target}")
+    for note in refresh_cards(model_dir, variants=False):  # the PyTorch model's card now names its variants
+        print(note)
 
 
 def _write_variant_cards(staging: Path) -> None:
