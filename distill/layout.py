@@ -27,6 +27,7 @@ ONNX = "onnx"  # the export's folder in a run
 ONNX_FILE = "model.onnx"
 VALIDATION_FILE = "validation.json"
 METRICS_FILE = "metrics.json"
+TRAIN_CONFIG_FILE = "train_config.json"  # the config a model was trained with (distill/trainer.py save_model_dir)
 MODEL_INFO = "distill.json"  # every model folder's facts (distill/artifacts.py)
 BENCH = "bench"  # the benchmark's folder in a run
 REPORT_FILE = "report.md"

@@ -18,7 +18,13 @@ being killed loses nothing else; rerun the command to finish what is missing). `
 A token-classification teacher (task ner) gets the arms ``ce``, ``pseudo`` and ``kd`` (``pseudo``
 and ``kd`` read its per-word transfer sets: distill/ner_transfer.py; without any, ``ce`` and ``kd``),
 scored by dev entity F1 (seqeval, micro) instead of accuracy, every arm on the NER student preset's
-schedule (students/config.py NER_PRESETS: the ce arm gets the kd arm's epochs unless ``ce_epochs``).
+schedule (students/config.py NER_PRESETS).
+
+The ce arm's schedule: unless ``ce_epochs`` is given, as many passes over its labelled rows as
+give it the optimizer steps the largest other arm of its seed was given (``matched_ce_epochs``:
+the kd arm reads the transfer rows too, so its epochs are longer), at least 4 for classification;
+the ce arms run after the others for that. A fixed 4 epochs was the default before: on 500
+labelled rows it never left the majority class while the kd arm read 20,000 (docs/RESULTS.md).
 
 Checkpoints are chosen on ``holdout_rows`` training rows held back (the same rows for every arm
 and seed); the dev split is only reported. The report (``compare.md``, ``compare.json``,
@@ -61,6 +67,7 @@ ARMS = {
     "kd_layers": ["--w_hidden=1", "--w_attn=1"],
 }
 NER_ARMS = ("ce", "pseudo", "kd")  # a tagger's arms: no layer losses for NER (students/ner.py)
+CE_MIN_EPOCHS = 4  # the classification ce arm's fewest epochs (its 16 checkpoints at 4 evaluations per epoch)
 BASELINES = ("ce", "pseudo")  # the arms every other arm is compared against, seed by seed
 # two-sided 95 % Student-t quantiles by degrees of freedom (n seeds - 1)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -73,9 +80,12 @@ class CompareConfig:
     holdout_rows: int | None = None  # training rows held back to choose checkpoints on (dev is only reported;
     #                                  None: 1,000 for classification, the NER preset's 200 for a tagger)
     # the ce arm at its best: more passes over its fewer rows, the lr schedule run to its end, and the
-    # best of its 16 checkpoints on the holdout rows (early stopping at 4 evaluations stopped it at
-    # 0.5-1.5 epochs, still near the peak lr: a starved control)
-    ce_epochs: int | None = None  # the ce arm's epochs (None: 4 for classification; ner: the preset's, the kd arm's)
+    # best of its checkpoints on the holdout rows (early stopping at 4 evaluations stopped it at
+    # 0.5-1.5 epochs, still near the peak lr: a starved control). By default it is given the samples
+    # the largest other arm of its seed was given (matched_ce_epochs): a fixed 4 epochs over 500
+    # labelled rows never left the majority class while KD read 20,000 transfer rows (docs/RESULTS.md)
+    ce_epochs: int | None = None  # the ce arm's epochs (None: matched to the other arms' samples, at least
+    #                               CE_MIN_EPOCHS for classification, the preset's epochs for a tagger)
     ce_patience: int = 0  # evaluations without improvement before the ce arm stops (0: never)
     preset: str = "quick"  # the student preset every arm starts from
     threads: int = 0  # torch threads of each run (0: all cores)
@@ -83,15 +93,32 @@ class CompareConfig:
     #               --jobs=2 --threads=1 keeps both busy (one 2-thread run scales worse than two 1-thread runs)
 
 
-def arm_args(arm: str, seed: int, cfg: CompareConfig, teacher_dir: Path, run_dir: Path, extra: list[str],
-             task: str = "classification") -> list[str]:
-    """The student-stage command line of one arm and seed."""
+def arm_args(arm: str, seed: int, cfg: CompareConfig, *, teacher_dir: Path, run_dir: Path, extra: list[str],
+             epochs: int | None = None) -> list[str]:
+    """The student-stage command line of one arm and seed; ``epochs``: the ce arm's (None: the preset's)."""
     own = list(ARMS[arm])
     if arm == "ce":
-        epochs = cfg.ce_epochs if cfg.ce_epochs is not None else 4 if task == "classification" else None
         own += [f"--epochs={epochs}"] * (epochs is not None) + [f"--patience={cfg.ce_patience}"]
     return ["--run-dir", str(run_dir), "--preset", cfg.preset, f"--teacher_dir={teacher_dir}", "--student_ce=false",
             f"--holdout_rows={cfg.holdout_rows}", f"--seed={seed}", "--progress=false", *extra, *own]
+
+
+def matched_ce_epochs(others: list[Path], *, floor: int | None) -> tuple[int | None, str]:
+    """(epochs, why) of the ce arm of one seed, given the student folders of its seed's other arms:
+    enough passes over its labelled rows that its lr schedule spans at least the optimizer steps the
+    largest of them was given (its ``total_steps``: epochs x rows // batch, planned, early stop or
+    not), and at least ``floor`` (None: the preset's epochs). Arms not finished are not counted."""
+    planned = []
+    for folder in others:
+        metrics, config = folder / layout.METRICS_FILE, folder / layout.TRAIN_CONFIG_FILE
+        if metrics.exists() and config.exists():
+            m, batch = json.loads(metrics.read_text()), json.loads(config.read_text())["batch_size"]
+            planned.append((m["total_steps"], m["labelled_rows"] // batch, folder.parent.parent.name))
+    if not planned:
+        return floor, "no other arm of this seed finished: " + (f"{floor} epochs" if floor else "the preset's epochs")
+    steps, per_epoch, arm = max(planned)
+    epochs = max(-(-steps // max(per_epoch, 1)), floor or 1)
+    return epochs, f"{epochs} epochs: the {steps} steps the {arm} arm was given"
 
 
 def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int, score: str = "accuracy") -> dict:
@@ -250,20 +277,30 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path
         """One arm-seed as its own process (its own run directory and log); a failure is recorded."""
         arm_dir = out / arm / f"seed{seed}"
         t0 = time.perf_counter()
+        epochs = cfg.ce_epochs
+        if arm == "ce" and epochs is None:  # the samples its seed's other arms were given (they ran first)
+            floor = CE_MIN_EPOCHS if teacher.task == "classification" else None
+            epochs, why = matched_ce_epochs([layout.student_dir(out / a / f"seed{seed}") for a in cfg.arms if a != "ce"],
+                                            floor=floor)
+            print(f"compare: ce seed {seed} trains {why}", flush=True)
         print(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})", flush=True)
-        status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir, arm_dir, extra, teacher.task),
-                           log=arm_dir / "log.txt", threads=cfg.threads)
+        status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir=teacher_dir, run_dir=arm_dir, extra=extra,
+                                               epochs=epochs), log=arm_dir / "log.txt", threads=cfg.threads)
         if status != 0:
             failures.append(f"{arm} seed {seed}: exit status {status}, see {arm_dir / 'log.txt'}")
             print(f"compare: {failures[-1]}", flush=True)
         else:
             print(f"compare: {arm} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
 
-    # seed-major: a partial run already has whole seeds to compare; finished arm-seeds are kept
+    # seed-major: a partial run already has whole seeds to compare; finished arm-seeds are kept. A ce arm
+    # matched to the other arms' samples runs after them (a second round), so their figures exist
     todo = [(arm, seed) for seed in range(cfg.seeds) for arm in cfg.arms
             if not (layout.student_dir(out / arm / f"seed{seed}") / layout.METRICS_FILE).exists()]
-    with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:  # threads only wait on the subprocesses
-        list(pool.map(lambda job: train_arm(*job), todo))
+    matched = cfg.ce_epochs is None and len(cfg.arms) > 1
+    rounds = [[j for j in todo if j[0] != "ce"], [j for j in todo if j[0] == "ce"]] if matched else [todo]
+    for jobs in rounds:
+        with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:  # threads only wait on the subprocesses
+            list(pool.map(lambda job: train_arm(*job), jobs))
     failures.sort()
     results: dict[str, dict[int, dict]] = {}
     for seed in range(cfg.seeds):

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from experiments.compare import CompareConfig, render, sentence, summarise
+from experiments.compare import CompareConfig, matched_ce_epochs, render, sentence, summarise
 
 
 def result(acc: float, steps: int = 10) -> dict:
@@ -47,6 +47,25 @@ def test_a_difference_within_its_spread_says_so_and_missing_seeds_are_left_out()
     assert "Failed runs" in md and "kd seed 0" in md
 
 
+def _arm(tmp_path, arm: str, *, total_steps: int, labelled: int, batch: int):
+    folder = tmp_path / arm / "seed0" / "student"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"total_steps": total_steps, "labelled_rows": labelled}))
+    (folder / "train_config.json").write_text(json.dumps({"batch_size": batch}))
+    return folder
+
+
+def test_the_ce_arm_is_given_the_steps_of_the_largest_other_arm(tmp_path):
+    # 500 labelled rows at batch 32: 15 steps an epoch; kd planned 640 steps over its 20,500 rows
+    kd = _arm(tmp_path, "kd", total_steps=640, labelled=500, batch=32)
+    pseudo = _arm(tmp_path, "pseudo", total_steps=300, labelled=500, batch=32)
+    epochs, why = matched_ce_epochs([pseudo, kd], floor=4)
+    assert epochs == 43 and 43 * (500 // 32) >= 640 > 42 * (500 // 32)  # rounded up, never fewer steps
+    assert "640 steps the kd arm" in why
+    assert matched_ce_epochs([_arm(tmp_path, "big", total_steps=20, labelled=640, batch=32)], floor=4)[0] == 4
+    assert matched_ce_epochs([tmp_path / "missing" / "seed0" / "student"], floor=None)[0] is None  # the preset's
+
+
 @pytest.mark.slow
 def test_compare_end_to_end_on_a_tiny_teacher(tmp_path, sst2_small, tiny_bert_dir):
     from experiments.compare import main as compare
@@ -54,10 +73,12 @@ def test_compare_end_to_end_on_a_tiny_teacher(tmp_path, sst2_small, tiny_bert_di
 
     run(TeacherConfig(data=str(sst2_small), base_model=str(tiny_bert_dir), max_length=32, epochs=1, batch_size=16,
                       lr=1e-3, transfer=["unlabeled"], progress=False), tmp_path)
-    args = ["--run-dir", str(tmp_path), "--seeds=2", "--arms=ce,pseudo,kd", "--holdout_rows=32", "--ce_epochs=1",
+    args = ["--run-dir", str(tmp_path), "--seeds=2", "--arms=ce,pseudo,kd", "--holdout_rows=32",
             "--max_length=32", "--batch_size=16", "--epochs=1", "--threads=1"]
-    assert compare([*args, "--jobs=2"]) == 0  # two arm-seeds at a time
+    assert compare([*args, "--jobs=2"]) == 0  # two arm-seeds at a time; the ce arms after the others
     report = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    # ce matched to kd's 256 // 16 = 16 steps: ceil(16 / (224 // 16)) = 2 epochs, raised to the floor of 4
+    assert report["arms"]["ce"]["steps"] == {"0": 56, "1": 56} and report["arms"]["kd"]["steps"]["0"] <= 16
     assert set(report["arms"]) == {"ce", "pseudo", "kd"} and report["arms"]["kd"]["n"] == 2
     assert set(report["paired"]) == {"pseudo - ce", "kd - ce", "kd - pseudo"}
     assert report["arms"]["ce"]["train_rows"] == {"0": 224, "1": 224}  # 256 labelled - 32 held back

@@ -764,9 +764,10 @@ def test_compare_arms_for_a_tagger(ner_run, ner_transfer_run):
     assert task_arms(CompareConfig().arms, with_sets, given=False) == ["ce", "pseudo", "kd"]
     with pytest.raises(ConfigError, match=r"unknown arm\(s\) \['kd_layers'\] for a ner teacher"):
         task_arms(["ce", "kd_layers"], plain, given=True)
-    ce = arm_args("ce", 1, CompareConfig(), Path("t"), Path("r"), [], "ner")
-    assert not [a for a in ce if a.startswith("--epochs=")] and "--patience=0" in ce  # the kd arm's epochs
-    assert "--epochs=4" in arm_args("ce", 1, CompareConfig(), Path("t"), Path("r"), [])  # classification's
+    ce = arm_args("ce", 1, CompareConfig(), teacher_dir=Path("t"), run_dir=Path("r"), extra=[])
+    assert not [a for a in ce if a.startswith("--epochs=")] and "--patience=0" in ce  # the preset's epochs
+    assert "--epochs=9" in arm_args("ce", 1, CompareConfig(), teacher_dir=Path("t"), run_dir=Path("r"), extra=[],
+                                    epochs=9)
     results = {arm: {s: {"f1": f, "steps_done": 1, "samples_seen": 1, "train_rows": 1, "train_time_s": 1.0}
                      for s, f in enumerate(fs)} for arm, fs in {"ce": [0.40, 0.42], "kd": [0.45, 0.46]}.items()}
     summary = summarise(results, ["ce", "kd"], 2, "f1")
