@@ -41,7 +41,7 @@ from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.kd_defaults import IGNORE_INDEX
 from distill.lm_cache import TargetSpec, open_targets
 from distill.lm_data import load_lm_data
-from distill.lm_loss import DEFAULT_CHUNK, lm_kd_loss
+from distill.lm_loss import DEFAULT_CHUNK, LossWeights, SparseTargets, lm_kd_loss
 from distill.lm_model import HiddenStates, student_heldout
 from distill.trainer import TrainConfig, loop_figures, save_model_dir, setup_distributed, train
 from students.build import evenly_spaced_layers
@@ -111,10 +111,10 @@ def build_lm_student(cfg: LMStudentConfig, teacher_dir: Path):
                    "kv_heads": cfg.fresh_kv_heads, "intermediate": config.intermediate_size}
 
 
-def _label_targets(labels: torch.Tensor):
+def _label_targets(labels: torch.Tensor) -> SparseTargets:
     """Targets that put all mass on the label: what the CE-only control passes (its w_kd is 0)."""
-    return labels[:, None].clone(), torch.zeros(len(labels), 1, device=labels.device), torch.zeros(len(labels),
-                                                                                                      device=labels.device)
+    return SparseTargets(labels[:, None].clone(), torch.zeros(len(labels), 1, device=labels.device),
+                         torch.zeros(len(labels), device=labels.device))
 
 
 def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role: str) -> dict:
@@ -143,17 +143,18 @@ def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role
     lm, description = build_lm_student(cfg, teacher_dir)
     model = HiddenStates(lm).to(device)
     select = np.asarray(data.heldout.blocks[: cfg.select_blocks])
+    weights = LossWeights(w_kd=cfg.w_kd, w_ce=cfg.w_ce, temperature=cfg.temperature)
 
     def loss_fn(outputs, rows, batch):
         hidden = outputs.hidden[:, :-1].reshape(-1, outputs.hidden.shape[-1])  # (B (L - 1), D)
         labels = batch["input_ids"][:, 1:].reshape(-1)  # (B (L - 1),) the next tokens
         if targets is None:
-            ids, values, tail = _label_targets(labels)
+            sparse = _label_targets(labels)
         else:
-            ids, values, tail = (torch.from_numpy(x.reshape(len(labels), *x.shape[2:])).to(device)
-                                 for x in targets.batch(rows))  # (P, k), (P, k), (P,)
-        kd = lm_kd_loss(hidden, outputs.weight, ids, values, tail, labels, temperature=cfg.temperature, w_kd=cfg.w_kd,
-                        w_ce=cfg.w_ce, ignore_index=IGNORE_INDEX, chunk=cfg.position_chunk)
+            sparse = SparseTargets(*(torch.from_numpy(x.reshape(len(labels), *x.shape[2:])).to(device)
+                                     for x in targets.batch(rows)))  # (P, k), (P, k), (P,)
+        kd = lm_kd_loss(hidden, outputs.weight, sparse, labels, weights=weights, ignore_index=IGNORE_INDEX,
+                        chunk=cfg.position_chunk)
         return kd.loss, ({"ce": kd.ce.item(), "kd": kd.kd.item()} if targets is not None else {"ce": kd.ce.item()})
 
     def evaluate(trained):
