@@ -39,7 +39,7 @@ from distill import layout
 from distill.artifacts import ModelInfo, read_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.kd_defaults import IGNORE_INDEX
-from distill.lm_cache import TargetSpec, open_targets
+from distill.lm_cache import TargetCache, TargetSpec, open_targets
 from distill.lm_data import load_lm_data
 from distill.lm_loss import DEFAULT_CHUNK, LossWeights, SparseTargets, lm_kd_loss
 from distill.lm_model import HiddenStates, student_heldout
@@ -132,9 +132,10 @@ def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role
                           f"{spec.temperature} (their tail mass is only known there); train at that T or rescore")
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     data = load_lm_data(teacher.data, tokenizer, teacher_dir / "tokens")  # the teacher's stores (reused)
-    targets = open_targets(teacher_dir, "train", data.train, data_files=data.files, spec=spec) if cfg.w_kd > 0 else None
-    heldout_top1 = open_targets(teacher_dir, "heldout", data.heldout, data_files=data.files,
-                                spec=dataclasses.replace(spec, rule="topk", temperature=1.0))
+    train_cache = TargetCache(teacher_dir=teacher_dir, name="train", store=data.train, data_files=data.files, spec=spec)
+    targets = open_targets(train_cache) if cfg.w_kd > 0 else None
+    heldout_top1 = open_targets(dataclasses.replace(train_cache, name="heldout", store=data.heldout,
+                                                    spec=dataclasses.replace(spec, rule="topk", temperature=1.0)))
     top1 = heldout_top1.records["ids"][:, 0].astype(np.int64).reshape(len(data.heldout), -1)  # (B_h, L - 1) argmax
     blocks = data.train.encoded(tokenizer.pad_token_id or 0)
     if cfg.max_train_blocks is not None:
