@@ -117,6 +117,18 @@ def _label_targets(labels: torch.Tensor) -> SparseTargets:
                          torch.zeros(len(labels), device=labels.device))
 
 
+@dataclass(frozen=True, kw_only=True)
+class StudentRun:
+    """One student's training run as its loop left it: what ``_finish`` reports."""
+
+    out: Path  # the run's folder: the best checkpoint (saved by the loop), metrics.json
+    role: str  # student | student_ce
+    description: dict  # the student's build, from build_lm_student
+    summary: dict  # distill.trainer.train's summary (samples_seen, step, world_size, train_seconds, ...)
+    wall: float  # seconds from the loop's start to its end
+    train_blocks: int  # training blocks an epoch goes over
+
+
 def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role: str) -> dict:
     """One run: the KD student (``role="student"``) or the CE-only control (``"student_ce"``)."""
     from transformers import AutoTokenizer
@@ -183,24 +195,28 @@ def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role
     wall = time.perf_counter() - start
     if rank != 0:
         return {}
-    return _finish(out, teacher_dir, cfg, role, description, summary, wall, data, top1, device, blocks)
+    run = StudentRun(out=out, role=role, description=description, summary=summary, wall=wall,
+                     train_blocks=len(blocks))
+    return _finish(run, cfg, data=data, top1=top1, device=device)
 
 
-def _finish(out, teacher_dir, cfg, role, description, summary, wall, data, top1, device, blocks) -> dict:
-    """The best checkpoint on every held-out block; metrics.json."""
+def _finish(run: StudentRun, cfg: LMStudentConfig, *, data, top1: np.ndarray, device) -> dict:
+    """The best checkpoint on every held-out block (``top1`` (B_h, L - 1): the teacher's argmax at
+    each position of ``data.heldout``); metrics.json."""
     from transformers import AutoModelForCausalLM
 
+    out, summary = run.out, run.summary
     best = HiddenStates(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)).to(device)
     figures = student_heldout(best, np.asarray(data.heldout.blocks), top1, batch_size=cfg.eval_batch_size,
                               device=device, position_chunk=cfg.position_chunk)
     length = data.train.blocks.shape[1]
-    result = {"task": "lm", "role": role, "student": description, "seed": cfg.seed, "w_kd": cfg.w_kd, "w_ce": cfg.w_ce,
-              "temperature": cfg.temperature, "parameters": sum(p.numel() for p in best.parameters()),
+    result = {"task": "lm", "role": run.role, "student": run.description, "seed": cfg.seed, "w_kd": cfg.w_kd,
+              "w_ce": cfg.w_ce, "temperature": cfg.temperature, "parameters": sum(p.numel() for p in best.parameters()),
               "heldout": figures, "heldout_perplexity": figures["perplexity"],
-              "teacher_top1_agreement": figures["teacher_top1_agreement"], "train_blocks": len(blocks),
+              "teacher_top1_agreement": figures["teacher_top1_agreement"], "train_blocks": run.train_blocks,
               "tokens_seen": summary["samples_seen"] * length, "steps_done": summary["step"],
               "world_size": summary["world_size"], "device": str(device), "torch_threads": torch.get_num_threads(),
-              **loop_figures(summary, wall)}
+              **loop_figures(summary, run.wall)}
     result["train_tokens_per_s"] = round(result["tokens_seen"] / max(summary["train_seconds"], 1e-9), 1)
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
