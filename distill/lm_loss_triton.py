@@ -12,7 +12,10 @@ Three layers, as ``distill/kd_loss_triton.py``:
    num_warps and launches the kernel on one chunk; the chunk loop (``distill.lm_chunks.chunked``)
    forms each chunk's logits with a matmul and folds the written gradient into the gradients of
    the hidden states and the output matrix, so no (N, V) tensor exists.
-3. ``_LMKDFused`` (``torch.autograd.Function``): its backward only scales the stored gradients.
+3. ``lm_kd_fused``: the public entry, taking the bundles of ``distill/lm_chunks.py`` as
+   ``distill.lm_loss``'s functions do; it checks the inputs, makes them kernel-ready and hands a
+   step per chunk to ``distill.lm_chunks.chunked_loss``, the autograd layer the PyTorch path
+   shares (its backward only scales the stored gradients).
 
 Runs on CUDA tensors, or on CPU tensors under the Triton interpreter (``TRITON_INTERPRET=1`` set
 before import), which is how tests/test_lm_loss.py runs it without a GPU. Limits, as the other
@@ -27,7 +30,15 @@ import triton
 import triton.language as tl
 
 from distill.kd_defaults import IGNORE_INDEX, KDLossOutput
-from distill.lm_chunks import chunked, row_counts
+from distill.lm_chunks import (
+    DEFAULT_CHUNK,
+    DEFAULT_WEIGHTS,
+    LossWeights,
+    Positions,
+    SparseTargets,
+    chunked_loss,
+    positions,
+)
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)
 MAX_BLOCK_V = 2048  # vocabulary entries a program holds at a time (untuned: no GPU was available)
@@ -161,28 +172,31 @@ def _blocks(v: int, k: int) -> tuple[int, int, int]:
     return block_v, block_k, min(16, max(1, block_v // 256))
 
 
-def _launch_chunk(z, ids, values, tail, labels, valid, counts, *, temperature, w_kd, w_ce, ignore_index,
-                  write_grad) -> tuple[torch.Tensor, torch.Tensor]:
+def _launch_chunk(z, targets: SparseTargets, pos: Positions, *, weights: LossWeights, write_grad: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the kernel on one chunk z (C, V) fp32 (its gradient written over it when
-    ``write_grad``); returns (kd_rows, ce_rows) (C,) fp32, already divided by the counts."""
+    ``write_grad``) with the chunk's kernel-ready targets and positions (contiguous int64 ids and
+    labels, fp32 values and tail); returns (kd_rows, ce_rows) (C,) fp32, already divided by the counts."""
     c, v = z.shape
-    k = ids.shape[1]
+    k = targets.ids.shape[1]
     if z.dtype != torch.float32 or z.stride(1) != 1:
         raise ValueError("the chunk's logits must be fp32 with unit stride along V")
     kd_rows = torch.empty(c, dtype=torch.float32, device=z.device)  # (C,)
     ce_rows = torch.empty(c, dtype=torch.float32, device=z.device)  # (C,)
     block_v, block_k, num_warps = _blocks(v, k)
+    temperature = weights.temperature
     if c > 0:
         _lm_kd_chunk_kernel[(c,)](
-            z, z.stride(0), ids, values, tail, labels, valid, counts, kd_rows, ce_rows,
-            v, k, 1.0 / temperature, w_kd * temperature, w_ce, ignore_index,
-            WRITE_GRAD=write_grad, BLOCK_V=block_v, BLOCK_K=block_k, num_warps=num_warps,
+            z, z.stride(0), targets.ids, targets.values, targets.tail, pos.labels, pos.valid.view(torch.uint8),
+            pos.counts, kd_rows, ce_rows, v, k, 1.0 / temperature, weights.w_kd * temperature, weights.w_ce,
+            pos.ignore_index, WRITE_GRAD=write_grad, BLOCK_V=block_v, BLOCK_K=block_k, num_warps=num_warps,
         )
     return kd_rows, ce_rows
 
 
-def _check_inputs(hidden, weight, ids, values, tail, labels, row_mask) -> None:
+def _check_inputs(hidden, weight, targets: SparseTargets, labels, row_mask) -> None:
     n, d = hidden.shape
+    ids, values, tail = targets.ids, targets.values, targets.tail
     if weight.dim() != 2 or weight.shape[1] != d:
         raise ValueError(f"weight must be (V, {d}); got {tuple(weight.shape)}")
     if ids.dim() != 2 or ids.shape[0] != n or values.shape != ids.shape or tail.shape != (n,) or labels.shape != (n,):
@@ -199,45 +213,20 @@ def _check_inputs(hidden, weight, ids, values, tail, labels, row_mask) -> None:
             raise ValueError(f"{name} is on {x.device}, hidden on {hidden.device}")
 
 
-class _LMKDFused(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, ids, values, tail, labels, row_mask, temperature, w_kd, w_ce, ignore_index,
-                chunk):
-        _check_inputs(hidden, weight, ids, values, tail, labels, row_mask)
-        valid = torch.ones_like(labels, dtype=torch.bool) if row_mask is None else row_mask.bool()  # (N,)
-        labelled = valid & (labels != ignore_index)
-        counts = row_counts(valid, labelled)  # (2,) device tensor: no host sync
-        ids, labels = ids.to(torch.int64).contiguous(), labels.to(torch.int64).contiguous()
-        values, tail = values.float().contiguous(), tail.float().contiguous()
-        valid_bytes = valid.contiguous().view(torch.uint8)
-        want = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-
-        def step(z, rows):
-            return _launch_chunk(z, ids[rows], values[rows], tail[rows], labels[rows], valid_bytes[rows], counts,
-                                 temperature=temperature, w_kd=w_kd, w_ce=w_ce, ignore_index=ignore_index,
-                                 write_grad=want)
-
-        kd, ce, grad_h, grad_w = chunked(hidden, weight, step, chunk=chunk, want_grads=want)
-        if want:
-            ctx.save_for_backward(grad_h, grad_w)
-        ctx.dtypes = (hidden.dtype, weight.dtype)
-        ctx.mark_non_differentiable(kd, ce)
-        return kd * (w_kd * temperature**2) + ce * w_ce, kd, ce
-
-    @staticmethod
-    def backward(ctx, grad_loss, grad_kd, grad_ce):
-        grad_h, grad_w = ctx.saved_tensors  # (N, D), (V, D) fp32, written by the forward
-        # scaled in place (no second (V, D) buffer): the version bump makes a second backward fail loudly
-        grad_h.mul_(grad_loss)
-        grad_w.mul_(grad_loss)
-        return (grad_h.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1]),
-                None, None, None, None, None, None, None, None, None, None)
-
-
-def lm_kd_fused(hidden, weight, ids, values, tail, labels, *, temperature: float = 1.0, w_kd: float = 0.5,
-                w_ce: float = 0.5, ignore_index: int = IGNORE_INDEX, row_mask=None, chunk: int = 256) -> KDLossOutput:
+def lm_kd_fused(hidden, weight, targets: SparseTargets, labels, *, weights: LossWeights = DEFAULT_WEIGHTS,
+                ignore_index: int = IGNORE_INDEX, row_mask=None, chunk: int = DEFAULT_CHUNK) -> KDLossOutput:
     """The fused loss: same arguments, convention and result as ``distill.lm_loss.lm_kd_reference``
-    (hidden (N, D), weight (V, D); ids, values (N, k); tail, labels (N,); row_mask (N,) or None)."""
-    loss, kd, ce = _LMKDFused.apply(hidden, weight, ids, values, tail, labels, row_mask, float(temperature),
-                                    float(w_kd), float(w_ce), int(ignore_index), int(chunk))
-    return KDLossOutput(loss=loss, kd=kd, ce=ce)
+    (hidden (N, D), weight (V, D); targets' ids, values (N, k) and tail (N,); labels (N,); row_mask
+    (N,) or None)."""
+    _check_inputs(hidden, weight, targets, labels, row_mask)
+    pos = positions(labels.to(torch.int64).contiguous(), row_mask, ignore_index=int(ignore_index))
+    ready = SparseTargets(targets.ids.to(torch.int64).contiguous(), targets.values.float().contiguous(),
+                          targets.tail.float().contiguous())  # what the kernel's pointers expect
+
+    def make_step(want_grads: bool):
+        def step(z, rows):
+            return _launch_chunk(z, ready.take(rows), pos.take(rows), weights=weights, write_grad=want_grads)
+
+        return step
+
+    return chunked_loss(hidden, weight, make_step, weights=weights, chunk=chunk)

@@ -40,14 +40,25 @@ while ``on_bad_rows="skip"`` drops every sentence that has one and records each 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from distill.data import SPLIT_NAMES, BadRow, DataError, LabelMap, RowLog, base_suffix, decode, read_bytes
+from distill.data import (
+    BadRow,
+    DataError,
+    LabelMap,
+    RowLog,
+    base_suffix,
+    cap_train,
+    decode,
+    jsonl_lines,
+    one_split,
+    read_bytes,
+    split_files,
+)
 
 CONLL_SUFFIXES = (".conll", ".txt", ".tsv")  # read as CoNLL: a token per line, the tag in the last column
 JSONL_SUFFIXES = (".jsonl",)  # a {"tokens": [...], "tags": [...]} object per line
@@ -254,20 +265,8 @@ def find_ner_split(directory: Path, split: str) -> Path:
     """The file holding ``split`` in ``directory``: ``<name><suffix>[.gz]`` for a name of
     ``SPLIT_NAMES[split]`` and a suffix of ``NER_SUFFIXES`` (``.conll``, ``.txt``, ``.tsv`` are CoNLL)."""
     directory = Path(directory)
-    found = [
-        directory / f"{name}{suffix}{gz}"
-        for name in SPLIT_NAMES[split]
-        for suffix in NER_SUFFIXES
-        for gz in ("", ".gz")
-        if (directory / f"{name}{suffix}{gz}").is_file()
-    ]
-    if not found:
-        wanted = " or ".join(f"{n}{{{','.join(NER_SUFFIXES)}}}[.gz]" for n in SPLIT_NAMES[split])
-        raise DataError(directory, f"no {split} split: expected {wanted} "
-                                   f"({', '.join(CONLL_SUFFIXES)} are read as CoNLL, .jsonl as JSON lines)")
-    if len(found) > 1:
-        raise DataError(directory, f"several files for the {split} split: {', '.join(p.name for p in found)}")
-    return found[0]
+    return one_split(directory, split, split_files(directory, split, NER_SUFFIXES), suffixes=NER_SUFFIXES,
+                     also=f" ({', '.join(CONLL_SUFFIXES)} are read as CoNLL, .jsonl as JSON lines)")
 
 
 @dataclass
@@ -345,22 +344,15 @@ def _jsonl_problem(record: object) -> str | None:
 
 def _jsonl_sentences(path: Path, text: str) -> tuple[TokenSplit, list[BadRow]]:
     sentences, tags, token_lines, bad = [], [], [], []
-    # split on "\n" only, as distill.data does: JSON strings may hold U+2028 and the like raw
-    for line_no, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            bad.append(BadRow(str(path), line_no, f"not valid JSON ({err.msg})"))
-            continue
-        problem = _jsonl_problem(record)
+    for row in jsonl_lines(text):
+        record = row.record
+        problem = row.problem or _jsonl_problem(record)
         if problem:
-            bad.append(BadRow(str(path), line_no, problem))
+            bad.append(BadRow(str(path), row.line, problem))
         elif record["tokens"]:  # an empty sentence carries nothing to learn or score
             sentences.append(record["tokens"])
             tags.append(record["tags"])
-            token_lines.append([line_no] * len(record["tokens"]))
+            token_lines.append([row.line] * len(record["tokens"]))
     split = TokenSplit(sentences=sentences, tags=tags, source=str(path),
                        line_numbers=[ln[0] for ln in token_lines], token_lines=token_lines)
     return split, bad
@@ -443,13 +435,7 @@ def load_ner_dataset(spec: NerSpec) -> NerDataset:
     train = _check(train_parsed, scheme, spec.repair_tags, log, repaired)
     tag_map = tag_map_from(train.tags, train.source)
     dev = _check(dev_parsed, scheme, spec.repair_tags, log, repaired, tag_map)
-    unused = None
-    if spec.max_train_rows is not None and spec.max_train_rows < 1:
-        raise DataError(train.source, f"max_train_rows={spec.max_train_rows}: need at least 1 sentence")
-    if spec.max_train_rows is not None and spec.max_train_rows < len(train):
-        rng = np.random.default_rng(spec.seed)
-        chosen = np.sort(rng.choice(len(train), size=spec.max_train_rows, replace=False))
-        train, unused = train.subset(chosen), train.subset(np.setdiff1d(np.arange(len(train)), chosen))
+    train, unused = cap_train(train, spec.max_train_rows, seed=spec.seed, least=1, unit="sentence")
     return NerDataset(train=train, dev=dev, tag_map=tag_map, tag_scheme=scheme,
                       files=[str(train_file), str(dev_file)], unused_train=unused, skipped=log.skipped,
                       repaired=repaired, fallback_decoded=log.fallback_decoded)

@@ -24,12 +24,11 @@ of ``distill.transfer.select_rows``. A source is recorded in the teacher's ``dis
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from distill.config import ConfigError
-from distill.data import DataError, base_suffix, decode, normalise_text, read_bytes
+from distill.data import DataError, base_suffix, decode, jsonl_lines, normalise_text, read_bytes
 from distill.ner_data import DOCSTART, NerDataset, NerSpec, TokenSplit
 from distill.transfer import AUGMENTED, UNUSED_TRAIN, select_rows
 
@@ -144,19 +143,15 @@ def _conll_tokens(path: Path, text: str, pattern: re.Pattern | None) -> tuple[li
 
 def _jsonl_tokens(path: Path, text: str, pattern: re.Pattern | None) -> tuple[list[list[str]], list[int], int]:
     sentences, lines, empty = [], [], 0
-    for line_no, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"not valid JSON ({err.msg})", line_no) from err
-        tokens = record.get("tokens") if isinstance(record, dict) else None
+    for row in jsonl_lines(text):
+        if row.problem:
+            raise DataError(path, row.problem, row.line)
+        tokens = row.record.get("tokens") if isinstance(row.record, dict) else None
         if not isinstance(tokens, list) or not all(isinstance(t, str) and t.strip() for t in tokens):
-            raise DataError(path, "each line must be an object whose 'tokens' is a list of non-empty strings", line_no)
+            raise DataError(path, "each line must be an object whose 'tokens' is a list of non-empty strings", row.line)
         if tokens:
             sentences.append(tokens)
-            lines.append(line_no)
+            lines.append(row.line)
         else:
             empty += 1
     return sentences, lines, empty

@@ -39,9 +39,9 @@ from distill import layout
 from distill.artifacts import ModelInfo, read_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.kd_defaults import IGNORE_INDEX
-from distill.lm_cache import TargetSpec, open_targets
+from distill.lm_cache import TargetCache, TargetSpec, open_targets
 from distill.lm_data import load_lm_data
-from distill.lm_loss import DEFAULT_CHUNK, lm_kd_loss
+from distill.lm_loss import DEFAULT_CHUNK, LossWeights, SparseTargets, lm_kd_loss
 from distill.lm_model import HiddenStates, student_heldout
 from distill.trainer import TrainConfig, loop_figures, save_model_dir, setup_distributed, train
 from students.build import evenly_spaced_layers
@@ -111,10 +111,22 @@ def build_lm_student(cfg: LMStudentConfig, teacher_dir: Path):
                    "kv_heads": cfg.fresh_kv_heads, "intermediate": config.intermediate_size}
 
 
-def _label_targets(labels: torch.Tensor):
+def _label_targets(labels: torch.Tensor) -> SparseTargets:
     """Targets that put all mass on the label: what the CE-only control passes (its w_kd is 0)."""
-    return labels[:, None].clone(), torch.zeros(len(labels), 1, device=labels.device), torch.zeros(len(labels),
-                                                                                                      device=labels.device)
+    return SparseTargets(labels[:, None].clone(), torch.zeros(len(labels), 1, device=labels.device),
+                         torch.zeros(len(labels), device=labels.device))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudentRun:
+    """One student's training run as its loop left it: what ``_finish`` reports."""
+
+    out: Path  # the run's folder: the best checkpoint (saved by the loop), metrics.json
+    role: str  # student | student_ce
+    description: dict  # the student's build, from build_lm_student
+    summary: dict  # distill.trainer.train's summary (samples_seen, step, world_size, train_seconds, ...)
+    wall: float  # seconds from the loop's start to its end
+    train_blocks: int  # training blocks an epoch goes over
 
 
 def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role: str) -> dict:
@@ -132,9 +144,10 @@ def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role
                           f"{spec.temperature} (their tail mass is only known there); train at that T or rescore")
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     data = load_lm_data(teacher.data, tokenizer, teacher_dir / "tokens")  # the teacher's stores (reused)
-    targets = open_targets(teacher_dir, "train", data.train, data_files=data.files, spec=spec) if cfg.w_kd > 0 else None
-    heldout_top1 = open_targets(teacher_dir, "heldout", data.heldout, data_files=data.files,
-                                spec=dataclasses.replace(spec, rule="topk", temperature=1.0))
+    train_cache = TargetCache(teacher_dir=teacher_dir, name="train", store=data.train, data_files=data.files, spec=spec)
+    targets = open_targets(train_cache) if cfg.w_kd > 0 else None
+    heldout_top1 = open_targets(dataclasses.replace(train_cache, name="heldout", store=data.heldout,
+                                                    spec=dataclasses.replace(spec, rule="topk", temperature=1.0)))
     top1 = heldout_top1.records["ids"][:, 0].astype(np.int64).reshape(len(data.heldout), -1)  # (B_h, L - 1) argmax
     blocks = data.train.encoded(tokenizer.pad_token_id or 0)
     if cfg.max_train_blocks is not None:
@@ -143,17 +156,18 @@ def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role
     lm, description = build_lm_student(cfg, teacher_dir)
     model = HiddenStates(lm).to(device)
     select = np.asarray(data.heldout.blocks[: cfg.select_blocks])
+    weights = LossWeights(w_kd=cfg.w_kd, w_ce=cfg.w_ce, temperature=cfg.temperature)
 
     def loss_fn(outputs, rows, batch):
         hidden = outputs.hidden[:, :-1].reshape(-1, outputs.hidden.shape[-1])  # (B (L - 1), D)
         labels = batch["input_ids"][:, 1:].reshape(-1)  # (B (L - 1),) the next tokens
         if targets is None:
-            ids, values, tail = _label_targets(labels)
+            sparse = _label_targets(labels)
         else:
-            ids, values, tail = (torch.from_numpy(x.reshape(len(labels), *x.shape[2:])).to(device)
-                                 for x in targets.batch(rows))  # (P, k), (P, k), (P,)
-        kd = lm_kd_loss(hidden, outputs.weight, ids, values, tail, labels, temperature=cfg.temperature, w_kd=cfg.w_kd,
-                        w_ce=cfg.w_ce, ignore_index=IGNORE_INDEX, chunk=cfg.position_chunk)
+            sparse = SparseTargets(*(torch.from_numpy(x.reshape(len(labels), *x.shape[2:])).to(device)
+                                     for x in targets.batch(rows)))  # (P, k), (P, k), (P,)
+        kd = lm_kd_loss(hidden, outputs.weight, sparse, labels, weights=weights, ignore_index=IGNORE_INDEX,
+                        chunk=cfg.position_chunk)
         return kd.loss, ({"ce": kd.ce.item(), "kd": kd.kd.item()} if targets is not None else {"ce": kd.ce.item()})
 
     def evaluate(trained):
@@ -181,24 +195,28 @@ def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role
     wall = time.perf_counter() - start
     if rank != 0:
         return {}
-    return _finish(out, teacher_dir, cfg, role, description, summary, wall, data, top1, device, blocks)
+    run = StudentRun(out=out, role=role, description=description, summary=summary, wall=wall,
+                     train_blocks=len(blocks))
+    return _finish(run, cfg, data=data, top1=top1, device=device)
 
 
-def _finish(out, teacher_dir, cfg, role, description, summary, wall, data, top1, device, blocks) -> dict:
-    """The best checkpoint on every held-out block; metrics.json."""
+def _finish(run: StudentRun, cfg: LMStudentConfig, *, data, top1: np.ndarray, device) -> dict:
+    """The best checkpoint on every held-out block (``top1`` (B_h, L - 1): the teacher's argmax at
+    each position of ``data.heldout``); metrics.json."""
     from transformers import AutoModelForCausalLM
 
+    out, summary = run.out, run.summary
     best = HiddenStates(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)).to(device)
     figures = student_heldout(best, np.asarray(data.heldout.blocks), top1, batch_size=cfg.eval_batch_size,
                               device=device, position_chunk=cfg.position_chunk)
     length = data.train.blocks.shape[1]
-    result = {"task": "lm", "role": role, "student": description, "seed": cfg.seed, "w_kd": cfg.w_kd, "w_ce": cfg.w_ce,
-              "temperature": cfg.temperature, "parameters": sum(p.numel() for p in best.parameters()),
+    result = {"task": "lm", "role": run.role, "student": run.description, "seed": cfg.seed, "w_kd": cfg.w_kd,
+              "w_ce": cfg.w_ce, "temperature": cfg.temperature, "parameters": sum(p.numel() for p in best.parameters()),
               "heldout": figures, "heldout_perplexity": figures["perplexity"],
-              "teacher_top1_agreement": figures["teacher_top1_agreement"], "train_blocks": len(blocks),
+              "teacher_top1_agreement": figures["teacher_top1_agreement"], "train_blocks": run.train_blocks,
               "tokens_seen": summary["samples_seen"] * length, "steps_done": summary["step"],
               "world_size": summary["world_size"], "device": str(device), "torch_threads": torch.get_num_threads(),
-              **loop_figures(summary, wall)}
+              **loop_figures(summary, run.wall)}
     result["train_tokens_per_s"] = round(result["tokens_seen"] / max(summary["train_seconds"], 1e-9), 1)
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint", ignore_errors=True)

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from distill import layout
 from distill.artifacts import ModelInfo
 from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config, save_config
-from distill.lm_cache import TargetSpec, score_targets
+from distill.lm_cache import TargetCache, TargetSpec, score_targets
 from distill.lm_data import LMDataSpec, data_lines, load_lm_data
 from distill.lm_model import causal_lm_source, heldout_perplexity
 from distill.trainer import peak_rss_mb, save_model_dir, setup_distributed
@@ -150,9 +150,9 @@ def run_lm(cfg: LMTeacherConfig, run_dir: Path) -> dict:
     caches = {}
     for name, store, spec_ in (("train", data.train, targets),
                                ("heldout", data.heldout, dataclasses.replace(targets, rule="topk", temperature=1.0))):
-        caches[name] = score_targets(model, store, teacher_dir=out, name=name, data_files=data.files, spec=spec_,
-                                     device=device, batch_size=cfg.batch_size, chunk_rows=cfg.cache_chunk_rows,
-                                     max_chunks=cfg.cache_max_chunks)
+        cache = TargetCache(teacher_dir=out, name=name, store=store, data_files=data.files, spec=spec_)
+        caches[name] = score_targets(model, cache, device=device, batch_size=cfg.batch_size,
+                                     chunk_rows=cfg.cache_chunk_rows, max_chunks=cfg.cache_max_chunks)
         r = caches[name]
         if rank == 0:
             done = "complete" if r["complete"] else f"time box reached ({r['blocks_scored_this_call']} blocks this call)"

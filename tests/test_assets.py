@@ -295,3 +295,24 @@ def test_real_paraphrase_l3_is_proven_and_loads_as_a_classifier(tmp_path, capsys
     assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size) == (3, 384, 30522)
     assert sum(p.numel() for p in model.bert.embeddings.parameters()) + \
         sum(p.numel() for p in model.bert.encoder.parameters()) == 17_241_984
+
+
+def test_staged_replaces_the_folder_only_when_its_block_finishes(tmp_path):
+    """distill.assets.staged, the install step of every assembler (mpnet, paraphrase-l3, smollm2):
+    the new folder replaces dest on success; a failure leaves dest as it was and no temp folder."""
+    dest = tmp_path / "model"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        with assets.staged(dest) as (_, folder):
+            folder.mkdir()
+            (folder / "new.txt").write_text("new", encoding="utf-8")
+            raise RuntimeError("conversion failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in dest.iterdir()] == ["old.txt"]
+    with assets.staged(dest) as (tmp, folder):
+        folder.mkdir()
+        (folder / "new.txt").write_text("new", encoding="utf-8")
+        assert tmp.parent == dest.parent  # same filesystem: the renames are atomic
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in dest.iterdir()] == ["new.txt"]

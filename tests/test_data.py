@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_errors import raises_data_error
 
 from distill.data import (
     DataError,
@@ -46,31 +47,6 @@ def dataset_dir(tmp_path: Path, train: list[tuple], dev: list[tuple], **kw) -> P
 
 def load(path: Path, **kw):
     return load_dataset(DataSpec(path=str(path), **kw))
-
-
-def raises_data_error(path_in_message: Path | str, *fragments: str, line: int | None = None):
-    """A context manager that checks a DataError names the file, the line and the problem."""
-
-    class _Check:
-        def __enter__(self):
-            self._ctx = pytest.raises(DataError)
-            self.info = self._ctx.__enter__()
-            return self.info
-
-        def __exit__(self, *exc):
-            suppressed = self._ctx.__exit__(*exc)
-            err = self.info.value
-            message = str(err)
-            assert str(path_in_message) in message, message
-            assert err.path == str(path_in_message) or err.path.endswith(str(path_in_message)), err.path
-            for fragment in fragments:
-                assert fragment in message, (fragment, message)
-            if line is not None:
-                assert err.line == line, message
-                assert f"line {line}:" in message, message
-            return suppressed
-
-    return _Check()
 
 
 TRAIN3 = [("good film", "pos"), ("bad film", "neg"), ("so-so film", "neutral"), ("great", "pos")]
@@ -367,6 +343,39 @@ def test_subset_with_single_class_is_an_error(tmp_path):
     with raises_data_error(path / "train.tsv", "2-row subset has a single class"):
         load(path, max_train_rows=2, seed=0)  # seed 0 picks two class-0 rows
     assert any(_two_classes(path, seed) for seed in range(1, 200))  # only single-class subsets fail
+
+
+def test_cap_train_draws_the_same_rows_for_classification_and_ner():
+    """distill.data.cap_train: one draw for both tasks (a Split and an NER TokenSplit of the same
+    size keep the same row indices), no cap or a cap at or above the size keeps everything, a
+    cap under the least is a DataError naming the split's file."""
+    from distill.data import cap_train
+    from distill.ner_data import TokenSplit
+
+    texts = [f"row {i}" for i in range(30)]
+    split = Split(texts=texts, labels=[i % 3 for i in range(30)], source="train.tsv", line_numbers=list(range(2, 32)))
+    tokens = TokenSplit(sentences=[[t] for t in texts], tags=[["O"]] * 30, source="train.conll")
+    kept, rest = cap_train(split, 7, seed=3, least=2, unit="rows")
+    assert len(kept) == 7 and len(rest) == 23 and sorted(kept.texts + rest.texts) == sorted(texts)
+    assert kept.texts == [t for t in texts if t in set(kept.texts)]  # file order
+    assert [s[0] for s in cap_train(tokens, 7, seed=3, least=1, unit="sentence")[0].sentences] == kept.texts
+    assert cap_train(split, None, seed=3, least=2, unit="rows") == (split, None)
+    assert cap_train(split, 30, seed=3, least=2, unit="rows") == (split, None)
+    with raises_data_error("train.conll", "max_train_rows=0: need at least 1 sentence"):
+        cap_train(tokens, 0, seed=3, least=1, unit="sentence")
+
+
+def test_jsonl_lines_numbers_every_line_and_splits_on_newlines_only():
+    """distill.data.jsonl_lines, the one JSONL reader: blank lines skipped but counted, a raw
+    U+2028 inside a string is not a line break, a bad line carries its problem."""
+    from distill.data import jsonl_lines
+
+    text = '{"text": "a\u2028b"}\n\n  \n{bad\n[1]\n'  # U+2028 raw in the string, as ensure_ascii=False writes it
+    rows = list(jsonl_lines(text))
+    assert [r.line for r in rows] == [1, 4, 5]
+    assert rows[0].record == {"text": "a\u2028b"} and rows[0].problem is None
+    assert rows[1].record is None and rows[1].problem.startswith("not valid JSON (")
+    assert rows[2].record == [1] and rows[2].problem is None
 
 
 # ------------------------------------------------------------------------------------- real SST-2

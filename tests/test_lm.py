@@ -15,7 +15,14 @@ import pytest
 import torch
 
 from distill.cache import CacheError
-from distill.lm_cache import TargetSpec, bytes_per_token, open_targets, record_dtype, sparse_targets
+from distill.lm_cache import (
+    TargetCache,
+    TargetSpec,
+    bytes_per_token,
+    open_targets,
+    record_dtype,
+    sparse_targets,
+)
 from distill.lm_data import LMDataError, LMDataSpec, load_lm_data, pack, read_documents, split_documents
 
 WORDS = ("the film was good bad long short story actor scene plot music dark light funny sad great "
@@ -208,7 +215,8 @@ def test_cached_targets_are_the_teachers(teacher_run):
     tok = AutoTokenizer.from_pretrained(teacher)
     spec = LMDataSpec(**json.loads((teacher / "distill.json").read_text())["data"])
     data = load_lm_data(spec, tok, teacher / "tokens")
-    targets = open_targets(teacher, "train", data.train, data_files=data.files, spec=TargetSpec(k=5))
+    targets = open_targets(TargetCache(teacher_dir=teacher, name="train", store=data.train, data_files=data.files,
+                                       spec=TargetSpec(k=5)))
     model = AutoModelForCausalLM.from_pretrained(teacher).eval()
     with torch.no_grad():
         logits = model(input_ids=torch.from_numpy(np.asarray(data.train.blocks[3:4], dtype=np.int64))).logits[0, :-1]
@@ -228,14 +236,16 @@ def test_stale_and_corrupted_targets_are_refused(teacher_run, tmp_path):
     spec = LMDataSpec(**json.loads((teacher / "distill.json").read_text())["data"])
     data = load_lm_data(spec, tok, teacher / "tokens")
     with pytest.raises(CacheError, match="stale logit cache.*targets"):
-        open_targets(teacher, "train", data.train, data_files=data.files, spec=TargetSpec(k=5, rule="sample"))
+        open_targets(TargetCache(teacher_dir=teacher, name="train", store=data.train, data_files=data.files,
+                                 spec=TargetSpec(k=5, rule="sample")))
     copy = tmp_path / "teacher"
     shutil.copytree(teacher, copy)
     with open(copy / "logits" / "train.npy", "r+b") as handle:
         handle.seek(-3, 2)
         handle.write(b"\xff\xff\xff")
     with pytest.raises(CacheError, match="corrupted"):
-        open_targets(copy, "train", data.train, data_files=data.files, spec=TargetSpec(k=5))
+        open_targets(TargetCache(teacher_dir=copy, name="train", store=data.train, data_files=data.files,
+                                 spec=TargetSpec(k=5)))
 
 
 def test_an_interrupted_cache_resumes_to_the_same_bytes(teacher_run, corpus, tiny_llama, tmp_path):

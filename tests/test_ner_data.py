@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_errors import raises_data_error
 from needed import needed
 
 from distill.data import DataError
@@ -46,29 +47,6 @@ def jsonl(records: list[object]) -> str:
 
 def load(path: Path, **kw):
     return load_ner_dataset(NerSpec(path=str(path), **kw))
-
-
-def data_error(path: Path, *fragments: str, line: int | None = None):
-    """pytest.raises(DataError) that then checks the file, the line and the message fragments."""
-
-    class _Check:
-        def __enter__(self):
-            self._ctx = pytest.raises(DataError)
-            self.info = self._ctx.__enter__()
-            return self.info
-
-        def __exit__(self, *exc):
-            suppressed = self._ctx.__exit__(*exc)
-            err, message = self.info.value, str(self.info.value)
-            assert err.path == str(path), (err.path, message)
-            assert str(path) in message, message
-            for fragment in fragments:
-                assert fragment in message, (fragment, message)
-            if line is not None:
-                assert err.line == line, message
-            return suppressed
-
-    return _Check()
 
 
 TRAIN = [[("EU", "B-ORG"), ("rejects", "O"), ("German", "B-MISC"), ("call", "O")],
@@ -151,12 +129,12 @@ def test_find_ner_split_suffixes_and_errors(tmp_path):
         assert find_ner_split(folder, "train") == folder / name
     write(tmp_path / "v" / "validation.txt", "a\tO\n")
     assert find_ner_split(tmp_path / "v", "dev") == tmp_path / "v" / "validation.txt"
-    with data_error(tmp_path / "v", "no train split", "train{.conll,.txt,.tsv,.jsonl}[.gz]",
+    with raises_data_error(tmp_path / "v", "no train split", "train{.conll,.txt,.tsv,.jsonl}[.gz]",
                     ".conll, .txt, .tsv are read as CoNLL"):
         find_ner_split(tmp_path / "v", "train")
     write(tmp_path / "two" / "dev.conll", "a\tO\n")
     write(tmp_path / "two" / "validation.jsonl", "{}\n")
-    with data_error(tmp_path / "two", "several files for the dev split", "dev.conll", "validation.jsonl"):
+    with raises_data_error(tmp_path / "two", "several files for the dev split", "dev.conll", "validation.jsonl"):
         find_ner_split(tmp_path / "two", "dev")
 
 
@@ -176,7 +154,7 @@ def test_max_train_rows_picks_sentences_reproducibly(tmp_path):
     assert len(a.train) == 4 and len(a.unused_train) == 6
     assert a.train.sentences == b.train.sentences
     assert sorted(s[0] for s in a.train.sentences + a.unused_train.sentences) == sorted(f"w{i}" for i in range(10))
-    with data_error(tmp_path / "train.conll", "max_train_rows=0"):
+    with raises_data_error(tmp_path / "train.conll", "max_train_rows=0"):
         load(tmp_path, max_train_rows=0)
 
 
@@ -244,7 +222,7 @@ def test_iobes_and_iob1_files_are_converted_to_iob2(tmp_path):
     assert ds.train.tags == [["B-PER", "B-PER", "O", "B-LOC"]]
     assert ds.dev.tags == [["B-LOC", "B-LOC"]]
     # the same files read as IOB2 by config: the I- starts are impossible
-    with data_error(tmp_path / "b" / "train.conll", "tag I-PER starts the sentence (IOB2 needs B-PER first)",
+    with raises_data_error(tmp_path / "b" / "train.conll", "tag I-PER starts the sentence (IOB2 needs B-PER first)",
                     "tag I-LOC follows O (IOB2 needs B-LOC first)"):
         load(tmp_path / "b", tag_scheme="iob2")
 
@@ -252,9 +230,9 @@ def test_iobes_and_iob1_files_are_converted_to_iob2(tmp_path):
 def test_forced_scheme_rejects_tags_it_does_not_write(tmp_path):
     write(tmp_path / "train.conll", "Peter\tS-PER\nsays\tO\n")
     write(tmp_path / "dev.conll", "Peter\tS-PER\n")
-    with data_error(tmp_path / "train.conll", "tag 'S-PER' is not an IOB2 tag (O, B-TYPE, I-TYPE)", line=1):
+    with raises_data_error(tmp_path / "train.conll", "tag 'S-PER' is not an IOB2 tag (O, B-TYPE, I-TYPE)", line=1):
         load(tmp_path, tag_scheme="iob2")
-    with data_error("tag_scheme", "'bio'", "auto, iob1, iob2, iobes"):
+    with raises_data_error("tag_scheme", "'bio'", "auto, iob1, iob2, iobes"):
         load(tmp_path, tag_scheme="bio")
 
 
@@ -274,7 +252,7 @@ def test_tag_map_holds_o_and_both_prefixes_of_every_training_type(tmp_path):
 def test_impossible_sequence_names_the_token_line(tmp_path):
     train = [[("EU", "B-ORG"), ("says", "O")], [("a", "O"), ("Peter", "I-PER"), ("said", "O")]]
     dataset(tmp_path, train=train, dev=DEV)
-    with data_error(tmp_path / "train.conll", "line 5: tag I-PER follows O (IOB2 needs B-PER first)", line=5):
+    with raises_data_error(tmp_path / "train.conll", "line 5: tag I-PER follows O (IOB2 needs B-PER first)", line=5):
         load(tmp_path)
 
 
@@ -284,7 +262,7 @@ def test_impossible_sequences_in_iobes_and_jsonl_name_the_token(tmp_path):
         {"tokens": ["Rome", "City", "x"], "tags": ["S-LOC", "E-LOC", "O"]},
     ]))
     write(tmp_path / "dev.jsonl", jsonl([{"tokens": ["Ann"], "tags": ["S-PER"]}]))
-    with data_error(tmp_path / "train.jsonl", "line 2: token 2 ('City'): tag E-LOC follows S-LOC "
+    with raises_data_error(tmp_path / "train.jsonl", "line 2: token 2 ('City'): tag E-LOC follows S-LOC "
                                               "(IOBES needs B-LOC first)", line=2):
         load(tmp_path)
 
@@ -315,7 +293,7 @@ def test_repair_turns_impossible_i_into_b_and_counts(tmp_path):
 def test_one_column_line_is_a_bad_row_with_its_line(tmp_path):
     write(tmp_path / "train.conll", "EU\tB-ORG\nrejects\n\nPeter\tB-PER\n")
     write(tmp_path / "dev.conll", "Peter\tB-PER\n")
-    with data_error(tmp_path / "train.conll", "one column only", line=2):
+    with raises_data_error(tmp_path / "train.conll", "one column only", line=2):
         load(tmp_path)
 
 
@@ -344,7 +322,7 @@ def test_jsonl_bad_lines_reported_together(tmp_path):
         {"tokens": ["Ann"], "tags": ["PER"]},
     ]))
     write(tmp_path / "dev.jsonl", jsonl([{"tokens": ["b"], "tags": ["B-PER"]}]))
-    with data_error(path, "9 bad rows (all of them below)") as info:
+    with raises_data_error(path, "9 bad rows (all of them below)") as info:
         load(tmp_path)
     assert [(r.line, r.reason) for r in info.value.rows] == [
         (2, "2 tokens but 1 tags"),
@@ -363,7 +341,7 @@ def test_many_bad_lines_list_the_first_20_and_the_count(tmp_path):
     lines = [f"w{i}\tO\n\nx{i}\tI-PER\n\n" for i in range(25)]  # each I-PER starts a sentence
     path = write(tmp_path / "train.conll", "Ann\tB-PER\n\n" + "".join(lines))
     write(tmp_path / "dev.conll", "Ann\tB-PER\n")
-    with data_error(path, "25 bad rows (the first 20 below)",
+    with raises_data_error(path, "25 bad rows (the first 20 below)",
                     "  line 5: tag I-PER starts the sentence (IOB2 needs B-PER first)") as info:
         load(tmp_path)
     assert [r.line for r in info.value.rows] == [5 + 4 * i for i in range(25)]
@@ -374,7 +352,7 @@ def test_many_bad_lines_list_the_first_20_and_the_count(tmp_path):
 def test_structural_and_sequence_problems_of_a_file_come_together_in_line_order(tmp_path):
     path = write(tmp_path / "train.conll", "a\tO\nb\tI-PER\n\nlonely\n\nc\tB-PER\n")
     write(tmp_path / "dev.conll", "c\tB-PER\n")
-    with data_error(path, "2 bad rows") as info:
+    with raises_data_error(path, "2 bad rows") as info:
         load(tmp_path)
     assert [r.line for r in info.value.rows] == [2, 4]
 
@@ -400,19 +378,19 @@ def test_skip_drops_bad_sentences_and_records_each_problem(tmp_path):
 def test_unseen_dev_tag_names_file_and_line(tmp_path):
     dataset(tmp_path, train=TRAIN, dev=DEV)  # training has no LOC
     dev_file = tmp_path / "dev.conll"
-    with data_error(dev_file, "2 bad rows", "line 1: tag 'B-LOC': type 'LOC' never appears in the training split "
+    with raises_data_error(dev_file, "2 bad rows", "line 1: tag 'B-LOC': type 'LOC' never appears in the training split "
                     "(known types: MISC, ORG, PER)", "line 4: tag 'B-LOC'") as info:
         load(tmp_path)
     assert [r.line for r in info.value.rows] == [1, 4]
     write(dev_file, "Paris\tB-LOC\n")
-    with data_error(dev_file, "tag 'B-LOC': type 'LOC' never appears", line=1):
+    with raises_data_error(dev_file, "tag 'B-LOC': type 'LOC' never appears", line=1):
         load(tmp_path)
 
 
 def test_undecodable_line_is_a_bad_row_and_does_not_split_the_sentence(tmp_path):
     write(tmp_path / "train.conll", b"EU\tB-ORG\ncaf\xe9\tO\nsays\tO\n\nAnn\tB-PER\n")
     write(tmp_path / "dev.conll", "Ann\tB-PER\n")
-    with data_error(tmp_path / "train.conll", "bytes that are not UTF-8 at byte 12", line=2):
+    with raises_data_error(tmp_path / "train.conll", "bytes that are not UTF-8 at byte 12", line=2):
         load(tmp_path)
     ds = load(tmp_path, on_bad_rows="skip")
     assert ds.train.sentences == [["Ann"]]  # "says" is not left behind as a sentence of its own
@@ -422,15 +400,15 @@ def test_undecodable_line_is_a_bad_row_and_does_not_split_the_sentence(tmp_path)
 def test_whole_file_problems(tmp_path):
     write(tmp_path / "train.conll", " \n\t\n")
     write(tmp_path / "dev.conll", "Ann\tB-PER\n")
-    with data_error(tmp_path / "train.conll", "file is empty"):
+    with raises_data_error(tmp_path / "train.conll", "file is empty"):
         load(tmp_path)
     write(tmp_path / "train.conll", "-DOCSTART- O\n\n")
-    with data_error(tmp_path / "train.conll", "no sentences"):
+    with raises_data_error(tmp_path / "train.conll", "no sentences"):
         load(tmp_path)
     write(tmp_path / "train.conll", "a\tO\nb\tO\n")
-    with data_error(tmp_path / "train.conll", "only one class"):
+    with raises_data_error(tmp_path / "train.conll", "only one class"):
         load(tmp_path)
-    with data_error(tmp_path / "nowhere", "no such dataset directory"):
+    with raises_data_error(tmp_path / "nowhere", "no such dataset directory"):
         load(tmp_path / "nowhere")
 
 
