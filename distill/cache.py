@@ -21,6 +21,12 @@ each process finished (with a sha256 per chunk). An interrupted write resumes wi
 done (or damaged since), under any number of processes; chunks are scored in a fixed composition,
 so the resumed file is byte-identical to an uninterrupted one. The final rename happens only when every chunk
 is in, so a reader never sees a partial cache under the final name.
+
+A write is described by three values: ``CacheSpec`` (which cache: folder, name, rows, width,
+fingerprint parts), ``CacheSettings`` (how: dtype, chunking, time box, the teacher's batch size and
+autocast; built from the teacher's config by ``TeacherConfig.cache_settings``) and ``Shard``
+(this process's share under torchrun). ``cache_parts`` is the one description of what a
+teacher's cache depends on, called by its writer and its reader for both tasks.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,9 +46,14 @@ from distill.data import Split, file_digest, text_hashes
 from distill.disk import DiskFullError, require_free, reserve
 from distill.errors import PipelineError
 
+if TYPE_CHECKING:  # only its fields are read (distill.artifacts imports the data modules this one does)
+    from distill.artifacts import ModelInfo
+
 CACHE_FORMAT = 1
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
                    "merges.txt", "vocab.json", "spm.model", "sentencepiece.bpe.model", "added_tokens.json")
+WORD_ROWS = "first sub-token of each kept word"  # a NER cache's parts["rows"]: what its logit rows are
+CLS_STATES = "cls per layer"  # a [CLS]-state cache's parts["states"] (distill/scoring.py, cls_states)
 
 
 class CacheError(RuntimeError, PipelineError):
@@ -89,6 +101,27 @@ def fingerprint_of(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def cache_parts(teacher_dir: Path, info: ModelInfo, *, name: str, split: Split, data_files: list[str],
+                what: str = "logits") -> dict:
+    """The fingerprint parts of the teacher's cache ``name``: what its writer records and what its
+    reader expects (one description for both, classification and NER). ``info``: the teacher's
+    ``distill.json`` (its max length, how long texts were cut, which scorer made each cache);
+    ``split``: the rows as texts (NER: ``distill.ner.sentence_split`` of the sentences);
+    ``data_files``: ``distill.scoring.split_files`` of the set. ``what``: ``logits``, or ``cls``
+    for the per-layer [CLS] states (always scored by PyTorch). A NER teacher's caches hold one row
+    per kept word, and say so in place of the rows' hash (the text hashes still line them up)."""
+    if what not in ("logits", "cls"):
+        raise ValueError(f"what must be logits or cls, not {what!r}")
+    scorer = info.scorers.get(name, "pytorch") if what == "logits" else "pytorch"  # absent: pytorch (older teachers)
+    parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, data_files=data_files, split=split,
+                              long_text=info.long_text, scorer=scorer)
+    if info.task == "ner":
+        parts["rows"] = WORD_ROWS
+    if what == "cls":
+        parts["states"] = CLS_STATES
+    return parts
+
+
 @dataclass
 class LogitCache:
     """An opened cache. ``logits`` is a read-only memory map: (R, C) in the stored dtype."""
@@ -118,96 +151,178 @@ def _sha256_bytes(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def write_logit_cache(
-    score: Callable[[int, int], np.ndarray],
-    *,
-    directory: Path,
-    name: str,
-    split: Split,
-    num_labels: int,
-    label_names: list[str],
-    parts: dict,
-    dtype: str = "float32",
-    chunk_rows: int = 4096,
-    rank: int = 0,
-    world: int = 1,
-    barrier: Callable[[], None] = lambda: None,
-    max_chunks: int | None = None,
-    row_offsets: np.ndarray | None = None,
-) -> Path | None:
-    """Score ``split`` chunk by chunk with ``score(start, stop) -> (stop - start, C) float32`` and
-    write the cache. Resumes an interrupted write with the same fingerprint; skips the work when
-    a complete cache with this fingerprint is already there. Returns the manifest path.
+@dataclass(frozen=True)
+class CacheSettings:
+    """How a teacher fills its caches: one value, built from the stage's config in one place
+    (``TeacherConfig.cache_settings``) and passed down whole, to the scorer and the writer."""
 
-    Sharded (``world`` > 1, every rank calls this with the same arguments and a ``barrier`` that
-    waits for all of them): rank r scores chunks r, r + world, ... into the shared ``.partial``
-    memory map (disjoint rows) and records them in its own progress file; rank 0 then checks that
-    every chunk is in and installs the cache. Each chunk is scored in a fixed composition, so the
-    result does not depend on the number of processes (byte-identical at equal thread counts).
+    dtype: str = "float32"  # storage of the logits: float32 | float16 (uint8: byte records, distill/lm_cache.py)
+    chunk_rows: int = 4096  # rows of the split per resumable chunk (ragged: examples, not logit rows)
+    max_chunks: int | None = None  # score at most this many chunks per set and process in one call (a time box)
+    batch_size: int = 128  # rows per forward pass of the teacher while it scores
+    amp: bool = False  # bfloat16 autocast while the teacher scores (CUDA only; ignored on CPU)
 
-    ``max_chunks``: score at most this many chunks in this call (a time box); when chunks are
-    left, the partial write stays resumable and None is returned.
 
-    ``row_offsets`` (a ragged cache, see the module docstring): (R + 1,) int64, row r of ``split``
-    owns logit rows row_offsets[r]:row_offsets[r + 1]; ``chunk_rows`` then counts rows of ``split``,
-    and ``score(start, stop)`` returns (row_offsets[stop] - row_offsets[start], C)."""
-    if dtype not in ("float32", "float16", "uint8"):  # uint8: fixed-size byte records (distill/lm_cache.py)
-        raise ValueError(f"cache dtype must be float32 or float16 (or uint8 byte records), not {dtype!r}")
-    offsets = _offsets(row_offsets, len(split))
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fingerprint = fingerprint_of(parts)
-    final, manifest_path = directory / f"{name}.npy", directory / f"{name}.manifest.json"
-    partial = directory / f"{name}.npy.partial"
-    hashes_path = directory / f"{name}.texthash.npy"
-    rows = len(split)
-    if _complete(manifest_path, final, hashes_path, fingerprint, split, offsets if row_offsets is not None else None):
-        return manifest_path  # already complete and intact
-    layout = {"fingerprint": fingerprint, "rows": rows, "num_labels": num_labels, "dtype": dtype,
-              "chunk_rows": chunk_rows}
-    if row_offsets is not None:
+@dataclass(frozen=True, eq=False)
+class CacheSpec:
+    """One cache to write: where, over which rows, how wide its rows are, what its fingerprint covers."""
+
+    directory: Path  # the cache folder (teacher/logits)
+    name: str  # the set: train, a transfer set, <name>.cls; its files are <name>.npy, <name>.manifest.json, ...
+    split: Split  # the rows, in dataset order (their text hashes; the manifest's rows)
+    num_labels: int  # C: values per logit row (uint8 byte records: bytes per record)
+    label_names: list[str]  # recorded in the manifest
+    parts: dict  # what the cache depends on (cache_parts, fingerprint_parts): hashed into its fingerprint
+    row_offsets: np.ndarray | None = None  # ragged: (R + 1,) int64, row r owns logit rows offsets[r]:offsets[r + 1]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of a sharded write (torchrun): every rank writes the same cache."""
+
+    rank: int = 0  # this process: it scores chunks rank, rank + world, ...
+    world: int = 1  # the processes writing the cache
+    barrier: Callable[[], None] = lambda: None  # waits for every rank (dist.barrier); alone, nothing to wait for
+
+
+@dataclass(frozen=True, eq=False)
+class _Write:
+    """One call of ``write_logit_cache``: its arguments and what follows from them."""
+
+    cache: CacheSpec
+    settings: CacheSettings
+    shard: Shard
+    offsets: np.ndarray  # (R + 1,) int64 logit-row offsets of the rows: 0..R unless ragged
+    fingerprint: str  # fingerprint_of(cache.parts)
+    layout: dict  # what a progress file must match for its chunks to count (fingerprint, shape, dtype, chunking)
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.cache.directory)
+
+    @property
+    def name(self) -> str:
+        return self.cache.name
+
+    @property
+    def ragged(self) -> np.ndarray | None:
+        """The offsets of a ragged cache (what its manifest and offsets file record); None otherwise."""
+        return self.offsets if self.cache.row_offsets is not None else None
+
+    @property
+    def final(self) -> Path:
+        return self.directory / f"{self.name}.npy"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / f"{self.name}.manifest.json"
+
+    @property
+    def partial(self) -> Path:
+        return self.directory / f"{self.name}.npy.partial"
+
+    @property
+    def hashes_path(self) -> Path:
+        return self.directory / f"{self.name}.texthash.npy"
+
+    @property
+    def n_chunks(self) -> int:
+        return (len(self.cache.split) + self.settings.chunk_rows - 1) // self.settings.chunk_rows
+
+    def rows_of(self, chunk: int) -> tuple[int, int]:
+        """(start, stop): chunk ``chunk``'s rows of the split."""
+        size = self.settings.chunk_rows
+        return chunk * size, min(len(self.cache.split), (chunk + 1) * size)
+
+
+def write_logit_cache(score: Callable[[int, int], np.ndarray], *, cache: CacheSpec, settings: CacheSettings,
+                      shard: Shard = Shard()) -> Path | None:
+    """Score ``cache.split`` chunk by chunk with ``score(start, stop) -> (stop - start, C) float32``
+    and write the cache. Resumes an interrupted write with the same fingerprint; skips the work
+    when a complete cache with this fingerprint is already there. Returns the manifest path.
+
+    Sharded (``shard.world`` > 1, every rank calls this with the same cache and settings and a
+    ``shard.barrier`` that waits for all of them): rank r scores chunks r, r + world, ... into the
+    shared ``.partial`` memory map (disjoint rows) and records them in its own progress file; rank
+    0 then checks that every chunk is in and installs the cache. Each chunk is scored in a fixed
+    composition, so the result does not depend on the number of processes (byte-identical at
+    equal thread counts).
+
+    ``settings.max_chunks``: score at most this many chunks in this call (a time box); when chunks
+    are left, the partial write stays resumable and None is returned.
+
+    ``cache.row_offsets`` (a ragged cache, see the module docstring): (R + 1,) int64, row r of the
+    split owns logit rows row_offsets[r]:row_offsets[r + 1]; ``chunk_rows`` then counts rows of
+    the split, and ``score(start, stop)`` returns (row_offsets[stop] - row_offsets[start], C)."""
+    write = _begin(cache, settings, shard)
+    if _complete(write):
+        return write.manifest_path  # already complete and intact
+    done = _open_partial(write)
+    _score_chunks(write, score, mine={i: done[i] for i in done if i % shard.world == shard.rank})
+    shard.barrier()  # every rank's chunks are in
+    if settings.max_chunks is not None and len(_verified_chunks(write)) < write.n_chunks:
+        return None  # time-boxed: the rest is scored by the next call
+    if shard.rank == 0:
+        missing = sorted(set(range(write.n_chunks)) - set(_verified_chunks(write)))
+        if missing:
+            raise CacheError(f"{write.partial}: chunks {missing[:10]} are missing after scoring (a rank failed?)")
+        _install(write)
+    shard.barrier()  # no rank reads the cache before it is installed
+    return write.manifest_path
+
+
+def _begin(cache: CacheSpec, settings: CacheSettings, shard: Shard) -> _Write:
+    """The write's settings checked, its offsets, fingerprint and layout; the cache folder made."""
+    if settings.dtype not in ("float32", "float16", "uint8"):  # uint8: fixed-size byte records (distill/lm_cache.py)
+        raise ValueError(f"cache dtype must be float32 or float16 (or uint8 byte records), not {settings.dtype!r}")
+    offsets = _offsets(cache.row_offsets, len(cache.split))
+    Path(cache.directory).mkdir(parents=True, exist_ok=True)
+    fingerprint = fingerprint_of(cache.parts)
+    layout = {"fingerprint": fingerprint, "rows": len(cache.split), "num_labels": cache.num_labels,
+              "dtype": settings.dtype, "chunk_rows": settings.chunk_rows}
+    if cache.row_offsets is not None:
         layout["offsets_sha256"] = _sha256_bytes(offsets)
-    n_chunks = (rows + chunk_rows - 1) // chunk_rows
-    done = _verified_chunks(directory, name, layout, partial, offsets) if partial.exists() else {}
-    barrier()  # every rank has read the progress files before any rank writes
-    if rank == 0 and not done:  # one rank 0 only: the stage holds the directory's lock (distill/lock.py)
-        for old in _progress_files(directory, name):
+    return _Write(cache=cache, settings=settings, shard=shard, offsets=offsets, fingerprint=fingerprint, layout=layout)
+
+
+def _open_partial(write: _Write) -> dict[int, str]:
+    """The chunks already in the ``.partial`` (its verified progress); with none, rank 0 starts a
+    new ``.partial``. Every rank calls it (two barriers). Returns chunk -> sha256."""
+    done = _verified_chunks(write) if write.partial.exists() else {}
+    write.shard.barrier()  # every rank has read the progress files before any rank writes
+    if write.shard.rank == 0 and not done:  # one rank 0 only: the stage holds the directory's lock (distill/lock.py)
+        for old in _progress_files(write.directory, write.name):
             old.unlink()
-        _allocate(partial, dtype=dtype, shape=(int(offsets[-1]), num_labels))
-    barrier()  # the .partial exists before any rank maps it
-    mine = {i: done[i] for i in done if i % world == rank}
-    progress_path = directory / f"{name}.progress.{rank}.json"
-    array = np.load(partial, mmap_mode="r+")
+        _allocate(write.partial, dtype=write.settings.dtype, shape=(int(write.offsets[-1]), write.cache.num_labels))
+    write.shard.barrier()  # the .partial exists before any rank maps it
+    return done
+
+
+def _score_chunks(write: _Write, score: Callable[[int, int], np.ndarray], *, mine: dict[int, str]) -> None:
+    """Score this rank's chunks not in ``mine`` (chunk -> sha256, this rank's done ones) into the
+    ``.partial``, recording each in this rank's progress file as it lands (at most
+    ``max_chunks`` new ones)."""
+    rank, world, max_chunks = write.shard.rank, write.shard.world, write.settings.max_chunks
+    progress_path = write.directory / f"{write.name}.progress.{rank}.json"
+    array = np.load(write.partial, mmap_mode="r+")
     new = 0
-    for i in range(rank, n_chunks, world):
+    for i in range(rank, write.n_chunks, world):
         if i in mine:
             continue
         if max_chunks is not None and new >= max_chunks:
             break
         new += 1
-        start, stop = i * chunk_rows, min(rows, (i + 1) * chunk_rows)
-        first, last = int(offsets[start]), int(offsets[stop])  # its logit rows (= start, stop unless ragged)
+        start, stop = write.rows_of(i)
+        first, last = int(write.offsets[start]), int(write.offsets[stop])  # its logit rows (= start, stop unless ragged)
         logits = score(start, stop)
-        if logits.shape != (last - first, num_labels):
+        if logits.shape != (last - first, write.cache.num_labels):
             raise CacheError(f"scorer returned {logits.shape} for rows {start}:{stop}, expected "
-                             f"{(last - first, num_labels)}")
-        array[first:last] = _finite_for_storage(logits, dtype=dtype, final=final, name=name, split=split,
-                                                first=first, offsets=offsets)
+                             f"{(last - first, write.cache.num_labels)}")
+        array[first:last] = _finite_for_storage(logits, write, first=first)
         array.flush()
         mine[i] = _sha256_bytes(array[first:last])
-        atomic_write_text(progress_path, json.dumps({**layout, "chunks": {str(k): v for k, v in mine.items()}}))
+        atomic_write_text(progress_path, json.dumps({**write.layout, "chunks": {str(k): v for k, v in mine.items()}}))
     del array
-    barrier()  # every rank's chunks are in
-    if max_chunks is not None and len(_verified_chunks(directory, name, layout, partial, offsets)) < n_chunks:
-        return None  # time-boxed: the rest is scored by the next call
-    if rank == 0:
-        missing = sorted(set(range(n_chunks)) - set(_verified_chunks(directory, name, layout, partial, offsets)))
-        if missing:
-            raise CacheError(f"{partial}: chunks {missing[:10]} are missing after scoring (a rank failed?)")
-        _install(directory, name, split, partial, fingerprint, num_labels, label_names, parts, dtype,
-                 offsets if row_offsets is not None else None)
-    barrier()  # no rank reads the cache before it is installed
-    return manifest_path
 
 
 def _allocate(partial: Path, *, dtype: str, shape: tuple[int, int]) -> None:
@@ -224,21 +339,22 @@ def _allocate(partial: Path, *, dtype: str, shape: tuple[int, int]) -> None:
         raise
 
 
-def _finite_for_storage(scores: np.ndarray, *, dtype: str, final: Path, name: str, split: Split, first: int,
-                        offsets: np.ndarray) -> np.ndarray:
+def _finite_for_storage(scores: np.ndarray, write: _Write, *, first: int) -> np.ndarray:
     """``scores`` (one chunk's logit rows, from logit row ``first`` on) in the stored dtype, or a
     ``CacheError`` naming the first dataset row holding a NaN or an infinity there (a float16 cache
     turns values past 65504 into inf): none of the chunk is written, the chunks before it are kept."""
+    dtype = write.settings.dtype
     with np.errstate(over="ignore"):  # an overflow to inf is what the check below reports
         stored = scores.astype(dtype)  # (K, C)
     bad = np.nonzero(~np.isfinite(stored).all(axis=1))[0]  # bad logit rows of the chunk
     if not len(bad):
         return stored
-    row = int(np.searchsorted(offsets, first + bad[0], side="right")) - 1  # its example (= the row unless ragged)
+    row = int(np.searchsorted(write.offsets, first + bad[0], side="right")) - 1  # its example (= the row unless ragged)
     overflow = dtype == "float16" and np.isfinite(scores[bad[0]]).all()
     kind = "too large for float16 (use --cache_dtype=float32)" if overflow else "not finite (NaN or inf)"
-    raise CacheError(f"{final}: set {name}: the teacher's scores for row {row} of {split.source} are {kind} "
-                     f"(rows of its chunk like it: {len(bad)}); none of the chunk is cached, the chunks before it are kept")
+    raise CacheError(f"{write.final}: set {write.name}: the teacher's scores for row {row} of "
+                     f"{write.cache.split.source} are {kind} (rows of its chunk like it: {len(bad)}); none of the "
+                     "chunk is cached, the chunks before it are kept")
 
 
 def _offsets(row_offsets: np.ndarray | None, rows: int) -> np.ndarray:
@@ -255,17 +371,19 @@ def _offsets_path(directory: Path, name: str) -> Path:
     return Path(directory) / f"{name}.offsets.npy"
 
 
-def _complete(manifest_path: Path, final: Path, hashes_path: Path, fingerprint: str, split: Split,
-              offsets: np.ndarray | None = None) -> bool:
-    if not (manifest_path.exists() and final.exists() and hashes_path.exists()):
+def _complete(write: _Write) -> bool:
+    """True when the cache is already installed with this fingerprint, its rows and offsets, intact."""
+    if not (write.manifest_path.exists() and write.final.exists() and write.hashes_path.exists()):
         return False
+    offsets = write.ragged
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(write.manifest_path.read_text())
         same_offsets = offsets is None or (
             manifest.get("offsets_sha256") == _sha256_bytes(offsets)
-            and np.array_equal(np.load(final.with_suffix(".offsets.npy")), offsets))  # name.npy -> name.offsets.npy
-        return (manifest.get("fingerprint") == fingerprint and file_digest(final) == manifest.get("file_sha256")
-                and np.array_equal(np.load(hashes_path), text_hashes(split)) and same_offsets)
+            and np.array_equal(np.load(_offsets_path(write.directory, write.name)), offsets))
+        return (manifest.get("fingerprint") == write.fingerprint
+                and file_digest(write.final) == manifest.get("file_sha256")
+                and np.array_equal(np.load(write.hashes_path), text_hashes(write.cache.split)) and same_offsets)
     except (OSError, ValueError, EOFError):  # an unreadable manifest, hash or offsets file: rebuild
         return False
 
@@ -274,11 +392,12 @@ def _progress_files(directory: Path, name: str) -> list[Path]:
     return sorted(directory.glob(f"{name}.progress.*.json"))
 
 
-def _verified_chunks(directory: Path, name: str, layout: dict, partial: Path, offsets: np.ndarray) -> dict[int, str]:
-    """Chunks recorded by any rank's progress file (of this layout) whose bytes in ``partial``
+def _verified_chunks(write: _Write) -> dict[int, str]:
+    """Chunks recorded by any rank's progress file (of this layout) whose bytes in the ``.partial``
     still match their sha256; a damaged chunk is left out, so it is scored again."""
+    layout, offsets = write.layout, write.offsets
     recorded: dict[int, str] = {}
-    for path in _progress_files(directory, name):
+    for path in _progress_files(write.directory, write.name):
         try:
             progress = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -288,7 +407,7 @@ def _verified_chunks(directory: Path, name: str, layout: dict, partial: Path, of
     if not recorded:
         return {}
     try:
-        array = np.load(partial, mmap_mode="r")
+        array = np.load(write.partial, mmap_mode="r")
     except (OSError, ValueError):
         return {}
     chunk, rows = layout["chunk_rows"], layout["rows"]
@@ -301,11 +420,11 @@ def _verified_chunks(directory: Path, name: str, layout: dict, partial: Path, of
     return good
 
 
-def _install(directory: Path, name: str, split: Split, partial: Path, fingerprint: str, num_labels: int,
-             label_names: list[str], parts: dict, dtype: str, offsets: np.ndarray | None = None) -> None:
+def _install(write: _Write) -> None:
     """Swap the finished ``.partial`` in under the final name, with its text hashes (and, ragged,
     its offsets) and manifest."""
-    final, manifest_path = directory / f"{name}.npy", directory / f"{name}.manifest.json"
+    directory, name, split, partial, offsets = write.directory, write.name, write.cache.split, write.partial, write.ragged
+    final, manifest_path = write.final, write.manifest_path
     hashes_tmp = directory / f".{name}.texthash.tmp.npy"
     np.save(hashes_tmp, text_hashes(split))
     if offsets is not None:
@@ -314,9 +433,11 @@ def _install(directory: Path, name: str, split: Split, partial: Path, fingerprin
         os.fsync(handle.fileno())
     rows = len(split)
     manifest = {
-        "format": CACHE_FORMAT, "name": name, "shape": [rows if offsets is None else int(offsets[-1]), num_labels],
-        "dtype": dtype, "rows": rows,
-        "label_names": label_names, "source": split.source, "fingerprint": fingerprint, "parts": parts,
+        "format": CACHE_FORMAT, "name": name,
+        "shape": [rows if offsets is None else int(offsets[-1]), write.cache.num_labels],
+        "dtype": write.settings.dtype, "rows": rows,
+        "label_names": write.cache.label_names, "source": split.source, "fingerprint": write.fingerprint,
+        "parts": write.cache.parts,
         "file_sha256": file_digest(partial), "file_bytes": partial.stat().st_size,
         **({} if offsets is None else {"offsets_sha256": _sha256_bytes(offsets)}),
     }

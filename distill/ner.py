@@ -28,6 +28,7 @@ it by word: word j of sentence s is row offsets[s] + j when j < offsets[s + 1] -
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,9 @@ from distill.tokens import NO_LABEL, Encoded, pad_id
 
 if TYPE_CHECKING:  # torch is imported where a batch becomes tensors (predict and bench run without it)
     import torch
+
+    from distill.cache import CacheSettings
+    from distill.scoring import SavedTeacher
 
 WORD_JOIN = "\x1f"  # joins a sentence's words into one text for hashes and fingerprints (never inside a word)
 
@@ -308,46 +312,45 @@ def ner_evaluate(eval_set: WordAligned, split: TokenSplit, tag_names: list[str],
 # ------------------------------------------------------------------------------- the teacher's cache
 
 
-def cache_parts(*, teacher_dir, max_length: int, data_files: list[str], split: TokenSplit) -> dict:
-    """The fingerprint parts of a per-word cache (``distill.cache.fingerprint_parts`` of the
-    sentences, plus what the rows are)."""
-    from distill.cache import fingerprint_parts
+def score_sentences(teacher: SavedTeacher, *, name: str, split: TokenSplit, data_files: list[str],
+                    settings: CacheSettings) -> dict:
+    """Score ``split`` into ``teacher.directory/logits/<name>.npy``: one row of logits per kept
+    word, (N_words, C), with ``<name>.offsets.npy`` (S + 1,) per sentence (a ragged
+    ``distill.cache``: resumable, fingerprinted by ``distill.cache.cache_parts``). Returns
+    ``distill.scoring.fill_cache``'s report and the alignment's summary."""
 
-    return {**fingerprint_parts(teacher_dir=teacher_dir, max_length=max_length, data_files=data_files,
-                                split=sentence_split(split)), "rows": "first sub-token of each kept word"}
+    from distill.cache import CacheSpec, cache_parts
+    from distill.scoring import fill_cache
 
-
-def score_sentences(model, tokenizer, *, teacher_dir, name: str, split: TokenSplit, data_files: list[str],
-                    label_names: list[str], max_length: int, device: torch.device, batch_size: int, dtype: str,
-                    chunk_rows: int, amp: bool, max_chunks: int | None = None) -> dict:
-    """Score ``split`` into ``teacher_dir/logits/<name>.npy``: one row of logits per kept word,
-    (N_words, C), with ``<name>.offsets.npy`` (S + 1,) per sentence (a ragged ``distill.cache``:
-    resumable, fingerprinted). Returns ``distill.scoring.write_scored``'s report."""
-
-    from distill.scoring import write_scored
-
-    aligned = align_words(tokenizer, split, None, max_length)  # the offsets are known before any chunk is scored
-    parts = cache_parts(teacher_dir=teacher_dir, max_length=max_length, data_files=data_files, split=split)
+    info = teacher.info
+    aligned = align_words(teacher.tokenizer, split, None, info.max_length)  # the offsets are known before any chunk
+    sentences = sentence_split(split)
+    parts = cache_parts(teacher.directory, info, name=name, split=sentences, data_files=data_files)
 
     def score(start: int, stop: int) -> np.ndarray:
-        return predict_word_logits(model, aligned.slice(start, stop), batch_size=batch_size, device=device, amp=amp)
+        return predict_word_logits(teacher.model, aligned.slice(start, stop), batch_size=settings.batch_size,
+                                   device=teacher.device, amp=settings.amp)
 
-    report = write_scored(score, directory=layout.logits_dir(teacher_dir), name=name, split=sentence_split(split),
-                          width=len(label_names), label_names=label_names, parts=parts, dtype=dtype,
-                          chunk_rows=chunk_rows, max_chunks=max_chunks, row_offsets=aligned.word_offsets)
-    return {**report, "alignment": aligned.summary()}
+    cache = CacheSpec(directory=layout.logits_dir(teacher.directory), name=name, split=sentences,
+                      num_labels=len(info.labels), label_names=info.labels, parts=parts,
+                      row_offsets=aligned.word_offsets)
+    return {**fill_cache(score, cache=cache, settings=settings), "alignment": aligned.summary()}
 
 
 def open_word_cache(teacher_dir, name: str, *, max_length: int, data_files: list[str], split: TokenSplit):
-    """The per-word cache of ``split``, checked against its fingerprint, text hashes and offsets
+    """The per-word cache of ``split``, checked against its fingerprint (``distill.cache.cache_parts``
+    of the teacher's distill.json, at ``max_length``: the teacher's), text hashes and offsets
     (``distill.cache.CacheError`` otherwise): ``.logits`` (N_words, C) memory-mapped, ``.offsets``
     (S + 1,)."""
 
-    from distill.cache import CacheError, open_logit_cache
+    from distill.artifacts import read_model_info
+    from distill.cache import CacheError, cache_parts, open_logit_cache
 
-    expected = cache_parts(teacher_dir=teacher_dir, max_length=max_length, data_files=data_files, split=split)
+    info = dataclasses.replace(read_model_info(teacher_dir), max_length=max_length)
+    sentences = sentence_split(split)
+    expected = cache_parts(teacher_dir, info, name=name, split=sentences, data_files=data_files)
     cache = open_logit_cache(layout.logits_dir(teacher_dir), name, expected_parts=expected)
-    cache.check_rows(sentence_split(split))
+    cache.check_rows(sentences)
     if cache.offsets is None:
         raise CacheError(f"{cache.directory / name}.npy: not a per-word cache (no offsets); rerun the teacher stage")
     return cache

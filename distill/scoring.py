@@ -12,6 +12,7 @@ part of each cache's fingerprint, so a cache from one never passes as another's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ import torch.distributed as dist
 
 from distill import layout
 from distill.artifacts import ModelInfo
-from distill.cache import fingerprint_parts, write_logit_cache
+from distill.cache import CacheSettings, CacheSpec, Shard, cache_parts, write_logit_cache
 from distill.config import ConfigError, atomic_write_text
 from distill.data import Dataset, Split, file_digest
 from distill.errors import PipelineError
@@ -140,45 +142,54 @@ def build_scorer_graph(teacher_dir: Path, variant: str) -> Path:
     return target
 
 
-def score_split(model, tokenizer, *, teacher_dir: Path, info: ModelInfo, name: str, split: Split, data_files: list[str],
-                device: torch.device, batch_size: int, dtype: str, chunk_rows: int, amp: bool,
-                max_chunks: int | None = None, what: str = "logits", scorer: Scorer | None = None) -> dict:
-    """Score ``split`` into ``teacher_dir/logits/<name>.npy`` (resumable, fingerprinted); returns
-    rows, bytes, dtype, seconds, rows/s and the scorer. Every rank of a process group must call it.
-    ``max_chunks`` time-boxes the call (per process); an unfinished cache reports ``complete: False``.
-    ``scorer``: what runs the teacher for logits (None: PyTorch eager on ``model``).
-    ``what="cls"`` caches the per-layer [CLS] states instead, as ``<name>.cls`` (``cls_states``,
-    always PyTorch: the ONNX graphs give logits only)."""
+@dataclass
+class SavedTeacher:
+    """The teacher as saved, loaded again to fill its own caches."""
+
+    model: Any  # the best checkpoint as saved: the exact weights the fingerprints hash
+    tokenizer: Any  # its tokenizer (the one saved beside it)
+    directory: Path  # teacher/: the weights, distill.json, logits/
+    info: ModelInfo  # labels, max length, long_text; score_split records in info.scorers what scored each cache
+    device: torch.device  # where the model runs
+
+
+def score_split(teacher: SavedTeacher, *, name: str, split: Split, data_files: list[str], settings: CacheSettings,
+                what: str = "logits", scorer: Scorer | None = None) -> dict:
+    """Score ``split`` into ``teacher.directory/logits/<name>.npy`` (resumable, fingerprinted);
+    returns rows, bytes, dtype, seconds, rows/s and the scorer. Every rank of a process group must
+    call it. ``settings.max_chunks`` time-boxes the call (per process); an unfinished cache reports
+    ``complete: False``. ``scorer``: what runs the teacher for logits (None: PyTorch eager on the
+    model); its name goes into ``teacher.info.scorers[name]`` (the fingerprint names it, and the
+    student's reader finds it in distill.json). ``what="cls"`` caches the per-layer [CLS] states
+    instead, as ``<name>.cls`` in float16 (``cls_states``, always PyTorch: the ONNX graphs give
+    logits only)."""
+    model, info, device = teacher.model, teacher.info, teacher.device
     if what == "logits":
-        scorer = scorer or pytorch_scorer(model, device=device, amp=amp)
+        scorer = scorer or pytorch_scorer(model, device=device, amp=settings.amp)
         forward = scorer.forward
+        info.scorers[name] = scorer.name
     else:
         scorer = None
-        forward = lambda rows, size: cls_states(model, rows, batch_size=size, device=device, amp=amp)  # noqa: E731
-    parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, data_files=data_files, split=split,
-                              long_text=info.long_text, scorer=scorer.name if scorer else "pytorch")
-    if what == "cls":
-        parts = {**parts, "states": "cls per layer"}
-        name = cls_cache_name(name)
+        forward = lambda rows, size: cls_states(model, rows, batch_size=size, device=device, amp=settings.amp)  # noqa: E731
+        settings = dataclasses.replace(settings, dtype="float16")  # the states' storage (TeacherConfig.cache_cls)
+    parts = cache_parts(teacher.directory, info, name=name, split=split, data_files=data_files, what=what)
     width = len(info.labels) if what == "logits" else cls_width(model)
 
     def score(start: int, stop: int) -> np.ndarray:
         # one row per document whatever info.long_text (chunks: the forward averages them)
-        chunk = encode(tokenizer, split.subset(np.arange(start, stop)), np.full(stop - start, IGNORE_INDEX),
+        chunk = encode(teacher.tokenizer, split.subset(np.arange(start, stop)), np.full(stop - start, IGNORE_INDEX),
                        info.max_length, long_text=info.long_text_settings())
-        return forward(chunk, batch_size)
+        return forward(chunk, settings.batch_size)
 
-    report = write_scored(score, directory=layout.logits_dir(teacher_dir), name=name, split=split, width=width,
-                          label_names=info.labels, parts=parts, dtype=dtype, chunk_rows=chunk_rows,
-                          max_chunks=max_chunks)
-    return {**report, "scorer": scorer.name if scorer else "pytorch"}
+    cache = CacheSpec(directory=layout.logits_dir(teacher.directory), name=name if what == "logits" else
+                      cls_cache_name(name), split=split, num_labels=width, label_names=info.labels, parts=parts)
+    return {**fill_cache(score, cache=cache, settings=settings), "scorer": scorer.name if scorer else "pytorch"}
 
 
-def write_scored(score, *, directory: Path, name: str, split: Split, width: int, label_names: list[str], parts: dict,
-                 dtype: str, chunk_rows: int, max_chunks: int | None, row_offsets: np.ndarray | None = None) -> dict:
-    """``write_logit_cache`` of ``score(start, stop)`` over the rows of ``split`` (every rank of a
-    process group calls it), timed: rows, bytes, dtype, seconds, rows/s (ragged, ``row_offsets``:
-    also ``logit_rows``, the total of every row's logit rows)."""
+def fill_cache(score: Callable[[int, int], np.ndarray], *, cache: CacheSpec, settings: CacheSettings) -> dict:
+    """``write_logit_cache`` of ``score(start, stop)`` over the rows of ``cache.split`` (every rank
+    of a process group calls it), timed: rows, bytes, dtype, seconds, rows/s (ragged,
+    ``cache.row_offsets``: also ``logit_rows``, the total of every row's logit rows)."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     scored = [0]  # rows this process scored in this call
 
@@ -187,20 +198,27 @@ def write_scored(score, *, directory: Path, name: str, split: Split, width: int,
         return score(start, stop)
 
     t0 = time.perf_counter()
-    manifest = write_logit_cache(counted, directory=directory, name=name, split=split,
-                                 num_labels=width, label_names=label_names, parts=parts, dtype=dtype,
-                                 chunk_rows=chunk_rows, rank=rank, world=world,
-                                 barrier=dist.barrier if world > 1 else (lambda: None), max_chunks=max_chunks,
-                                 row_offsets=row_offsets)
+    manifest = write_logit_cache(counted, cache=cache, settings=settings,
+                                 shard=Shard(rank=rank, world=world, barrier=dist.barrier if world > 1 else (lambda: None)))
     seconds = time.perf_counter() - t0
     if manifest is None:  # time-boxed and unfinished: this process's rows/s over what it scored in this call
-        return {"rows": len(split), "complete": False, "rows_scored_this_call": scored[0],
+        return {"rows": len(cache.split), "complete": False, "rows_scored_this_call": scored[0],
                 "seconds": round(seconds, 2), "rows_per_s": round(scored[0] / max(seconds, 1e-9), 1),
-                "processes": world, "bytes": 0, "dtype": dtype}
+                "processes": world, "bytes": 0, "dtype": settings.dtype}
     written = json.loads(manifest.read_text())
     return {"rows": written["rows"], "complete": True, "bytes": written["file_bytes"], "dtype": written["dtype"],
             "seconds": round(seconds, 2), "rows_per_s": round(written["rows"] / max(seconds, 1e-9), 1),
-            "processes": world, **({} if row_offsets is None else {"logit_rows": written["shape"][0]})}
+            "processes": world, **({} if cache.row_offsets is None else {"logit_rows": written["shape"][0]})}
+
+
+def write_scored(score, *, directory: Path, name: str, split: Split, width: int, label_names: list[str], parts: dict,
+                 dtype: str, chunk_rows: int, max_chunks: int | None, row_offsets: np.ndarray | None = None) -> dict:
+    """``fill_cache`` in the keyword form distill/lm_cache.py still calls (its owner moves it to
+    ``fill_cache`` and deletes this)."""
+    cache = CacheSpec(directory=directory, name=name, split=split, num_labels=width, label_names=label_names,
+                      parts=parts, row_offsets=row_offsets)
+    return fill_cache(score, cache=cache, settings=CacheSettings(dtype=dtype, chunk_rows=chunk_rows,
+                                                                 max_chunks=max_chunks))
 
 
 def cls_cache_name(name: str) -> str:

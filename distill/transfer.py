@@ -51,15 +51,16 @@ def source_name(path: Path) -> str:
 
 
 def resolve_sources(requested: list[str], *, spec: DataSpec | NerSpec, dataset: Dataset | NerDataset,
-                    text_column: str | None, max_rows: int | None, augment_factor: int, mask_token: str, seed: int,
-                    file_keys: dict | None = None) -> tuple[dict[str, dict], list[str]]:
+                    file_keys: dict, max_rows: int | None, augment_factor: int, mask_token: str,
+                    seed: int) -> tuple[dict[str, dict], list[str]]:
     """The sources to score, name -> source dict, and one note per optional source skipped.
-    ``file_keys``: what a file source records of how to read it (default ``{"text_column": text_column}``;
-    the NER stages record how a line splits into words: distill/ner_transfer.py)."""
+    ``file_keys``: what a file source records of how to read it (classification:
+    ``{"text_column": <column or None>}``; the NER stages record how a line splits into words:
+    distill/ner_transfer.py)."""
     sources: dict[str, dict] = {}
     notes: list[str] = []
     common = {"max_rows": max_rows, "seed": seed}
-    how = {"text_column": text_column} if file_keys is None else file_keys
+    how = file_keys
     for item in requested:
         if item == UNUSED_TRAIN:
             if dataset.unused_train is None or len(dataset.unused_train) == 0:

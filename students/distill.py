@@ -29,7 +29,7 @@ from torch import nn
 
 from distill import layout
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
-from distill.cache import TeacherLogits, fingerprint_parts, open_logit_cache
+from distill.cache import TeacherLogits, cache_parts, open_logit_cache
 from distill.config import ConfigError, apply_overrides
 from distill.data import Dataset, Split, load_dataset
 from distill.inspect import stage_data_checks
@@ -89,22 +89,18 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
         splits[name] = read_transfer(info.transfer[name], dataset=data, spec=info.data)[0]
     caches, states = [], []
     for name, split in splits.items():
-        def expected_parts(scorer: str, name=name, split=split) -> dict:
-            return fingerprint_parts(teacher_dir=teacher_dir, max_length=info.max_length, split=split,
-                                     data_files=split_files(name, data, info.transfer.get(name)),
-                                     long_text=info.long_text, scorer=scorer)
-
+        files = split_files(name, data, info.transfer.get(name))
         if logits:  # made by the scorer distill.json names (absent: pytorch); states always by pytorch
-            cache = open_logit_cache(layout.logits_dir(teacher_dir), name,
-                                     expected_parts=expected_parts(info.scorers.get(name, "pytorch")))
+            cache = open_logit_cache(layout.logits_dir(teacher_dir), name, expected_parts=cache_parts(
+                teacher_dir, info, name=name, split=split, data_files=files))
             cache.check_rows(split)
             caches.append(cache.logits)
         if cls:
             if not (layout.logits_dir(teacher_dir) / f"{cls_cache_name(name)}.manifest.json").exists():
                 raise ConfigError(f"--layer_source=cached: the teacher cached no [CLS] states for {name!r}; "
                                   "rescore with `python -m distill score --run-dir <run> --cache_cls=true`")
-            cached = open_logit_cache(layout.logits_dir(teacher_dir), cls_cache_name(name),
-                                      expected_parts={**expected_parts("pytorch"), "states": "cls per layer"})
+            cached = open_logit_cache(layout.logits_dir(teacher_dir), cls_cache_name(name), expected_parts=cache_parts(
+                teacher_dir, info, name=name, split=split, data_files=files, what="cls"))
             cached.check_rows(split)
             states.append(cached.logits)
     transfer = {n: s for n, s in splits.items() if n != "train"}

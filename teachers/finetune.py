@@ -6,42 +6,37 @@ Writes ``<run-dir>/teacher/``: the HF model and tokenizer, ``distill.json`` (wha
 need: labels, max length, the data and the transfer sets), ``train_config.json``,
 ``metrics.json``, and ``logits/``: the logit cache of the training split and of every transfer set
 (label-free text the teacher scores for the student; distill/transfer.py).
+
+This module holds the config, its presets and defaults, the one dispatch on the task (``run``)
+and ``ClassificationTeacher``, classification's parts of the stage skeleton (teachers/stage.py);
+NER's are in teachers/ner.py, the causal LM's own stage in teachers/lm.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from distill import layout
-from distill.artifacts import ModelInfo, claim_run_dir, read_model_info, write_model_info
+from distill.cache import CacheSettings
 from distill.config import ConfigError, apply_overrides, load_config
-from distill.data import DEFAULT_DATA, DataSpec, load_dataset, write_skipped_rows
+from distill.data import DEFAULT_DATA, Dataset, DataSpec, LabelMap, Split, load_dataset
 from distill.inspect import stage_data_checks
 from distill.kd_defaults import IGNORE_INDEX
 from distill.lock import stage_lock
 from distill.metrics import classification_metrics
-from distill.modeling import (
-    PACKAGED,
-    TASKS,
-    append_mean_pooling_layer,
-    apply_strategy,
-    count_parameters,
-    load_classifier,
-    merge_for_saving,
-    resolve_model_name,
-)
+from distill.modeling import PACKAGED, TASKS, append_mean_pooling_layer, load_classifier
 from distill.ner_data import NerSpec
 from distill.scoring import (
+    SavedTeacher,
     Scorer,
     cls_cache_name,
     onnx_scorer,
@@ -50,19 +45,10 @@ from distill.scoring import (
     score_split,
     split_files,
 )
-from distill.stage import finish_stage
-from distill.tokens import encode
-from distill.trainer import (
-    TrainConfig,
-    classification_evaluate,
-    holdout_split,
-    peak_rss_mb,
-    predict_logits,
-    save_model_dir,
-    setup_distributed,
-    train,
-)
+from distill.tokens import Encoded, encode
+from distill.trainer import TrainConfig, classification_evaluate, holdout_split, predict_logits
 from distill.transfer import AUGMENTED, UNLABELED, UNUSED_TRAIN, read_transfer, resolve_sources
+from teachers.stage import Opened, Rows, run_teacher
 
 # Settings that change only what is scored after training: a finished teacher rerun with other
 # values of these scores the new sets instead of training again.
@@ -127,6 +113,11 @@ class TeacherConfig(TrainConfig):
         return DataSpec(path=self.data, text_column=self.text_column, text_pair_column=self.text_pair_column,
                         label_column=self.label_column, max_train_rows=self.max_train_rows, seed=self.seed,
                         encoding=self.encoding, on_bad_rows=self.on_bad_rows, dedupe=self.dedupe)
+
+    def cache_settings(self) -> CacheSettings:
+        """How this teacher fills its caches: the one place the cache settings are read from the config."""
+        return CacheSettings(dtype=self.cache_dtype, chunk_rows=self.cache_chunk_rows, max_chunks=self.cache_max_chunks,
+                             batch_size=self.eval_batch_size, amp=self.amp)
 
     def ner_spec(self) -> NerSpec:
         """Where the sentences come from (task ner); the student reads the same NerSpec from distill.json."""
@@ -226,143 +217,115 @@ def run(cfg: TeacherConfig, run_dir: Path) -> dict:
     print(f"teacher: lr {cfg.lr:g} ({cfg.lr_source})")
     out = stage_dir(run_dir)
     with stage_lock(out):  # one writer of teacher/ (training, its checkpoint and the logit cache) at a time
+        trained = already_trained(out, cfg)
         if cfg.task == "ner":  # token classification: the same strategies, loop and cache, per word
-            from teachers.ner import run_ner
+            from teachers.ner import NerTeacher
 
-            return run_ner(cfg, out, trained=already_trained(out, cfg))
-        return run_classification(cfg, out)
+            return run_teacher(NerTeacher(), cfg, out, trained=trained)
+        return run_teacher(ClassificationTeacher(), cfg, out, trained=trained)
 
 
-def run_classification(cfg: TeacherConfig, out: Path) -> dict:
-    """``run`` for task classification (``cfg`` resolved, ``out`` locked by the caller)."""
-    from transformers import AutoTokenizer
+class ClassificationTeacher:
+    """Task classification's parts of the teacher stage (teachers/stage.py, ``TeacherTask``): a
+    label per text (or text pair), long texts cut as ``long_text`` says, checkpoints chosen on
+    accuracy, one row of logits per text cached by the scorer ``cfg.scorer`` names (and, with
+    ``cache_cls``, the per-layer [CLS] states)."""
 
-    device = setup_distributed(cfg.device)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    torch.manual_seed(cfg.seed)
-    spec = cfg.data_spec()
-    source = resolve_model_name(cfg.base_model)  # a base model that is no folder: one line, before the data
-    data = load_dataset(spec)  # before anything is written: bad data leaves no half-made run behind
-    claim_run_dir(out.parent, stage="teacher")
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        write_skipped_rows(out, data)
-    names = data.label_map.names
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    sources, notes = resolve_sources(cfg.transfer, spec=spec, dataset=data, text_column=cfg.transfer_text_column,
-                                     max_rows=cfg.transfer_rows, augment_factor=cfg.augment_factor,
-                                     mask_token=tokenizer.mask_token or "[MASK]", seed=cfg.seed)
-    trained = already_trained(out, cfg)
-    if trained:  # sets scored earlier stay (python -m distill score adds more)
-        earlier = read_model_info(out).transfer
-        sources = {**{n: {k: v for k, v in e.items() if k != "counts"} for n, e in earlier.items()}, **sources}
-    for note in notes:
-        print(note)
-    transfer = {name: read_transfer(source, dataset=data, spec=spec) for name, source in sources.items()}
-    model = load_classifier(cfg.base_model, id2label=data.label_map.id2label, dropout=cfg.dropout)
-    if cfg.pooling not in ("cls", "mean") or (cfg.pooling == "mean" and cfg.strategy != "frozen"):
-        raise ConfigError(f"--pooling={cfg.pooling!r}: cls, or mean with --strategy=frozen (another strategy "
-                          "would train the fixed pooling block)")
-    if cfg.pooling == "mean":
-        append_mean_pooling_layer(model)  # frozen: the head then reads the mean-pooled states (modeling.py)
-    model = apply_strategy(model, strategy=cfg.strategy, top_n=cfg.top_n, lora_r=cfg.lora_r,
-                           lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout).to(device)
-    params = count_parameters(model)
-    train_rows, eval_rows, eval_name = holdout_split(data.train, cfg.holdout_rows, seed=spec.seed, dev=data.dev)
-    print(f"teacher: {cfg.base_model} | strategy {cfg.strategy} | {params['parameters']:,} parameters, "
-          f"{params['trainable_parameters']:,} trainable | {len(train_rows)} train rows, checkpoints chosen on "
-          f"{len(eval_rows)} {eval_name} rows | {len(data.dev)} dev | {device}")
-    info = ModelInfo(role="teacher", task="classification", labels=names, max_length=cfg.max_length, data=spec,
-                     architecture={"base_model": cfg.base_model, "strategy": cfg.strategy,
-                                   **({"top_n": cfg.top_n} if cfg.strategy == "top-n" else {}),
-                                   **({"lora_r": cfg.lora_r} if cfg.strategy == "lora" else {}),
-                                   **({"pooling": "mean (fixed last block)"} if cfg.pooling == "mean" else {})},
-                     transfer={name: {**source, "counts": transfer[name][1]} for name, source in sources.items()},
-                     long_text=cfg.long_text_settings().to_dict())
+    def load(self, cfg: TeacherConfig) -> tuple[DataSpec, Dataset, LabelMap]:
+        spec = cfg.data_spec()
+        data = load_dataset(spec)
+        return spec, data, data.label_map
 
-    long_text = cfg.long_text_settings()
-    train_set = encode(tokenizer, train_rows, data.label_map.encode(train_rows), cfg.max_length, long_text=long_text)
-    eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length, long_text=long_text)
-    dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length, long_text=long_text)
-    data_checks, lines = stage_data_checks(
-        train=train_rows, dev=data.dev, train_lengths=train_set.source_lengths, dev_lengths=dev_set.source_lengths,
-        max_length=cfg.max_length, cut=long_text.effect(tokenizer, cfg.max_length, train_set, dev_set),
-        deduped=data.deduped)
-    for line in lines if rank == 0 else []:
-        print(line)
+    def transfer_sources(self, cfg: TeacherConfig, spec: DataSpec, data: Dataset, tokenizer) -> tuple[dict, list[str]]:
+        return resolve_sources(cfg.transfer, spec=spec, dataset=data, file_keys={"text_column": cfg.transfer_text_column},
+                               max_rows=cfg.transfer_rows, augment_factor=cfg.augment_factor,
+                               mask_token=tokenizer.mask_token or "[MASK]", seed=cfg.seed)
 
-    def loss_fn(outputs, rows, batch):
-        labels = torch.as_tensor(train_set.labels[rows], device=device)  # (B,)
-        ce = F.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_INDEX)
-        return ce, {"ce": ce.item()}
+    def read_transfer(self, source: dict, data: Dataset, spec: DataSpec) -> tuple[Split, dict]:
+        return read_transfer(source, dataset=data, spec=spec)
 
-    def save_best(trained, directory):
-        save_model_dir(merge_for_saving(_copy_for_merge(trained, cfg.strategy)), tokenizer, directory, config=cfg,
-                       info=info)
+    def model(self, cfg: TeacherConfig, labels: LabelMap):
+        model = load_classifier(cfg.base_model, id2label=labels.id2label, dropout=cfg.dropout)
+        if cfg.pooling not in ("cls", "mean") or (cfg.pooling == "mean" and cfg.strategy != "frozen"):
+            raise ConfigError(f"--pooling={cfg.pooling!r}: cls, or mean with --strategy=frozen (another strategy "
+                              "would train the fixed pooling block)")
+        if cfg.pooling == "mean":
+            append_mean_pooling_layer(model)  # frozen: the head then reads the mean-pooled states (modeling.py)
+        return model
 
-    start = time.perf_counter()
-    if trained:
-        print(f"teacher: {out} is already trained with these settings; scoring only what is missing")
-        summary = json.loads((out / "metrics.json").read_text())["loop"]
-        if rank == 0:
-            write_model_info(out, info)  # transfer sources added since are what later stages read
-    else:
-        evaluate = classification_evaluate(eval_set, names, batch_size=cfg.eval_batch_size, device=device,
-                                           amp=cfg.amp and device.type == "cuda")
-        summary = train(model, cfg=cfg, train_set=train_set, evaluate=evaluate, eval_name=eval_name,
-                        loss_fn=loss_fn, out_dir=out, save_best=save_best)
-        summary = {k: summary[k] for k in ("train_seconds", "samples_seen", "best_step", "total_steps",
-                                           "stopped_early", "world_size", "history")}
-    wall = time.perf_counter() - start
+    def long_text(self, cfg: TeacherConfig) -> dict:
+        return cfg.long_text_settings().to_dict()
 
-    # Score with the best checkpoint as saved (the exact weights the fingerprint hashes); every rank
-    # scores its share of the chunks.
-    best = load_classifier(str(out), id2label=data.label_map.id2label).to(device)
-    dev_logits = predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp)  # (D, C)
-    scorer = make_scorer(cfg, best, out, device=device, dev_set=dev_set, dev_logits=dev_logits)
-    cache_report = {}
-    for name, split in {"train": data.train, **{n: rows for n, (rows, _) in transfer.items()}}.items():
-        cache_report[name] = score_split(
-            best, tokenizer, teacher_dir=out, info=info, name=name, split=split,
-            data_files=split_files(name, data, sources.get(name)), device=device, batch_size=cfg.eval_batch_size,
-            dtype=cfg.cache_dtype, chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp, max_chunks=cfg.cache_max_chunks,
-            scorer=scorer)
-        info.scorers[name] = scorer.name
-        if cfg.cache_cls:  # a second pass: the states need output_hidden_states, the logits do not
-            cache_report[cls_cache_name(name)] = score_split(
-                best, tokenizer, teacher_dir=out, info=info, name=name, split=split,
-                data_files=split_files(name, data, sources.get(name)), device=device, batch_size=cfg.eval_batch_size,
-                dtype="float16", chunk_rows=cfg.cache_chunk_rows, amp=cfg.amp, max_chunks=cfg.cache_max_chunks,
-                what="cls")
-        r = cache_report[name]
-        if rank == 0 and not r["complete"]:
-            print(f"cache {name}: time box reached after {r['rows_scored_this_call']} of {r['rows']} rows "
-                  f"({r['rows_per_s']:.0f} rows/s, {r['processes']} process(es)); rerun to score the rest")
-        elif rank == 0:
-            print(f"cache {name}: {r['rows']} rows, {r['bytes'] / 1e6:.2f} MB {r['dtype']} in {r['seconds']:.1f}s "
-                  f"({r['rows_per_s']:.0f} rows/s, {r['processes']} process(es)) -> {out / 'logits' / (name + '.npy')}")
-    if rank != 0:
-        return {}
-    write_model_info(out, info)  # which scorer made each cache: the student rebuilds its fingerprints from it
-    metrics = classification_metrics(dev_logits, dev_set.document_labels, names)
-    result = {
-        **metrics, **count_parameters(best), "trainable_parameters": params["trainable_parameters"],
-        "strategy": cfg.strategy, "base_model": cfg.base_model, "train_rows": len(train_rows),
-        "checkpoint_chosen_on": eval_name, "eval_rows": len(eval_rows),
-        "train_time_s": round(summary["train_seconds"], 2), "wall_time_s": round(wall, 2),
-        "train_samples_per_s": round(summary["samples_seen"] / max(summary["train_seconds"], 1e-9), 2),
-        "best_step": summary["best_step"], "total_steps": summary["total_steps"],
-        "stopped_early": summary["stopped_early"], "device": str(device), "cache": cache_report,
-        "scorer": {"name": scorer.name, **scorer.check},
-        "transfer": {name: entry["counts"] for name, entry in info.transfer.items()}, "transfer_notes": notes,
-        "skipped_rows": len(data.skipped), "fallback_decoded": data.fallback_decoded, "peak_rss_mb": peak_rss_mb(),
-        "long_text": info.long_text, "train_model_rows": len(train_set), "data_checks": data_checks,
-        "history": summary["history"], "loop": summary,
-    }
-    finish_stage(out, result)  # metrics.json, the model card, the resume checkpoint dropped
-    print(f"teacher done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-          f"train {result['train_time_s']:.0f}s at {result['train_samples_per_s']:.1f} samples/s -> {out}")
-    return result
+    def rows(self, run: Opened, params: dict) -> Rows:
+        cfg, data, tokenizer = run.cfg, run.data, run.tokenizer
+        train_rows, eval_rows, eval_name = holdout_split(data.train, cfg.holdout_rows, seed=run.spec.seed, dev=data.dev)
+        long_text = cfg.long_text_settings()
+
+        def encoded(split: Split) -> Encoded:
+            return encode(tokenizer, split, data.label_map.encode(split), cfg.max_length, long_text=long_text)
+
+        train_set, dev_set = encoded(train_rows), encoded(data.dev)
+        eval_set = dev_set if eval_name == "dev" else encoded(eval_rows)
+        checks, lines = stage_data_checks(
+            train=train_rows, dev=data.dev, train_lengths=train_set.source_lengths, dev_lengths=dev_set.source_lengths,
+            max_length=cfg.max_length, cut=long_text.effect(tokenizer, cfg.max_length, train_set, dev_set),
+            deduped=data.deduped)
+        opening = (f"teacher: {cfg.base_model} | strategy {cfg.strategy} | {params['parameters']:,} parameters, "
+                   f"{params['trainable_parameters']:,} trainable | {len(train_rows)} train rows, checkpoints chosen on "
+                   f"{len(eval_rows)} {eval_name} rows | {len(data.dev)} dev | {run.device}")
+        return Rows(train=train_rows, eval=eval_rows, eval_name=eval_name, train_set=train_set, eval_set=eval_set,
+                    dev_set=dev_set, batches=train_set, opening=opening, lines=lines, checks=checks)
+
+    def loss(self, rows: Rows, device: torch.device):
+        def loss_fn(outputs, batch_rows, batch):
+            labels = torch.as_tensor(rows.train_set.labels[batch_rows], device=device)  # (B,)
+            ce = F.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_INDEX)
+            return ce, {"ce": ce.item()}
+
+        return loss_fn
+
+    def evaluate(self, run: Opened, rows: Rows):
+        return classification_evaluate(rows.eval_set, run.labels.names, batch_size=run.cfg.eval_batch_size,
+                                       device=run.device, amp=run.cfg.amp and run.device.type == "cuda")
+
+    def dev_logits(self, run: Opened, teacher: SavedTeacher, rows: Rows) -> np.ndarray:
+        return predict_logits(teacher.model, rows.dev_set, batch_size=run.cfg.eval_batch_size, device=teacher.device,
+                              amp=run.cfg.amp)  # (D, C)
+
+    def score(self, run: Opened, teacher: SavedTeacher, rows: Rows, dev_logits: np.ndarray) -> dict:
+        """Every set's logit cache (and, ``cache_cls``, its [CLS]-state cache), by the scorer."""
+        cfg = run.cfg
+        scorer = make_scorer(cfg, teacher.model, run.out, device=run.device, dev_set=rows.dev_set, dev_logits=dev_logits)
+        settings, caches = cfg.cache_settings(), {}
+        for name, split in run.sets().items():
+            files = split_files(name, run.data, run.sources.get(name))
+            caches[name] = score_split(teacher, name=name, split=split, data_files=files, settings=settings,
+                                       scorer=scorer)
+            if cfg.cache_cls:  # a second pass: the states need output_hidden_states, the logits do not
+                caches[cls_cache_name(name)] = score_split(teacher, name=name, split=split, data_files=files,
+                                                           settings=settings, what="cls")
+            if run.rank == 0:
+                print(cache_line(name, caches[name], run.out))
+        return {"cache": caches, "scorer": {"name": scorer.name, **scorer.check}}
+
+    def metrics(self, run: Opened, rows: Rows, dev_logits: np.ndarray) -> dict:
+        return {**classification_metrics(dev_logits, rows.dev_set.document_labels, run.labels.names),
+                "long_text": self.long_text(run.cfg), "train_model_rows": len(rows.train_set),
+                "data_checks": rows.checks}
+
+    def done_line(self, result: dict, out: Path) -> str:
+        return (f"teacher done: dev accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}, "
+                f"train {result['train_time_s']:.0f}s at {result['train_samples_per_s']:.1f} samples/s -> {out}")
+
+
+def cache_line(name: str, report: dict, out: Path) -> str:
+    """What one set's scoring did (``score_split``'s report), in a line."""
+    if not report["complete"]:
+        return (f"cache {name}: time box reached after {report['rows_scored_this_call']} of {report['rows']} rows "
+                f"({report['rows_per_s']:.0f} rows/s, {report['processes']} process(es)); rerun to score the rest")
+    return (f"cache {name}: {report['rows']} rows, {report['bytes'] / 1e6:.2f} MB {report['dtype']} in "
+            f"{report['seconds']:.1f}s ({report['rows_per_s']:.0f} rows/s, {report['processes']} process(es)) -> "
+            f"{out / 'logits' / (name + '.npy')}")
 
 
 def already_trained(out: Path, cfg: TeacherConfig) -> bool:
@@ -392,15 +355,6 @@ def make_scorer(cfg: TeacherConfig, model, out: Path, *, device: torch.device, d
           f"{scorer.check['max_abs_diff']:.2e}, agreement {scorer.check['agreement']:.4f} on "
           f"{scorer.check['dev_rows']} rows")
     return scorer
-
-
-def _copy_for_merge(model, strategy: str):
-    # merging LoRA rewrites the weights in place; merge a copy so training can go on
-    if strategy != "lora":
-        return model
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def parse_args(argv: list[str]) -> tuple[TeacherConfig, Path]:

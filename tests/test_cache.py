@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from distill import cache as cache_mod
-from distill.cache import CacheError, fingerprint_parts, open_logit_cache, write_logit_cache
+from distill.cache import (
+    CacheError,
+    CacheSettings,
+    CacheSpec,
+    Shard,
+    fingerprint_parts,
+    open_logit_cache,
+    write_logit_cache,
+)
 from distill.data import Split, file_digest, text_hashes
 
 C = 3  # classes
@@ -75,8 +83,9 @@ def env(tmp_path: Path) -> SimpleNamespace:
 
 def write(score, directory: Path, split: Split, parts: dict, *, dtype: str = "float32", chunk_rows: int = 3,
           name: str = "train") -> Path:
-    return write_logit_cache(score, directory=directory, name=name, split=split, num_labels=C, label_names=LABELS,
-                             parts=parts, dtype=dtype, chunk_rows=chunk_rows)
+    return write_logit_cache(score, cache=CacheSpec(directory=directory, name=name, split=split, num_labels=C,
+                                                    label_names=LABELS, parts=parts),
+                             settings=CacheSettings(dtype=dtype, chunk_rows=chunk_rows))
 
 
 def flip_byte(path: Path, offset: int) -> None:
@@ -488,9 +497,10 @@ def _sharded(env, directory: Path, world: int, scorers: list[Scorer], chunk_rows
 
     def rank(r: int) -> None:
         try:
-            write_logit_cache(scorers[r], directory=directory, name="train", split=env.split, num_labels=C,
-                              label_names=LABELS, parts=env.parts(), chunk_rows=chunk_rows, rank=r, world=world,
-                              barrier=barrier.wait)
+            write_logit_cache(scorers[r], cache=CacheSpec(directory=directory, name="train", split=env.split,
+                                                          num_labels=C, label_names=LABELS, parts=env.parts()),
+                              settings=CacheSettings(chunk_rows=chunk_rows),
+                              shard=Shard(rank=r, world=world, barrier=barrier.wait))
         except BaseException as err:  # collected and asserted on by the test
             errors.append(err)
             barrier.abort()
@@ -625,8 +635,9 @@ def test_real_tiny_teacher(tmp_path, tiny_bert_dir, sst2_small):
 
     parts = fingerprint_parts(teacher_dir=teacher_dir, max_length=32, data_files=data.files, split=split)
     assert set(parts["data_files"]) == {"train.tsv", "dev.tsv"}
-    write_logit_cache(score, directory=tmp_path / "logits", name="train", split=split, num_labels=2,
-                      label_names=data.label_map.names, parts=parts, dtype="float32", chunk_rows=10)
+    write_logit_cache(score, cache=CacheSpec(directory=tmp_path / "logits", name="train", split=split, num_labels=2,
+                                             label_names=data.label_map.names, parts=parts),
+                      settings=CacheSettings(dtype="float32", chunk_rows=10))
     assert calls == [(0, 10), (10, 20), (20, 24)]
 
     opened = open_logit_cache(tmp_path / "logits", "train", expected_parts=parts)
@@ -648,3 +659,50 @@ def test_real_tiny_teacher(tmp_path, tiny_bert_dir, sst2_small):
     parts3 = fingerprint_parts(teacher_dir=teacher_dir, max_length=32, data_files=data.files, split=split)
     with pytest.raises(CacheError, match=r"different teacher_weights, tokenizer;"):
         open_logit_cache(tmp_path / "logits", "train", expected_parts=parts3)
+
+
+# ------------------------------------------------------------------ one description of the fingerprint
+
+
+def test_cache_parts_are_the_parts_caches_were_written_with(env):
+    """cache_parts (writer and reader, both tasks) gives exactly the parts each writer built by
+    hand before it existed, so a cache written then still opens."""
+    from distill.artifacts import ModelInfo
+    from distill.cache import CLS_STATES, WORD_ROWS, cache_parts
+    from distill.data import DataSpec
+    from distill.ner import sentence_split
+    from distill.ner_data import NerSpec, TokenSplit
+
+    long_text = {"mode": "head_tail", "head_tokens": None, "chunk_overlap": 0}
+    info = ModelInfo(role="teacher", task="classification", labels=LABELS, max_length=64, data=DataSpec(path="d"),
+                     long_text=long_text, scorers={"train": "onnx-fp32-o2"})
+    files = [str(env.data)]
+    scored = cache_parts(env.teacher, info, name="train", split=env.split, data_files=files)
+    assert scored == fingerprint_parts(teacher_dir=env.teacher, max_length=64, data_files=files, split=env.split,
+                                       long_text=long_text, scorer="onnx-fp32-o2")
+    states = cache_parts(env.teacher, info, name="train", split=env.split, data_files=files, what="cls")
+    assert states == {**fingerprint_parts(teacher_dir=env.teacher, max_length=64, data_files=files, split=env.split,
+                                          long_text=long_text), "states": CLS_STATES}
+    plain = ModelInfo(role="teacher", task="classification", labels=LABELS, max_length=64, data=DataSpec(path="d"))
+    assert cache_parts(env.teacher, plain, name="more", split=env.split, data_files=files) == env.parts()
+
+    sentences = TokenSplit(sentences=[["a", "b"], ["c"]], tags=None, source="s", line_numbers=[1, 4])
+    ner = ModelInfo(role="teacher", task="ner", labels=["O", "B-x", "I-x"], max_length=32, data=NerSpec(path="d"))
+    words = cache_parts(env.teacher, ner, name="train", split=sentence_split(sentences), data_files=files)
+    assert words == {**fingerprint_parts(teacher_dir=env.teacher, max_length=32, data_files=files,
+                                         split=sentence_split(sentences)), "rows": WORD_ROWS}
+    assert WORD_ROWS == "first sub-token of each kept word" and CLS_STATES == "cls per layer"  # as on disk
+    with pytest.raises(ValueError, match="logits or cls"):
+        cache_parts(env.teacher, info, name="train", split=env.split, data_files=files, what="states")
+
+
+def test_teacher_config_builds_the_cache_settings():
+    from teachers.finetune import TeacherConfig
+
+    cfg = TeacherConfig(cache_dtype="float16", cache_chunk_rows=512, cache_max_chunks=3, eval_batch_size=16, amp=False)
+    assert cfg.cache_settings() == CacheSettings(dtype="float16", chunk_rows=512, max_chunks=3, batch_size=16,
+                                                 amp=False)
+    with pytest.raises(ValueError, match="cache dtype must be"):
+        write_logit_cache(lambda a, b: None, cache=CacheSpec(directory=Path("unused"), name="x", split=make_split(2),
+                                                             num_labels=C, label_names=LABELS, parts={}),
+                          settings=CacheSettings(dtype="int8"))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.cache import CacheError, open_logit_cache, write_logit_cache
+from distill.cache import CacheError, CacheSettings, CacheSpec, open_logit_cache, write_logit_cache
 from distill.config import ConfigError
 from distill.losses import kd_loss, kd_loss_reference
 from distill.ner import (
@@ -224,9 +224,11 @@ def word_scores(offsets):
     return score, calls
 
 
-def write_ragged(score, directory, split, offsets, parts, **kw):
-    return write_logit_cache(score, directory=directory, name="train", split=sentence_split(split), num_labels=3,
-                             label_names=["O", "B-x", "I-x"], parts=parts, chunk_rows=3, row_offsets=offsets, **kw)
+def write_ragged(score, directory, split, offsets, parts, *, max_chunks=None):
+    return write_logit_cache(score, cache=CacheSpec(directory=directory, name="train", split=sentence_split(split),
+                                                    num_labels=3, label_names=["O", "B-x", "I-x"], parts=parts,
+                                                    row_offsets=offsets),
+                             settings=CacheSettings(chunk_rows=3, max_chunks=max_chunks))
 
 
 def test_ragged_cache_round_trip(ragged):

@@ -27,7 +27,7 @@ def data_dir(tmp_path) -> Path:
 
 
 def resolve(spec, dataset, requested, **kw):
-    args = dict(text_column=None, max_rows=None, augment_factor=0, mask_token="[MASK]", seed=0) | kw
+    args = dict(file_keys={"text_column": None}, max_rows=None, augment_factor=0, mask_token="[MASK]", seed=0) | kw
     return resolve_sources(requested, spec=spec, dataset=dataset, **args)
 
 
