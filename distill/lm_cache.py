@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from distill import layout
-from distill.cache import fingerprint_parts, open_logit_cache
+from distill.cache import CacheSettings, CacheSpec, fingerprint_parts, open_logit_cache
 from distill.config import ConfigError
 from distill.data import Split
 from distill.lm_data import TokenStore
@@ -133,7 +133,7 @@ def score_targets(model, cache: TargetCache, *, device, batch_size: int, chunk_r
     seconds, tokens/s."""
     import torch
 
-    from distill.scoring import write_scored
+    from distill.scoring import fill_cache
 
     spec, store = cache.spec, cache.store
     spec.check()
@@ -162,9 +162,11 @@ def score_targets(model, cache: TargetCache, *, device, batch_size: int, chunk_r
 
     offsets = np.arange(len(split) + 1, dtype=np.int64) * per_block
     t0 = time.perf_counter()
-    report = write_scored(score, directory=layout.logits_dir(cache.teacher_dir), name=cache.name, split=split,
-                          width=record.itemsize, label_names=[], parts=parts, dtype="uint8", chunk_rows=chunk_rows,
-                          max_chunks=max_chunks, row_offsets=offsets)
+    # one row of bytes per position: (positions, k records) stored as uint8, ragged by block
+    target = CacheSpec(directory=layout.logits_dir(cache.teacher_dir), name=cache.name, split=split,
+                       num_labels=record.itemsize, label_names=[], parts=parts, row_offsets=offsets)
+    report = fill_cache(score, cache=target,
+                        settings=CacheSettings(dtype="uint8", chunk_rows=chunk_rows, max_chunks=max_chunks))
     seconds = time.perf_counter() - t0
     positions = len(split) * per_block
     report.update(positions=positions, bytes_per_token=record.itemsize, rule=spec.rule, k=spec.k,

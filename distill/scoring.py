@@ -211,16 +211,6 @@ def fill_cache(score: Callable[[int, int], np.ndarray], *, cache: CacheSpec, set
             "processes": world, **({} if cache.row_offsets is None else {"logit_rows": written["shape"][0]})}
 
 
-def write_scored(score, *, directory: Path, name: str, split: Split, width: int, label_names: list[str], parts: dict,
-                 dtype: str, chunk_rows: int, max_chunks: int | None, row_offsets: np.ndarray | None = None) -> dict:
-    """``fill_cache`` in the keyword form distill/lm_cache.py still calls (its owner moves it to
-    ``fill_cache`` and deletes this)."""
-    cache = CacheSpec(directory=directory, name=name, split=split, num_labels=width, label_names=label_names,
-                      parts=parts, row_offsets=row_offsets)
-    return fill_cache(score, cache=cache, settings=CacheSettings(dtype=dtype, chunk_rows=chunk_rows,
-                                                                 max_chunks=max_chunks))
-
-
 def cls_cache_name(name: str) -> str:
     return f"{name}.cls"
 
