@@ -1,10 +1,11 @@
 """What the student stage's one skeleton asks of a task, and the steps both tasks run alike.
 
 ``students/distill.py``'s ``train_student`` is the skeleton, for classification and NER alike: the
-opening (``open_stage``: the process group, the teacher's ``distill.json`` and data, the rows held
-back to choose checkpoints on), then the task's named steps in order (settings, rows, model,
-encode_rows, online teacher, loss, evaluate), the loop (``distill.trainer.train``), and the report
-(the task's figures, ``stage_figures`` and ``distill.trainer.loop_figures``). A task is one
+task's settings (checked; the CE-only control's), the opening (``open_stage``: the process group,
+the teacher's ``distill.json`` and data, the rows held back to choose checkpoints on), the task's
+named steps in order (rows, model, encode_rows, online teacher, loss, evaluate), the loop
+(``distill.trainer.train``), and the report (the task's figures, ``stage_figures`` and
+``distill.trainer.loop_figures``). A task is one
 object with those steps as methods (``StudentTask``): ``students.distill.CLASSIFICATION`` and
 ``students.ner.NER``; ``students.distill.student_task`` is the one dispatch between them.
 """
