@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import apply_overrides  # noqa: E402
 from students.config import PRESETS  # noqa: E402
-from students.distill import train_student  # noqa: E402
+from students.distill import CLASSIFICATION, train_student  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -36,8 +36,8 @@ def main(argv: list[str]) -> int:
                           overrides)
     rates = {}
     for mode in ("cached", "online"):
-        metrics = train_student(dataclasses.replace(cfg, online=mode == "online"), teacher_dir=teacher_dir,
-                                out=run_dir / "bench_online" / mode, role="student")
+        metrics = train_student(dataclasses.replace(cfg, online=mode == "online"), task=CLASSIFICATION,
+                                teacher_dir=teacher_dir, out=run_dir / "bench_online" / mode, role="student")
         rates[mode] = metrics["train_samples_per_s"]
     row = {"cached_samples_per_s": rates["cached"], "online_samples_per_s": rates["online"],
            "cached_over_online": round(rates["cached"] / rates["online"], 2), "epochs": cfg.epochs,

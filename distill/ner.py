@@ -28,7 +28,6 @@ it by word: word j of sentence s is row offsets[s] + j when j < offsets[s + 1] -
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -337,16 +336,13 @@ def score_sentences(teacher: SavedTeacher, *, name: str, split: TokenSplit, data
     return {**fill_cache(score, cache=cache, settings=settings), "alignment": aligned.summary()}
 
 
-def open_word_cache(teacher_dir, name: str, *, max_length: int, data_files: list[str], split: TokenSplit):
+def open_word_cache(teacher_dir, info, *, name: str, data_files: list[str], split: TokenSplit):
     """The per-word cache of ``split``, checked against its fingerprint (``distill.cache.cache_parts``
-    of the teacher's distill.json, at ``max_length``: the teacher's), text hashes and offsets
+    of the teacher's ModelInfo ``info``, as the writer described it), text hashes and offsets
     (``distill.cache.CacheError`` otherwise): ``.logits`` (N_words, C) memory-mapped, ``.offsets``
     (S + 1,)."""
-
-    from distill.artifacts import read_model_info
     from distill.cache import CacheError, cache_parts, open_logit_cache
 
-    info = dataclasses.replace(read_model_info(teacher_dir), max_length=max_length)
     sentences = sentence_split(split)
     expected = cache_parts(teacher_dir, info, name=name, split=sentences, data_files=data_files)
     cache = open_logit_cache(layout.logits_dir(teacher_dir), name, expected_parts=expected)

@@ -2,15 +2,20 @@
 
     python -m distill distill --run-dir runs/demo --preset quick [--key=value ...]
 
-Reads ``<run-dir>/teacher/`` (its ``distill.json`` says which data, labels, max length and
+Reads ``<run-dir>/teacher/`` (its ``distill.json`` says which task, data, labels, max length and
 transfer sets; ``logits/`` holds the scores) and writes ``<run-dir>/student/`` (the KD student)
 and, unless ``--student_ce=false``, ``<run-dir>/student_ce/``: the same student trained on the
 labelled rows with cross-entropy only, the control that says what distillation added. Ends by
 writing ``<run-dir>/report.md``.
 
-The training rows are the teacher's labelled rows plus its transfer sets (KD-only rows: no hard
-label, or the teacher's argmax with ``--pseudo_labels=true``). Each cache's fingerprint and
-per-row text hashes are checked before the first step.
+``train_student`` is the one skeleton of a student run for both tasks (its steps:
+students/stage.py); the teacher's task picks the parts plugged in (``student_task``): a
+classifier's (``CLASSIFICATION``, here) or a tagger's (``students.ner.NER``); a causal LM's
+teacher hands the stage to students/lm.py.
+
+A classifier's training rows are the teacher's labelled rows plus its transfer sets (KD-only
+rows: no hard label, or the teacher's argmax with ``--pseudo_labels=true``). Each cache's
+fingerprint and per-row text hashes are checked before the first step.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import dataclasses
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +36,7 @@ from torch import nn
 from distill import layout
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info
 from distill.cache import TeacherLogits, cache_parts, open_logit_cache
-from distill.config import ConfigError, apply_overrides
+from distill.config import ConfigError, apply_overrides, override_key
 from distill.data import Dataset, Split, load_dataset
 from distill.inspect import stage_data_checks
 from distill.kd_defaults import IGNORE_INDEX, check_temperature
@@ -47,20 +53,25 @@ from distill.metrics import classification_metrics
 from distill.modeling import count_parameters, load_classifier
 from distill.scoring import cls_cache_name, split_files
 from distill.stage import finish_stage
-from distill.tokens import encode
-from distill.trainer import (
-    classification_evaluate,
-    holdout_indices,
-    peak_rss_mb,
-    predict_logits,
-    save_model_dir,
-    setup_distributed,
-    train,
-)
+from distill.tokens import Encoded, encode
+from distill.trainer import classification_evaluate, loop_figures, predict_logits, save_model_dir, train
 from distill.transfer import read_transfer
 from distill.trim_vocab import trim_to_rows
 from students.build import build_student, freeze_word_embeddings
-from students.config import NER_PRESETS, PRESETS, StudentConfig
+from students.config import PRESETS, StudentConfig
+from students.ner import NER
+from students.stage import (
+    StageInputs,
+    Student,
+    StudentTask,
+    check_labels,
+    close_stage,
+    control_settings,
+    open_stage,
+    plan_line,
+    stage_figures,
+    transfer_names,
+)
 
 
 class WithLayerOutputs(nn.Module):
@@ -73,6 +84,11 @@ class WithLayerOutputs(nn.Module):
 
     def forward(self, **batch):
         return self.student(**batch, output_hidden_states=True, output_attentions=self.attentions)
+
+
+def student_of(trained: nn.Module) -> nn.Module:
+    """The student inside what the loop trained (``WithLayerOutputs``' projections are not saved)."""
+    return trained.student if isinstance(trained, WithLayerOutputs) else trained
 
 
 def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[str], *, cls: bool = False,
@@ -107,220 +123,394 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
     return TeacherLogits(caches) if logits else None, transfer, TeacherLogits(states) if cls else None
 
 
-def train_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str) -> dict:
-    """One student run: the KD student (``role="student"``) or the CE-only control
-    (``role="student_ce"``: labelled rows, CE only). Returns its metrics."""
-    from transformers import AutoTokenizer
+# ------------------------------------------------------------------ classification's parts
 
-    device = setup_distributed(cfg.device)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    teacher = read_model_info(teacher_dir, hint="make teacher")
-    data = load_dataset(teacher.data)
-    names = teacher.labels
-    if data.label_map.names != names:
-        raise ConfigError(f"{teacher_dir / 'distill.json'}: labels {names} but the data now has {data.label_map.names}")
-    if role == "student_ce":
-        cfg = dataclasses.replace(cfg, w_kd=0.0, w_ce=1.0, w_hidden=0.0, w_attn=0.0, use_transfer=False,
-                                  pseudo_labels=False, online=False, epochs=cfg.ce_epochs or cfg.epochs,
-                                  patience=cfg.ce_patience)
-    transfer_names = (cfg.transfer or list(teacher.transfer)) if cfg.use_transfer else []
+
+@dataclass(frozen=True)
+class TeacherUse:
+    """How a classification student reads its teacher (``teacher_use``: from the checked settings)."""
+
+    cached_layers: bool  # the hidden-state loss reads the teacher's cached [CLS] states (layer_source=cached)
+    layers_on: bool  # a layer loss is on (w_hidden or w_attn > 0)
+    online: bool  # the teacher runs every step: --online=true, or a layer loss it must run for
+
+
+def teacher_use(cfg: StudentConfig) -> TeacherUse:
+    """Where the teacher's scores come from, with ``ConfigError`` for layer-loss settings that cannot be."""
     if cfg.layer_source not in ("online", "cached"):
         raise ConfigError(f"--layer_source={cfg.layer_source!r}: expected online or cached")
     cached_layers = cfg.layer_source == "cached" and cfg.w_hidden > 0
     if cached_layers and cfg.w_attn > 0:
         raise ConfigError("--w_attn needs the teacher online (attention maps are not cached); use --layer_source=online")
     layers_on = cfg.w_hidden > 0 or cfg.w_attn > 0
-    online = cfg.online or (layers_on and not cached_layers)  # the teacher runs every step
-    teacher_logits, transfer, teacher_cls = open_caches(teacher_dir, teacher, data, transfer_names, cls=cached_layers,
-                                                        logits=cfg.pseudo_labels or not online)
+    return TeacherUse(cached_layers=cached_layers, layers_on=layers_on,
+                      online=cfg.online or (layers_on and not cached_layers))
 
-    # The rows: labelled training rows (minus the held-back checkpoint rows), then transfer rows.
-    kept, held = holdout_indices(len(data.train), cfg.holdout_rows, seed=teacher.data.seed)
-    parts, global_rows, offset = [data.train.subset(kept)], [kept], len(data.train)
-    labels = [data.label_map.encode(parts[0])]
+
+@dataclass
+class ClassRows:
+    """A classification student's training rows and where the teacher's scores of each are."""
+
+    split: Split  # (R,) the labelled rows kept, then the transfer rows (sampled down to transfer_rows)
+    labels: np.ndarray  # (R,) int64 each row's hard label; IGNORE_INDEX on KD-only rows
+    teacher_rows: np.ndarray  # (R,) int64 each row's row in the caches (train, then each transfer set in turn)
+    labelled: int  # the first `labelled` rows carry labels
+    transfer_sets: list[str]  # the transfer sets read, in order
+    logits: TeacherLogits | None  # the teacher's cached logits, (N_teacher, C) (None: it runs online)
+    cls: TeacherLogits | None  # its cached per-layer [CLS] states, (N_teacher, (L_t + 1) * H_t) (layer_source=cached)
+    use: TeacherUse  # how the teacher is read
+
+    @property
+    def transfer_rows(self) -> int:
+        return len(self.split) - self.labelled
+
+
+def training_split(cfg: StudentConfig, inputs: StageInputs, labelled: Split,
+                   transfer: dict[str, Split]) -> tuple[Split, np.ndarray]:
+    """The labelled rows, then the transfer rows, capped at ``transfer_rows`` in all (a sample seeded
+    by the data seed, order kept); and each row's row in the teacher's caches, (R,)."""
+    kept = inputs.kept
+    parts, global_rows, offset = [labelled], [kept], len(inputs.data.train)
     for split in transfer.values():
         global_rows.append(offset + np.arange(len(split)))
         parts.append(split)
         offset += len(split)
-    teacher_rows = np.concatenate(global_rows)  # (R,) row of each training row in teacher_logits
-    if cfg.transfer_rows is not None and len(teacher_rows) - len(kept) > cfg.transfer_rows:
-        rng = np.random.default_rng([teacher.data.seed, 2])
-        pick = np.sort(rng.choice(np.arange(len(kept), len(teacher_rows)), cfg.transfer_rows, replace=False))
-        teacher_rows = np.concatenate([teacher_rows[: len(kept)], teacher_rows[pick]])
-        rows = Split.concat(parts, source="training rows").subset(np.concatenate([np.arange(len(kept)), pick]))
-    else:
-        rows = Split.concat(parts, source="training rows")
-    n_transfer = len(rows) - len(kept)
-    if cfg.pseudo_labels:  # self-training: the teacher's argmax as the transfer rows' label
-        labels.append(teacher_logits[teacher_rows[len(kept):]].argmax(axis=1).astype(np.int64))
-    else:
-        labels.append(np.full(n_transfer, IGNORE_INDEX, dtype=np.int64))
-    row_labels = np.concatenate(labels)  # (R,)
-    eval_rows, eval_name = (data.train.subset(held), "holdout") if len(held) else (data.dev, "dev")
+    teacher_rows, rows = np.concatenate(global_rows), Split.concat(parts, source="training rows")
+    if cfg.transfer_rows is None or len(teacher_rows) - len(kept) <= cfg.transfer_rows:
+        return rows, teacher_rows
+    rng = np.random.default_rng([inputs.teacher.data.seed, 2])
+    pick = np.sort(rng.choice(np.arange(len(kept), len(teacher_rows)), cfg.transfer_rows, replace=False))
+    chosen = np.concatenate([np.arange(len(kept)), pick])
+    return rows.subset(chosen), teacher_rows[chosen]
 
-    attn = "eager" if cfg.w_attn > 0 else None  # SDPA returns no attention maps
-    torch.manual_seed(cfg.seed)
-    student, tokenizer_source, description = build_student(cfg, teacher_dir=teacher_dir, id2label=teacher.id2label,
-                                                           attn=attn)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    trimmed = {}
-    if cfg.trim_vocab:  # keep the embedding rows the training rows use; dev stays unseen, only measured
-        student, tokenizer, trimmed = trim_to_rows(student, tokenizer, rows, data.dev,
-                                                   out / "tokens" / f"vocab_rank{rank}")
-        if cfg.freeze_embeddings:  # the trimmed table is a new module: frozen again
-            freeze_word_embeddings(student)
-        if rank == 0:
-            print(f"{out.name}: trim_vocab keeps {trimmed['vocab_after']:,} of {trimmed['embedding_rows_before']:,} "
-                  f"embedding rows, {trimmed['parameters_before']:,} -> {trimmed['parameters_after']:,} parameters; "
-                  f"dev: {trimmed['dev_unk_token_share']:.2%} of tokens become [UNK], "
-                  f"{trimmed['dev_resegmented_row_share']:.1%} of rows tokenise differently")
-    teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
-    tokens_aligned = type(tokenizer) is type(teacher_tok) and tokenizer.get_vocab() == teacher_tok.get_vocab()
-    if cfg.w_attn > 0 and not (tokens_aligned and cfg.max_length == teacher.max_length):
-        raise ConfigError("--w_attn: attention maps can only be compared when the student reads the teacher's "
-                          "tokens (its tokenizer and max_length); use --w_hidden ([CLS] states) instead")
 
-    store = out / "tokens"
-    if rank != 0 and dist.is_initialized():
-        dist.barrier()  # rank 0 builds the token store first; the others then find it built
-    long_text, teacher_long_text = cfg.long_text_settings(), teacher.long_text_settings()
-    train_set = encode(tokenizer, rows, row_labels, cfg.max_length, long_text=long_text, store=store / "student")
-    if rank == 0 and dist.is_initialized():
-        dist.barrier()
-    eval_set = encode(tokenizer, eval_rows, data.label_map.encode(eval_rows), cfg.max_length, long_text=long_text)
-    dev_set = encode(tokenizer, data.dev, data.label_map.encode(data.dev), cfg.max_length, long_text=long_text)
-    if train_set.groups is not None:  # (R_rows,) from here on: a chunk row reads its document's teacher row
-        teacher_rows = teacher_rows[train_set.groups]
-    data_checks, lines = stage_data_checks(
-        train=rows, dev=data.dev, train_lengths=train_set.source_lengths, dev_lengths=dev_set.source_lengths,
-        max_length=cfg.max_length, cut=long_text.effect(tokenizer, cfg.max_length, train_set, dev_set),
-        deduped=data.deduped)
-    for line in lines if rank == 0 else []:
-        print(line)
+def trim_vocab(cfg: StudentConfig, inputs: StageInputs, model: nn.Module, tokenizer, rows: Split):
+    """Keep the embedding rows the training rows use (dev stays unseen, only measured); returns the
+    trimmed model and tokenizer and trim_to_rows's counts (metrics.json)."""
+    model, tokenizer, trimmed = trim_to_rows(model, tokenizer, rows, inputs.data.dev,
+                                             inputs.store / f"vocab_rank{inputs.rank}")
+    if cfg.freeze_embeddings:  # the trimmed table is a new module: frozen again
+        freeze_word_embeddings(model)
+    if inputs.rank == 0:
+        print(f"{inputs.out.name}: trim_vocab keeps {trimmed['vocab_after']:,} of {trimmed['embedding_rows_before']:,} "
+              f"embedding rows, {trimmed['parameters_before']:,} -> {trimmed['parameters_after']:,} parameters; "
+              f"dev: {trimmed['dev_unk_token_share']:.2%} of tokens become [UNK], "
+              f"{trimmed['dev_resegmented_row_share']:.1%} of rows tokenise differently")
+    return model, tokenizer, trimmed
 
-    same_batches = tokens_aligned and cfg.max_length == teacher.max_length and long_text == teacher_long_text
-    if online and not same_batches and long_text != teacher_long_text and (
-            cfg.w_attn > 0 or "chunks" in (long_text.mode, teacher_long_text.mode)):
-        raise ConfigError(f"--long_text={long_text.mode}: the online teacher must read the student's rows "
-                          f"({'attention maps' if cfg.w_attn > 0 else 'chunks'}); give the student the teacher's "
-                          f"long_text settings {teacher.long_text}")
-    if online:  # the teacher runs every step: for layer losses, or as the baseline of cached logits
-        teacher_model = load_classifier(str(teacher_dir), id2label=teacher.id2label, attn_implementation=attn)
-        teacher_model = teacher_model.to(device).eval()
-        teacher_set = None if same_batches else encode(teacher_tok, rows, row_labels, teacher.max_length,
-                                                       long_text=teacher_long_text, store=store / "teacher")
-    if cfg.w_attn > 0 and disable_attention_dropout(student) == 0:
-        raise ConfigError(f"--w_attn: found no attention dropout to turn off in {type(student).__name__}; its "
-                          "attention maps would be compared after dropout")
-    model = student.to(device)
-    pairs, teacher_width = None, None
-    if layers_on:
-        kept_layers = description.get("layers_kept")
-        from transformers import AutoConfig
 
-        teacher_config = AutoConfig.from_pretrained(teacher_dir)
-        pairs = layer_pairs(student.config.num_hidden_layers, teacher_config.num_hidden_layers, kept_layers)
-        projections = Projections(len(pairs), student.config.hidden_size, teacher_config.hidden_size)
-        teacher_width = teacher_config.hidden_size
-        model = WithLayerOutputs(student, projections, attentions=cfg.w_attn > 0).to(device)
+@dataclass
+class ClassSets:
+    """A classification student's rows in its own tokens."""
 
-    def loss_fn(outputs, rows, batch):
-        if online:
-            t_batch = batch if same_batches else teacher_set.batch(rows, device)
-            with torch.no_grad():
-                t_out = teacher_model(**t_batch, output_hidden_states=layers_on, output_attentions=cfg.w_attn > 0)
+    train: Encoded  # (R_model,) the training rows (long_text=chunks: several model rows per text)
+    eval: Encoded  # the rows checkpoints are chosen on
+    dev: Encoded  # dev, measured once at the end
+    teacher_rows: np.ndarray  # (R_model,) int64 each model row's row in the caches (a chunk reads its text's)
+    data_checks: dict  # stage_data_checks' figures (metrics.json's "data_checks")
+
+
+@dataclass
+class OnlineTeacher:
+    """The teacher run every step: for layer losses, or as the baseline of cached logits."""
+
+    model: nn.Module  # the teacher classifier, in eval mode on the student's device
+    rows: Encoded | None  # the training rows in the teacher's tokens (None: the student's batches are the teacher's)
+
+
+@dataclass
+class LayerMap:
+    """Which student layer learns from which teacher layer (the hidden-state and attention losses)."""
+
+    pairs: list[tuple[int, int]]  # (student hidden-state index, teacher hidden-state index), embeddings first
+    projections: Projections  # student width -> teacher width, one per pair (trained, not saved)
+    teacher_width: int  # H_t, the teacher's hidden size
+
+
+def layer_map(teacher_dir: Path, student: Student) -> LayerMap:
+    """The layer pairs of a student and its teacher (a layer subset: the teacher layers it kept)."""
+    from transformers import AutoConfig
+
+    config, teacher_config = student.model.config, AutoConfig.from_pretrained(teacher_dir)
+    pairs = layer_pairs(config.num_hidden_layers, teacher_config.num_hidden_layers,
+                        student.description.get("layers_kept"))
+    return LayerMap(pairs=pairs, projections=Projections(len(pairs), config.hidden_size, teacher_config.hidden_size),
+                    teacher_width=teacher_config.hidden_size)
+
+
+@dataclass
+class ClassificationLoss:
+    """The loss of a batch: w_kd * T² * KL + w_ce * CE (``kd_loss``, the fused kernel on CUDA), plus
+    w_hidden * the hidden-state loss and w_attn * the attention loss between mapped layers."""
+
+    cfg: StudentConfig  # the weights and the temperature
+    use: TeacherUse  # where the teacher's scores come from
+    labels: np.ndarray  # (R_model,) int64 each model row's hard label (IGNORE_INDEX: KD-only)
+    teacher_rows: np.ndarray  # (R_model,) int64 each model row's row in the caches
+    logits: TeacherLogits | None  # the cached logits, (N_teacher, C) (read when the teacher is not online)
+    cls: TeacherLogits | None  # the cached [CLS] states, (N_teacher, (L_t + 1) * H_t) (layer_source=cached)
+    teacher: OnlineTeacher | None  # the teacher run every step (None: cached logits)
+    layers: LayerMap | None  # the layer losses' pairs and projections (None: no layer loss)
+    device: torch.device  # where the batch is
+
+    def __call__(self, outputs, rows: np.ndarray, batch: dict) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        t_out = self.teacher_outputs(rows, batch)
+        if t_out is not None:
             t_logits = t_out.logits.float()  # (B, C)
         else:
-            t_logits = torch.from_numpy(teacher_logits[teacher_rows[rows]]).to(device)  # (B, C)
-        labels = torch.as_tensor(train_set.labels[rows], device=device)  # (B,)
+            t_logits = torch.from_numpy(self.logits[self.teacher_rows[rows]]).to(self.device)  # (B, C)
+        labels = torch.as_tensor(self.labels[rows], device=self.device)  # (B,)
         kd = kd_loss(outputs.logits.float(), t_logits, labels, temperature=cfg.temperature, w_kd=cfg.w_kd,
                      w_ce=cfg.w_ce, ignore_index=IGNORE_INDEX)
-        terms = {"ce": kd.ce.item(), "kd": kd.kd.item()}
-        hidden = attention = torch.zeros((), device=device)
-        if cfg.w_hidden > 0 and cached_layers:  # (B, (L_t + 1) * H_t) -> one (B, 1, H_t) per teacher layer
-            cls = torch.from_numpy(teacher_cls[teacher_rows[rows]]).to(device).view(len(rows), -1, teacher_width)
-            hidden = hidden_loss(outputs.hidden_states, tuple(cls[:, i:i + 1] for i in range(cls.shape[1])), pairs,
-                                 batch["attention_mask"], model.projections, tokens_aligned=False)
-            terms["hidden"] = hidden.item()
-        elif cfg.w_hidden > 0:
-            hidden = hidden_loss(outputs.hidden_states, t_out.hidden_states, pairs, batch["attention_mask"],
-                                 model.projections, tokens_aligned=same_batches)
-            terms["hidden"] = hidden.item()
-        if cfg.w_attn > 0:
-            attention = attention_loss(outputs.attentions, t_out.attentions, pairs, batch["attention_mask"])
-            terms["attn"] = attention.item()
+        hidden, attention, layer_terms = self.layer_losses(outputs, t_out, rows, batch)
         # kd.loss = w_kd * T² * KL + w_ce * CE (the fused kernel on CUDA)
         loss = kd.loss + cfg.w_hidden * hidden + cfg.w_attn * attention
-        return loss, terms
+        return loss, {"ce": kd.ce.item(), "kd": kd.kd.item(), **layer_terms}
+
+    def teacher_outputs(self, rows: np.ndarray, batch: dict):
+        """The online teacher's outputs on the batch's rows (None: the teacher is not online)."""
+        if self.teacher is None:
+            return None
+        t_batch = batch if self.teacher.rows is None else self.teacher.rows.batch(rows, self.device)
+        with torch.no_grad():
+            return self.teacher.model(**t_batch, output_hidden_states=self.use.layers_on,
+                                      output_attentions=self.cfg.w_attn > 0)
+
+    def layer_losses(self, outputs, t_out, rows: np.ndarray, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The hidden-state and attention losses (zero when off) and their logged terms."""
+        cfg, layers, terms = self.cfg, self.layers, {}
+        hidden = attention = torch.zeros((), device=self.device)
+        if cfg.w_hidden > 0 and self.use.cached_layers:  # (B, (L_t + 1) * H_t) -> one (B, 1, H_t) per teacher layer
+            cls = torch.from_numpy(self.cls[self.teacher_rows[rows]]).to(self.device).view(len(rows), -1,
+                                                                                         layers.teacher_width)
+            hidden = hidden_loss(outputs.hidden_states, tuple(cls[:, i:i + 1] for i in range(cls.shape[1])),
+                                 layers.pairs, batch["attention_mask"], layers.projections, tokens_aligned=False)
+            terms["hidden"] = hidden.item()
+        elif cfg.w_hidden > 0:
+            hidden = hidden_loss(outputs.hidden_states, t_out.hidden_states, layers.pairs, batch["attention_mask"],
+                                 layers.projections, tokens_aligned=self.teacher.rows is None)
+            terms["hidden"] = hidden.item()
+        if cfg.w_attn > 0:
+            attention = attention_loss(outputs.attentions, t_out.attentions, layers.pairs, batch["attention_mask"])
+            terms["attn"] = attention.item()
+        return hidden, attention, terms
+
+
+class Classification:
+    """A classifier's student: the parts ``train_student`` plugs in for a teacher of task classification."""
+
+    presets = PRESETS
+    unit = "rows"
+    speed_unit = "samples"
+
+    def settings(self, cfg: StudentConfig, *, role: str) -> StudentConfig:
+        if role == "student_ce":
+            cfg = control_settings(cfg, w_hidden=0.0, w_attn=0.0, online=False, patience=cfg.ce_patience)
+        teacher_use(cfg)  # the layer-loss settings checked before any data is read
+        return cfg
+
+    def load_data(self, teacher: ModelInfo, *, teacher_dir: Path) -> Dataset:
+        data = load_dataset(teacher.data)
+        check_labels(teacher_dir, teacher.labels, data.label_map.names, what="labels")
+        return data
+
+    def rows(self, cfg: StudentConfig, inputs: StageInputs) -> ClassRows:
+        """The labelled training rows kept (the held-back checkpoint rows are not), then the transfer rows."""
+        use, data = teacher_use(cfg), inputs.data
+        logits, transfer, cls = open_caches(inputs.teacher_dir, inputs.teacher, data, transfer_names(cfg, inputs),
+                                            cls=use.cached_layers, logits=cfg.pseudo_labels or not use.online)
+        labelled = data.train.subset(inputs.kept)
+        split, teacher_rows = training_split(cfg, inputs, labelled, transfer)
+        if cfg.pseudo_labels:  # self-training: the teacher's argmax as the transfer rows' label
+            extra = logits[teacher_rows[len(labelled):]].argmax(axis=1).astype(np.int64)
+        else:
+            extra = np.full(len(split) - len(labelled), IGNORE_INDEX, dtype=np.int64)
+        return ClassRows(split=split, labels=np.concatenate([data.label_map.encode(labelled), extra]),
+                         teacher_rows=teacher_rows, labelled=len(labelled), transfer_sets=list(transfer),
+                         logits=logits, cls=cls, use=use)
+
+    def model(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows) -> Student:
+        from transformers import AutoTokenizer
+
+        attn = "eager" if cfg.w_attn > 0 else None  # SDPA returns no attention maps
+        model, tokenizer_source, description = build_student(cfg, teacher_dir=inputs.teacher_dir,
+                                                             id2label=inputs.teacher.id2label, attn=attn)
+        tokenizer, trimmed = AutoTokenizer.from_pretrained(tokenizer_source), {}
+        if cfg.trim_vocab:
+            model, tokenizer, trimmed = trim_vocab(cfg, inputs, model, tokenizer, rows.split)
+        return Student(model=model, tokenizer=tokenizer, description=description,
+                       long_text=cfg.long_text_settings().to_dict(), figures=trimmed)
+
+    def encode_rows(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows, student: Student) -> ClassSets:
+        """The rows in the student's tokens (the training rows through a token store); prints the data checks."""
+        long_text, tokenizer, data = cfg.long_text_settings(), student.tokenizer, inputs.data
+        if inputs.rank != 0 and dist.is_initialized():
+            dist.barrier()  # rank 0 builds the token store first; the others then find it built
+        train_set = encode(tokenizer, rows.split, rows.labels, cfg.max_length, long_text=long_text,
+                           store=inputs.store / "student")
+        if inputs.rank == 0 and dist.is_initialized():
+            dist.barrier()
+        eval_set, dev_set = (encode(tokenizer, split, data.label_map.encode(split), cfg.max_length, long_text=long_text)
+                             for split in (inputs.eval_rows, data.dev))
+        checks, lines = stage_data_checks(
+            train=rows.split, dev=data.dev, train_lengths=train_set.source_lengths, dev_lengths=dev_set.source_lengths,
+            max_length=cfg.max_length, cut=long_text.effect(tokenizer, cfg.max_length, train_set, dev_set),
+            deduped=data.deduped)
+        for line in lines if inputs.rank == 0 else []:
+            print(line)
+        # (R_model,) from here on: a chunk row reads its document's teacher row
+        teacher_rows = rows.teacher_rows if train_set.groups is None else rows.teacher_rows[train_set.groups]
+        return ClassSets(train=train_set, eval=eval_set, dev=dev_set, teacher_rows=teacher_rows, data_checks=checks)
+
+    def online_teacher(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows,
+                       student: Student) -> OnlineTeacher | None:
+        """The teacher run every step (layer losses, --online=true), reading the student's batches when
+        they are its own (same tokens, max_length and long_text), else its own encoding of the rows."""
+        if not rows.use.online:
+            return None
+        from transformers import AutoTokenizer
+
+        teacher, tokenizer = inputs.teacher, student.tokenizer
+        teacher_tok = AutoTokenizer.from_pretrained(inputs.teacher_dir)
+        same_tokens = (type(tokenizer) is type(teacher_tok) and tokenizer.get_vocab() == teacher_tok.get_vocab()
+                       and cfg.max_length == teacher.max_length)
+        if cfg.w_attn > 0 and not same_tokens:
+            raise ConfigError("--w_attn: attention maps can only be compared when the student reads the teacher's "
+                              "tokens (its tokenizer and max_length); use --w_hidden ([CLS] states) instead")
+        long_text, teacher_long_text = cfg.long_text_settings(), teacher.long_text_settings()
+        same_batches = same_tokens and long_text == teacher_long_text
+        if not same_batches and long_text != teacher_long_text and (
+                cfg.w_attn > 0 or "chunks" in (long_text.mode, teacher_long_text.mode)):
+            raise ConfigError(f"--long_text={long_text.mode}: the online teacher must read the student's rows "
+                              f"({'attention maps' if cfg.w_attn > 0 else 'chunks'}); give the student the teacher's "
+                              f"long_text settings {teacher.long_text}")
+        model = load_classifier(str(inputs.teacher_dir), id2label=teacher.id2label,
+                                attn_implementation="eager" if cfg.w_attn > 0 else None)
+        return OnlineTeacher(model=model.to(inputs.device).eval(), rows=None if same_batches else encode(
+            teacher_tok, rows.split, rows.labels, teacher.max_length, long_text=teacher_long_text,
+            store=inputs.store / "teacher"))
+
+    def loss(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows, student: Student, sets: ClassSets,
+             teacher: OnlineTeacher | None) -> tuple[nn.Module, ClassificationLoss]:
+        """The student (with the layer losses: wrapped with their projections) and its loss."""
+        if cfg.w_attn > 0 and disable_attention_dropout(student.model) == 0:
+            raise ConfigError(f"--w_attn: found no attention dropout to turn off in {type(student.model).__name__}; "
+                              "its attention maps would be compared after dropout")
+        model = student.model.to(inputs.device)
+        layers = layer_map(inputs.teacher_dir, student) if rows.use.layers_on else None
+        if layers is not None:
+            model = WithLayerOutputs(student.model, layers.projections, attentions=cfg.w_attn > 0).to(inputs.device)
+        return model, ClassificationLoss(cfg=cfg, use=rows.use, labels=sets.train.labels,
+                                         teacher_rows=sets.teacher_rows, logits=rows.logits, cls=rows.cls,
+                                         teacher=teacher, layers=layers, device=inputs.device)
+
+    def evaluate(self, cfg: StudentConfig, inputs: StageInputs, sets: ClassSets):
+        """Accuracy on the checkpoint rows; with --eval_dev on a holdout, dev accuracy logged beside it
+        (an accuracy-against-passes curve, never used to choose)."""
+        def on(encoded: Encoded):
+            return classification_evaluate(encoded, inputs.teacher.labels, batch_size=cfg.eval_batch_size,
+                                           device=inputs.device, amp=cfg.amp and inputs.device.type == "cuda")
+
+        on_eval = on(sets.eval)
+        if not (cfg.eval_dev and inputs.eval_name == "holdout"):
+            return on_eval
+        on_dev = on(sets.dev)
+        return lambda m: {**on_eval(m), "dev_accuracy": on_dev(m)["accuracy"]}
+
+    def plan(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows, sets: ClassSets) -> str:
+        return (f" | w_kd {cfg.w_kd} w_ce {cfg.w_ce} w_hidden {cfg.w_hidden} w_attn {cfg.w_attn} T {cfg.temperature} | "
+                f"checkpoints chosen on {len(inputs.eval_rows)} {inputs.eval_name} rows | "
+                f"{'online teacher' if rows.use.online else 'cached logits'}")
+
+    def report(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows, student: Student, sets: ClassSets,
+               best: nn.Module) -> dict:
+        logits = predict_logits(best, sets.dev, batch_size=cfg.eval_batch_size, device=inputs.device)  # (N_dev, C)
+        return {**classification_metrics(logits, sets.dev.document_labels, inputs.teacher.labels),
+                "w_hidden": cfg.w_hidden, "w_attn": cfg.w_attn,
+                "layer_source": cfg.layer_source if rows.use.layers_on else None, "online": rows.use.online,
+                "long_text": student.long_text, "train_model_rows": len(sets.train), "data_checks": sets.data_checks,
+                **student.figures}
+
+    def scores(self, result: dict) -> str:
+        return f"dev accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}"
+
+
+CLASSIFICATION = Classification()
+
+
+# ------------------------------------------------------------------------- the skeleton
+
+
+def train_student(cfg: StudentConfig, *, task: StudentTask, teacher_dir: Path, out: Path, role: str) -> dict:
+    """One student run, either task (the parts ``task`` plugs in: students/stage.py): the KD student
+    (``role="student"``) or the CE-only control (``role="student_ce"``: labelled rows, CE only).
+    Returns its metrics (``{}`` on ranks other than 0)."""
+    cfg = task.settings(cfg, role=role)
+    inputs = open_stage(cfg, task, teacher_dir=teacher_dir, out=out)
+    rows = task.rows(cfg, inputs)
+    torch.manual_seed(cfg.seed)
+    student = task.model(cfg, inputs, rows)
+    sets = task.encode_rows(cfg, inputs, rows, student)
+    teacher = task.online_teacher(cfg, inputs, rows, student)
+    model, loss_fn = task.loss(cfg, inputs, rows, student, sets, teacher)
 
     run_cfg = dataclasses.replace(cfg, teacher_dir=str(teacher_dir))
-    info = ModelInfo(role=role, task=teacher.task, labels=names, max_length=cfg.max_length, data=teacher.data,
-                     architecture={**description, "teacher": str(teacher_dir)}, long_text=long_text.to_dict())
+    info = ModelInfo(role=role, task=inputs.teacher.task, labels=inputs.teacher.labels, max_length=cfg.max_length,
+                     data=inputs.teacher.data, architecture={**student.description, "teacher": str(teacher_dir)},
+                     long_text=student.long_text)
 
     def save_best(trained, directory):
-        inner = trained.student if isinstance(trained, WithLayerOutputs) else trained
-        save_model_dir(inner, tokenizer, directory, config=run_cfg, info=info)
+        save_model_dir(student_of(trained), student.tokenizer, directory, config=run_cfg, info=info)
 
-    print(f"{out.name}: {', '.join(f'{k}={v}' for k, v in description.items())} | "
-          f"{count_parameters(student)['parameters']:,} parameters | {len(kept)} labelled + {n_transfer} "
-          f"{'pseudo-labelled' if cfg.pseudo_labels else 'KD-only'} rows ({', '.join(transfer) or 'no transfer set'}) | "
-          f"w_kd {cfg.w_kd} w_ce {cfg.w_ce} w_hidden {cfg.w_hidden} w_attn {cfg.w_attn} T {cfg.temperature} | "
-          f"checkpoints chosen on {len(eval_rows)} {eval_name} rows | "
-          f"{'online teacher' if online else 'cached logits'} | {device}")
+    print(plan_line(cfg, task, inputs, rows, student=student, sets=sets))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    evaluate = classification_evaluate(eval_set, names, batch_size=cfg.eval_batch_size, device=device,
-                                       amp=cfg.amp and device.type == "cuda")
-    if cfg.eval_dev and eval_name == "holdout":  # the curve of dev against passes, logged beside the choice
-        on_holdout, on_dev = evaluate, classification_evaluate(dev_set, names, batch_size=cfg.eval_batch_size,
-                                                               device=device, amp=cfg.amp and device.type == "cuda")
-        evaluate = lambda m: {**on_holdout(m), "dev_accuracy": on_dev(m)["accuracy"]}  # noqa: E731
-    summary = train(model, cfg=run_cfg, train_set=train_set, evaluate=evaluate, eval_name=eval_name,
-                    loss_fn=loss_fn, out_dir=out, save_best=save_best)
+    summary = train(model, cfg=run_cfg, train_set=sets.train, evaluate=task.evaluate(cfg, inputs, sets),
+                    eval_name=inputs.eval_name, loss_fn=loss_fn, out_dir=out, save_best=save_best)
     wall = time.perf_counter() - start
-    if rank != 0:
+    if inputs.rank != 0:
         return {}
-    best = load_classifier(str(out), id2label=teacher.id2label).to(device)
-    metrics = classification_metrics(predict_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device),
-                                     dev_set.document_labels, names)
-    result = {
-        **metrics, **count_parameters(best), "role": role, "student": description,
-        "w_kd": cfg.w_kd, "w_ce": cfg.w_ce, "w_hidden": cfg.w_hidden, "w_attn": cfg.w_attn,
-        "layer_source": cfg.layer_source if layers_on else None,
-        "temperature": cfg.temperature, "transfer": list(transfer), "pseudo_labels": cfg.pseudo_labels,
-        "online": online, "train_rows": len(rows), "labelled_rows": len(kept), "transfer_rows": n_transfer,
-        "checkpoint_chosen_on": eval_name, "eval_rows": len(eval_rows), "seed": cfg.seed,
-        "train_time_s": round(summary["train_seconds"], 2), "wall_time_s": round(wall, 2),
-        "train_samples_per_s": round(summary["samples_seen"] / max(summary["train_seconds"], 1e-9), 2),
-        "samples_seen": summary["samples_seen"], "best_step": summary["best_step"],
-        "total_steps": summary["total_steps"], "steps_done": summary["step"],
-        "stopped_early": summary["stopped_early"], "world_size": summary["world_size"], "device": str(device),
-        "peak_rss_mb": peak_rss_mb(), "long_text": long_text.to_dict(), "train_model_rows": len(train_set),
-        "data_checks": data_checks, **trimmed, "history": summary["history"],
-    }
+
+    # the report: the best checkpoint on dev, the task's figures, then what both tasks write alike
+    best = load_classifier(str(out), id2label=inputs.teacher.id2label, task=inputs.teacher.task).to(inputs.device)
+    result = {**task.report(cfg, inputs, rows, student, sets, best), **count_parameters(best),
+              **stage_figures(cfg, inputs, rows, student=student, summary=summary, role=role),
+              **loop_figures(summary, wall)}
     finish_stage(out, result)  # metrics.json, the model card, the resume checkpoint dropped
-    shutil.rmtree(store, ignore_errors=True)
-    print(f"{out.name} done: dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-          f"{result['train_samples_per_s']:.1f} train samples/s, {summary['step']} steps -> {out}")
+    shutil.rmtree(inputs.store, ignore_errors=True)  # the token stores (classification's), rebuilt by a rerun
+    print(f"{out.name} done: {task.scores(result)}, {result['train_samples_per_s']:.1f} train {task.speed_unit}/s, "
+          f"{summary['step']} steps -> {out}")
     return result
 
 
-def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
-    """The stage's config: the preset (a tagger's teacher: NER_PRESETS), then the overrides."""
+# ------------------------------------------------------------------------------ the CLI
+
+
+def student_task(task: str | None) -> StudentTask:
+    """The one dispatch on the teacher's task (``teacher_task``): a tagger's parts and presets
+    (students/ner.py), else a classifier's (also with no teacher yet: ``main`` then reports it)."""
+    return NER if task == "ner" else CLASSIFICATION
+
+
+def stage_config(argv: list[str], task: StudentTask) -> tuple[StudentConfig, Path]:
+    """The stage's config: ``task``'s preset, then the overrides."""
     parser = argparse.ArgumentParser(prog="python -m distill distill", description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default="runs/demo", help="the run directory holding teacher/")
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="quick", choices=sorted(task.presets))
     args, overrides = parser.parse_known_args(argv)
     data_flags = [o for o in overrides if o.split("=", 1)[0] in ("--data", "--max_train_rows", "--text_column")]
     if data_flags:
         raise ConfigError(f"{data_flags[0]}: the student trains on the rows the teacher cached (its data is in "
                           "teacher/distill.json); retrain the teacher to change the data")
-    cfg, run_dir = apply_overrides(PRESETS[args.preset], overrides), Path(args.run_dir)
-    teacher_dir = teacher_of(cfg, run_dir)  # a missing teacher is main's error to report
-    if (teacher_dir / "distill.json").exists() and read_model_info(teacher_dir).task == "ner":  # a tagger: its presets
-        cfg = apply_overrides(NER_PRESETS[args.preset], overrides)
+    cfg = apply_overrides(task.presets[args.preset], overrides)
     check_temperature(cfg.temperature)  # T <= 0: one line now, not at the first training step
-    return cfg, run_dir
+    return cfg, Path(args.run_dir)
+
+
+def parse_args(argv: list[str]) -> tuple[StudentConfig, Path]:
+    """The config ``main`` runs with: the preset of the teacher's task (a tagger's: NER_PRESETS), then the overrides."""
+    return stage_config(argv, student_task(teacher_task(argv)))
 
 
 def teacher_of(cfg: StudentConfig, run_dir: Path) -> Path:
@@ -328,38 +518,32 @@ def teacher_of(cfg: StudentConfig, run_dir: Path) -> Path:
 
 
 def teacher_task(argv: list[str]) -> str | None:
-    """The task in the teacher's distill.json (None when there is none yet: the usual error follows)."""
+    """The task in the teacher's distill.json (None when there is none yet: the usual error follows),
+    the teacher found as ``teacher_of`` finds it (``--teacher_dir=``, else under ``--run-dir``)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--run-dir", default="runs/demo")
     args, rest = parser.parse_known_args(argv)
-    given = [o.split("=", 1)[1] for o in rest if o.startswith("--teacher_dir=")]
+    given = [o.split("=", 1)[1] for o in rest if "=" in o and override_key(o) == "teacher_dir"]
     teacher_dir = Path(given[-1]) if given else layout.teacher_dir(args.run_dir)
     return read_model_info(teacher_dir).task if (teacher_dir / "distill.json").is_file() else None
 
 
 def main(argv: list[str]) -> int:
-    if teacher_task(argv) == "lm":  # a causal LM: its own config and loss (students/lm.py)
+    task = teacher_task(argv)  # the one read of the teacher's task: the stage, its presets and its parts
+    if task == "lm":  # a causal LM: its own config and loss (students/lm.py)
         from students.lm import main as lm_main
 
         return lm_main(argv)
-    cfg, run_dir = parse_args(argv)
+    parts = student_task(task)
+    cfg, run_dir = stage_config(argv, parts)
     teacher_dir = teacher_of(cfg, run_dir)
-    train_one = train_student
-    if read_model_info(teacher_dir, hint="make teacher").task == "ner":  # token classification: students/ner.py
-        from students.ner import train_ner_student as train_one
+    if task is None:  # no teacher there: read_model_info says so in one line, before the run dir is claimed
+        read_model_info(teacher_dir, hint="make teacher")
     claim_run_dir(run_dir, stage="distill")  # new when --teacher_dir names a teacher elsewhere
     roles = ["student", "student_ce"] if cfg.student_ce else ["student"]
     with contextlib.ExitStack() as locks:  # both folders up front: a second run stops now, not after the first model
         for role in roles:
             locks.enter_context(stage_lock(run_dir / role))
         for role in roles:
-            train_one(cfg, teacher_dir=teacher_dir, out=run_dir / role, role=role)
-    if dist.is_initialized():
-        rank = dist.get_rank()
-        dist.destroy_process_group()
-        if rank != 0:
-            return 0
-    from distill.report import write_report
-
-    print(f"report: {write_report(run_dir)}")
-    return 0
+            train_student(cfg, task=parts, teacher_dir=teacher_dir, out=run_dir / role, role=role)
+    return close_stage(run_dir)

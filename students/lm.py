@@ -45,6 +45,7 @@ from distill.lm_loss import DEFAULT_CHUNK, LossWeights, SparseTargets, lm_kd_los
 from distill.lm_model import HiddenStates, student_heldout
 from distill.trainer import TrainConfig, loop_figures, save_model_dir, setup_distributed, train
 from students.build import evenly_spaced_layers
+from students.stage import close_stage
 
 
 @dataclass
@@ -240,12 +241,4 @@ def main(argv: list[str]) -> int:
     train_lm_student(cfg, teacher_dir=teacher_dir, out=layout.student_dir(run_dir), role=layout.STUDENT)
     if cfg.student_ce:
         train_lm_student(cfg, teacher_dir=teacher_dir, out=layout.student_ce_dir(run_dir), role=layout.STUDENT_CE)
-    if dist.is_initialized():
-        rank = dist.get_rank()
-        dist.destroy_process_group()
-        if rank != 0:
-            return 0
-    from distill.report import write_report
-
-    print(f"report: {write_report(run_dir)}")
-    return 0
+    return close_stage(run_dir)  # the process group left, report.md written (rank 0)

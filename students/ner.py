@@ -2,7 +2,8 @@
 
     python -m distill distill --run-dir RUN [--preset quick] [--key=value ...]   (the task comes from the teacher)
 
-``students/distill.py``'s ``main`` hands a ``StudentConfig`` here when the teacher is a token
+``NER`` holds a tagger's parts of the student stage's one skeleton (students/distill.py's
+``train_student``; the steps: students/stage.py), plugged in when the teacher is a token
 classifier. The same builders (``students/build.py``: layer subset, another pretrained model with its
 own tokenizer, fresh), the same loop, and the same loss at token level: one row per word
 (distill/losses.py's convention), the student's logits at its own first sub-token of each word
@@ -26,21 +27,20 @@ are an error here.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
+from torch import nn
 
-from distill.artifacts import ModelInfo, read_model_info
+from distill.artifacts import ModelInfo
 from distill.cache import TeacherLogits, joint_offsets
 from distill.config import ConfigError
 from distill.kd_defaults import IGNORE_INDEX
 from distill.losses import kd_loss
-from distill.modeling import count_parameters, load_classifier
 from distill.ner import (
+    WordAligned,
     align_words,
     ner_evaluate,
     ner_metrics,
@@ -49,13 +49,12 @@ from distill.ner import (
     teacher_rows,
     word_batch,
 )
-from distill.ner_data import TokenSplit, load_ner_dataset
+from distill.ner_data import NerDataset, TokenSplit, load_ner_dataset
 from distill.ner_transfer import read_ner_transfer
 from distill.scoring import split_files
-from distill.stage import finish_stage
-from distill.trainer import holdout_indices, loop_figures, save_model_dir, setup_distributed, train
 from students.build import build_student
-from students.config import StudentConfig
+from students.config import NER_PRESETS, StudentConfig
+from students.stage import StageInputs, Student, check_labels, control_settings, transfer_names
 
 
 def check_ner_settings(cfg: StudentConfig) -> None:
@@ -76,6 +75,16 @@ class Rows:
     teacher_sentence: np.ndarray  # (R,) int64 each row's sentence in the caches' joint numbering
     labelled: int  # the first `labelled` rows carry tags
     transfer: dict[str, int]  # transfer set -> sentences of it used
+    logits: TeacherLogits | None = None  # the caches' per-word logits, (N_words, C) (None: the teacher is not read)
+    offsets: np.ndarray | None = None  # (S + 1,) int64 each joint sentence's first row in `logits`
+
+    @property
+    def transfer_sets(self) -> list[str]:
+        return list(self.transfer)
+
+    @property
+    def transfer_rows(self) -> int:
+        return len(self.split) - self.labelled
 
 
 def training_rows(cfg: StudentConfig, teacher, data, kept: np.ndarray, transfer: dict[str, TokenSplit]) -> Rows:
@@ -118,113 +127,137 @@ def pseudo_label(train_set, rows: Rows, logits: TeacherLogits, offsets: np.ndarr
     return done
 
 
-def train_ner_student(cfg: StudentConfig, *, teacher_dir: Path, out: Path, role: str) -> dict:
-    """One student run: the KD student (``role="student"``) or the CE-only control
-    (``role="student_ce"``). Returns its metrics."""
-    from transformers import AutoTokenizer
+@dataclass
+class NerSets:
+    """A tagger student's sentences in its own sub-tokens, aligned to the words."""
 
-    check_ner_settings(cfg)
-    device = setup_distributed(cfg.device)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    teacher = read_model_info(teacher_dir, hint="make teacher")
-    data = load_ner_dataset(teacher.data)
-    tags = teacher.labels
-    if data.tag_map.names != tags:
-        raise ConfigError(f"{teacher_dir / 'distill.json'}: tags {tags} but the data now has {data.tag_map.names}")
-    if role == "student_ce":
-        cfg = dataclasses.replace(cfg, w_kd=0.0, w_ce=1.0, use_transfer=False, pseudo_labels=False,
-                                  epochs=cfg.ce_epochs or cfg.epochs)
-    label2id = data.tag_map.label2id
-    kept, held = holdout_indices(len(data.train), cfg.holdout_rows, seed=teacher.data.seed)
-    eval_rows, eval_name = (data.train.subset(held), "holdout") if len(held) else (data.dev, "dev")
-    reads_teacher = cfg.w_kd > 0 or cfg.pseudo_labels
-    names = (cfg.transfer or list(teacher.transfer)) if cfg.use_transfer and reads_teacher else []
-    unknown = [n for n in names if n not in teacher.transfer]
-    if unknown:
-        raise ConfigError(f"--transfer={unknown[0]}: the teacher scored no transfer set of that name (it has: "
-                          f"{', '.join(teacher.transfer) or 'none'}; see {teacher_dir / 'distill.json'})")
-    transfer = {n: read_ner_transfer(teacher.transfer[n], dataset=data, spec=teacher.data)[0] for n in names}
-    rows = training_rows(cfg, teacher, data, kept, transfer)
-    t_logits = offsets = None
-    if reads_teacher:  # each checked against its fingerprint, sentence hashes and offsets before the first step
-        caches = [open_word_cache(teacher_dir, name, max_length=teacher.max_length, split=split,
-                                  data_files=split_files(name, data, teacher.transfer.get(name)))
-                  for name, split in {"train": data.train, **transfer}.items()]
-        t_logits, offsets = TeacherLogits([c.logits for c in caches]), joint_offsets([c.offsets for c in caches])
+    words: WordAligned  # the training sentences (their transfer words pseudo-labelled in place, if asked)
+    eval: WordAligned  # the sentences checkpoints are chosen on
+    dev: WordAligned  # dev, measured once at the end
+    no_teacher: int  # student words with no teacher row (the teacher's max length cut them): masked
+    pseudo: int  # transfer words given the teacher's argmax tag (--pseudo_labels=true)
 
-    torch.manual_seed(cfg.seed)
-    student, tokenizer_source, description = build_student(cfg, teacher_dir=teacher_dir, id2label=teacher.id2label,
-                                                           task="ner")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    train_set = align_words(tokenizer, rows.split, label2id, cfg.max_length)  # the student's own sub-tokens
-    dev_set = align_words(tokenizer, data.dev, label2id, cfg.max_length)
-    eval_set = dev_set if eval_name == "dev" else align_words(tokenizer, eval_rows, label2id, cfg.max_length)
-    no_teacher = 0  # student words with no teacher row (the teacher's max length cut them)
-    if offsets is not None:
-        no_teacher = int(np.maximum(train_set.kept - np.diff(offsets)[rows.teacher_sentence], 0).sum())
-    pseudo = pseudo_label(train_set, rows, t_logits, offsets) if cfg.pseudo_labels else 0
-    model = student.to(device)
-    num_labels = len(tags)
-    kd_on = cfg.w_kd > 0
+    @property
+    def train(self):  # what the loop batches
+        return self.words.tokens
 
-    def loss_fn(outputs, batch_rows, batch):
-        words, labels, mask, width = word_batch(outputs.logits.float(), train_set, batch_rows)  # (B*W, C), (B*W,) x2
-        t_words = np.zeros((len(labels), num_labels), dtype=np.float32)  # (B * W, C)
+
+@dataclass
+class NerLoss:
+    """The loss of a batch at word level: w_kd * T² * KL + w_ce * CE over the batch's words
+    (``kd_loss``, the fused kernel on CUDA); words without teacher logits are masked."""
+
+    cfg: StudentConfig  # the weights and the temperature
+    rows: Rows  # the training sentences and the teacher's cached logits of their words
+    words: WordAligned  # the training sentences in the student's sub-tokens
+    num_labels: int  # C, the tag count
+    device: torch.device  # where the batch is
+
+    def __call__(self, outputs, batch_rows: np.ndarray, batch: dict) -> tuple[torch.Tensor, dict]:
+        cfg, rows = self.cfg, self.rows
+        words, labels, mask, width = word_batch(outputs.logits.float(), self.words, batch_rows)  # (B*W, C), (B*W,) x2
+        t_words = np.zeros((len(labels), self.num_labels), dtype=np.float32)  # (B * W, C)
         row_mask = mask
+        kd_on = cfg.w_kd > 0
         if kd_on:
-            t_rows = teacher_rows(offsets, rows.teacher_sentence[batch_rows], width).reshape(-1)  # (B * W,) -1: none
+            t_rows = teacher_rows(rows.offsets, rows.teacher_sentence[batch_rows], width).reshape(-1)  # (B * W,) -1: none
             has = t_rows >= 0
-            t_words[has] = t_logits[t_rows[has]]  # only this batch's rows are read from the memory maps
-            row_mask = mask & torch.from_numpy(has).to(device)
+            t_words[has] = rows.logits[t_rows[has]]  # only this batch's rows are read from the memory maps
+            row_mask = mask & torch.from_numpy(has).to(self.device)
         # transfer words carry NO_LABEL (= IGNORE_INDEX): the KD term alone reads them
-        kd = kd_loss(words, torch.from_numpy(t_words).to(device), labels, temperature=cfg.temperature, w_kd=cfg.w_kd,
-                     w_ce=cfg.w_ce, ignore_index=IGNORE_INDEX, row_mask=row_mask)
+        kd = kd_loss(words, torch.from_numpy(t_words).to(self.device), labels, temperature=cfg.temperature,
+                     w_kd=cfg.w_kd, w_ce=cfg.w_ce, ignore_index=IGNORE_INDEX, row_mask=row_mask)
         terms = {"ce": kd.ce.item(), "kd": kd.kd.item()} if kd_on else {"ce": kd.ce.item()}
         return kd.loss, terms  # kd.loss = w_kd * T² * KL + w_ce * CE over the batch's words
 
-    run_cfg = dataclasses.replace(cfg, teacher_dir=str(teacher_dir))
-    info = ModelInfo(role=role, task="ner", labels=tags, max_length=cfg.max_length, data=teacher.data,
-                     architecture={**description, "teacher": str(teacher_dir)})
 
-    def save_best(trained, directory):
-        save_model_dir(trained, tokenizer, directory, config=run_cfg, info=info)
+class Ner:
+    """A tagger's student: the parts ``train_student`` plugs in for a teacher of task ner."""
 
-    n_transfer = len(rows.split) - rows.labelled
-    print(f"{out.name}: {', '.join(f'{k}={v}' for k, v in description.items())} | "
-          f"{count_parameters(student)['parameters']:,} parameters | {rows.labelled} labelled + {n_transfer} "
-          f"{'pseudo-labelled' if cfg.pseudo_labels else 'KD-only'} sentences ({', '.join(transfer) or 'no transfer set'}), "
-          f"{int(train_set.kept.sum())} words | w_kd {cfg.w_kd} w_ce {cfg.w_ce} T {cfg.temperature} | "
-          f"{cfg.epochs} epochs, patience {cfg.patience} | checkpoints chosen on {len(eval_rows)} {eval_name} "
-          f"sentences | {'cached per-word logits' if t_logits is not None else 'no teacher (CE only)'} | {device}")
-    if rank == 0 and no_teacher:
-        print(f"{out.name}: {no_teacher} student words have no teacher logits (the teacher's max_length "
-              f"{teacher.max_length} cut them): masked")
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    evaluate = ner_evaluate(eval_set, eval_rows, tags, batch_size=cfg.eval_batch_size, device=device,
-                            amp=cfg.amp and device.type == "cuda")
-    summary = train(model, cfg=run_cfg, train_set=train_set.tokens, evaluate=evaluate, eval_name=eval_name,
-                    loss_fn=loss_fn, out_dir=out, save_best=save_best)
-    wall = time.perf_counter() - start
-    if rank != 0:
-        return {}
-    best = load_classifier(str(out), id2label=teacher.id2label, task="ner").to(device)
-    metrics = ner_metrics(predict_word_logits(best, dev_set, batch_size=cfg.eval_batch_size, device=device),
-                          dev_set, data.dev, tags)
-    result = {
-        "task": "ner", "entity_f1": metrics["f1"], **metrics, **count_parameters(best), "role": role,
-        "student": description, "w_kd": cfg.w_kd, "w_ce": cfg.w_ce, "temperature": cfg.temperature,
-        "train_rows": len(rows.split), "labelled_rows": rows.labelled, "transfer_rows": n_transfer,
-        "transfer": list(transfer), "transfer_used": rows.transfer, "pseudo_labels": cfg.pseudo_labels,
-        "pseudo_labelled_words": pseudo, "epochs": cfg.epochs, "patience": cfg.patience,
-        "evals_per_epoch": cfg.evals_per_epoch,
-        "train_words": int(train_set.kept.sum()), "words_without_teacher_logits": no_teacher,
-        "train_alignment": train_set.summary(), "checkpoint_chosen_on": eval_name, "eval_rows": len(eval_rows),
-        "seed": cfg.seed, "samples_seen": summary["samples_seen"], "steps_done": summary["step"],
-        "world_size": summary["world_size"], "device": str(device), **loop_figures(summary, wall),
-    }
-    finish_stage(out, result)  # metrics.json, the model card, the resume checkpoint dropped
-    print(f"{out.name} done: dev entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, "
-          f"R {metrics['recall']:.4f}), token accuracy {metrics['token_accuracy']:.4f}, "
-          f"{result['train_samples_per_s']:.1f} train sentences/s, {summary['step']} steps -> {out}")
-    return result
+    presets = NER_PRESETS
+    unit = "sentences"
+    speed_unit = "sentences"
+
+    def settings(self, cfg: StudentConfig, *, role: str) -> StudentConfig:
+        check_ner_settings(cfg)
+        return control_settings(cfg) if role == "student_ce" else cfg
+
+    def load_data(self, teacher: ModelInfo, *, teacher_dir: Path) -> NerDataset:
+        data = load_ner_dataset(teacher.data)
+        check_labels(teacher_dir, teacher.labels, data.tag_map.names, what="tags")
+        return data
+
+    def rows(self, cfg: StudentConfig, inputs: StageInputs) -> Rows:
+        """The labelled sentences kept and the transfer sentences, with the teacher's cached logits
+        when the loss reads them (each cache checked against its fingerprint, sentence hashes and
+        offsets before the first step)."""
+        teacher, data = inputs.teacher, inputs.data
+        reads_teacher = cfg.w_kd > 0 or cfg.pseudo_labels
+        names = transfer_names(cfg, inputs) if reads_teacher else []
+        transfer = {n: read_ner_transfer(teacher.transfer[n], dataset=data, spec=teacher.data)[0] for n in names}
+        rows = training_rows(cfg, teacher, data, inputs.kept, transfer)
+        if not reads_teacher:
+            return rows
+        caches = [open_word_cache(inputs.teacher_dir, teacher, name=name, split=split,
+                                  data_files=split_files(name, data, teacher.transfer.get(name)))
+                  for name, split in {"train": data.train, **transfer}.items()]
+        return dataclasses.replace(rows, logits=TeacherLogits([c.logits for c in caches]),
+                                   offsets=joint_offsets([c.offsets for c in caches]))
+
+    def model(self, cfg: StudentConfig, inputs: StageInputs, rows: Rows) -> Student:
+        from transformers import AutoTokenizer
+
+        model, tokenizer_source, description = build_student(cfg, teacher_dir=inputs.teacher_dir,
+                                                             id2label=inputs.teacher.id2label, task="ner")
+        return Student(model=model, tokenizer=AutoTokenizer.from_pretrained(tokenizer_source),
+                       description=description, long_text={}, figures={})
+
+    def encode_rows(self, cfg: StudentConfig, inputs: StageInputs, rows: Rows, student: Student) -> NerSets:
+        """The sentences in the student's own sub-tokens; the transfer words pseudo-labelled if asked."""
+        label2id = inputs.data.tag_map.label2id
+        train_set = align_words(student.tokenizer, rows.split, label2id, cfg.max_length)
+        dev_set = align_words(student.tokenizer, inputs.data.dev, label2id, cfg.max_length)
+        eval_set = dev_set if inputs.eval_name == "dev" else align_words(student.tokenizer, inputs.eval_rows, label2id,
+                                                                         cfg.max_length)
+        no_teacher = 0
+        if rows.offsets is not None:
+            no_teacher = int(np.maximum(train_set.kept - np.diff(rows.offsets)[rows.teacher_sentence], 0).sum())
+        if inputs.rank == 0 and no_teacher:
+            print(f"{inputs.out.name}: {no_teacher} student words have no teacher logits (the teacher's max_length "
+                  f"{inputs.teacher.max_length} cut them): masked")
+        pseudo = pseudo_label(train_set, rows, rows.logits, rows.offsets) if cfg.pseudo_labels else 0
+        return NerSets(words=train_set, eval=eval_set, dev=dev_set, no_teacher=no_teacher, pseudo=pseudo)
+
+    def online_teacher(self, cfg: StudentConfig, inputs: StageInputs, rows: Rows, student: Student) -> None:
+        return None  # a tagger's student reads the cached per-word logits only (check_ner_settings)
+
+    def loss(self, cfg: StudentConfig, inputs: StageInputs, rows: Rows, student: Student, sets: NerSets,
+             teacher: None) -> tuple[nn.Module, NerLoss]:
+        return student.model.to(inputs.device), NerLoss(cfg=cfg, rows=rows, words=sets.words,
+                                                        num_labels=len(inputs.teacher.labels), device=inputs.device)
+
+    def evaluate(self, cfg: StudentConfig, inputs: StageInputs, sets: NerSets):
+        return ner_evaluate(sets.eval, inputs.eval_rows, inputs.teacher.labels, batch_size=cfg.eval_batch_size,
+                            device=inputs.device, amp=cfg.amp and inputs.device.type == "cuda")
+
+    def plan(self, cfg: StudentConfig, inputs: StageInputs, rows: Rows, sets: NerSets) -> str:
+        return (f", {int(sets.words.kept.sum())} words | w_kd {cfg.w_kd} w_ce {cfg.w_ce} T {cfg.temperature} | "
+                f"{cfg.epochs} epochs, patience {cfg.patience} | checkpoints chosen on {len(inputs.eval_rows)} "
+                f"{inputs.eval_name} sentences | "
+                f"{'cached per-word logits' if rows.logits is not None else 'no teacher (CE only)'}")
+
+    def report(self, cfg: StudentConfig, inputs: StageInputs, rows: Rows, student: Student, sets: NerSets,
+               best: nn.Module) -> dict:
+        logits = predict_word_logits(best, sets.dev, batch_size=cfg.eval_batch_size, device=inputs.device)
+        metrics = ner_metrics(logits, sets.dev, inputs.data.dev, inputs.teacher.labels)
+        return {"task": "ner", "entity_f1": metrics["f1"], **metrics, "transfer_used": rows.transfer,
+                "pseudo_labelled_words": sets.pseudo, "epochs": cfg.epochs, "patience": cfg.patience,
+                "evals_per_epoch": cfg.evals_per_epoch, "train_words": int(sets.words.kept.sum()),
+                "words_without_teacher_logits": sets.no_teacher, "train_alignment": sets.words.summary()}
+
+    def scores(self, result: dict) -> str:
+        return (f"dev entity F1 {result['f1']:.4f} (P {result['precision']:.4f}, R {result['recall']:.4f}), "
+                f"token accuracy {result['token_accuracy']:.4f}")
+
+
+NER = Ner()
