@@ -59,7 +59,7 @@ def build(run_dir: Path, models: list[str], out: Path) -> None:
         data = load_dataset(info.data)
         labels = ox.label_ids_for_model(AutoConfig.from_pretrained(model_dir), data, model_dir)
         order, batches, groups = ox.dev_batches(tok, data.dev.texts, data.dev.text_pairs, info.max_length, 32,
-                                                info.long_text_settings())
+                                                info.long_text)
         reference = ox.torch_logits(model_dir, batches, order, groups)
         np.savez(dest / "reference.npz", logits=reference, labels=labels)
         ox.export_fp32(model_dir, dest / "fp32", 18)
@@ -116,7 +116,7 @@ def evaluate(out: Path, label: str, timed: bool, threads: int, decided_margin: f
         n = len(data.dev) if rows is None else min(rows, len(data.dev))  # the first n dev rows (emulation is slow)
         pairs = None if data.dev.text_pairs is None else data.dev.text_pairs[:n]
         order, batches, groups = ox.dev_batches(tok, data.dev.texts[:n], pairs, source["max_length"], 32,
-                                                info.long_text_settings())
+                                                info.long_text)
         full = np.load(model_dir / "reference.npz")
         ref = {"logits": full["logits"][:n], "labels": full["labels"][:n]}
         kept = {}
@@ -128,7 +128,7 @@ def evaluate(out: Path, label: str, timed: bool, threads: int, decided_margin: f
             result_rows[variant] = figures(logits, ref["logits"], ref["labels"], decided_margin)
             if timed:
                 _, b1, _ = ox.dev_batches(tok, data.dev.texts, data.dev.text_pairs, source["max_length"], 1,
-                                          info.long_text_settings())
+                                          info.long_text)
                 result_rows[variant].update(time_variant(session, b1, batches, reps_b1=600, reps_b32=40))
             result_rows[variant]["size_mb"] = (model_dir / variant / ox.ONNX_FILE).stat().st_size / 1e6
             print(f"{label} {model_dir.name}/{variant}: " + ", ".join(

@@ -73,7 +73,7 @@ class ModelInfo:
     data: DataSpec | NerSpec | LMDataSpec  # the rows it was trained on (ner: NerSpec, lm: LMDataSpec)
     architecture: dict = field(default_factory=dict)  # base model, strategy or student kind, layers ...
     transfer: dict[str, dict] = field(default_factory=dict)  # teacher: scored label-free sets, name -> source
-    long_text: dict = field(default_factory=dict)  # distill.tokens.LongText as a dict ({}: truncate, as older files)
+    long_text: LongText = field(default_factory=LongText)  # how a longer text was cut (written as a dict; {}: truncate)
     scorers: dict[str, str] = field(default_factory=dict)  # teacher: logit cache name -> what scored it (absent: pytorch)
     format: int = INFO_FORMAT
 
@@ -81,8 +81,6 @@ class ModelInfo:
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.labels))
 
-    def long_text_settings(self) -> LongText:
-        return LongText.from_dict(self.long_text)
 
 
 def write_model_info(directory: Path, info: ModelInfo) -> Path:
@@ -109,7 +107,7 @@ def read_model_info(directory: str | Path, *, hint: str | None = None) -> ModelI
         if unknown:
             raise ValueError(f"unknown keys {unknown}")
         spec = {"ner": NerSpec, "lm": LMDataSpec}.get(raw.get("task"), DataSpec)
-        return ModelInfo(**{**raw, "data": spec(**raw["data"])})
+        return ModelInfo(**{**raw, "data": spec(**raw["data"]), "long_text": LongText.from_dict(raw.get("long_text"))})
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise StageInputError(path, f"unreadable ({err})", hint) from err
 

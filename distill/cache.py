@@ -48,6 +48,7 @@ from distill.errors import PipelineError
 
 if TYPE_CHECKING:  # only its fields are read (distill.artifacts imports the data modules this one does)
     from distill.artifacts import ModelInfo
+    from distill.tokens import LongText
 
 CACHE_FORMAT = 1
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
@@ -61,9 +62,9 @@ class CacheError(RuntimeError, PipelineError):
 
 
 def fingerprint_parts(*, teacher_dir: Path, max_length: int, data_files: list[str], split: Split,
-                      long_text: dict | None = None, scorer: str = "pytorch") -> dict:
+                      long_text: LongText | None = None, scorer: str = "pytorch") -> dict:
     """What a cache depends on. Any change to the teacher weights, the tokenizer files, the max
-    length, how long texts are cut (``long_text``, distill.tokens.LongText as a dict; truncate adds
+    length, how long texts are cut (``long_text``, a distill.tokens.LongText, recorded as its dict; truncate adds
     nothing, so caches written before it keep their fingerprint), the bytes of the data files,
     which rows were taken, or what ran the teacher (``scorer``, distill/scoring.py: pytorch adds
     nothing, as for long_text) makes a different fingerprint."""
@@ -83,7 +84,7 @@ def fingerprint_parts(*, teacher_dir: Path, max_length: int, data_files: list[st
         "data_files": _data_digests(data_files),
         "rows": rows,
         "row_count": len(split),
-        **({"long_text": long_text} if long_text and long_text.get("mode", "truncate") != "truncate" else {}),
+        **({"long_text": long_text.to_dict()} if long_text and long_text.mode != "truncate" else {}),
         **({"scorer": scorer} if scorer != "pytorch" else {}),
     }
 

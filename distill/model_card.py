@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill import layout
 from distill.artifacts import MODEL_INFO, ModelInfo, read_model_info
 from distill.config import atomic_write_text
 from distill.layout import (
@@ -124,8 +125,8 @@ def gather(directory: str | Path, *, shown_as: str | None = None) -> CardFacts:
             shown_as = str(Path(validation["location"]) / variant)
     return CardFacts(
         directory=directory, shown_as=shown_as or str(directory), name=name, variant=variant, info=info,
-        model_dir=model_dir, metrics=_read(model_dir / "metrics.json") or {},
-        train_config=_read(model_dir / "train_config.json") or {}, teacher=_teacher_of(info), validation=validation,
+        model_dir=model_dir, metrics=_read(model_dir / layout.METRICS_FILE) or {},
+        train_config=_read(model_dir / layout.TRAIN_CONFIG_FILE) or {}, teacher=_teacher_of(info), validation=validation,
         bench=_bench_rows(model_dir.parent, name, variant, after=after))
 
 
@@ -352,7 +353,7 @@ def bench_section(f: CardFacts) -> list[str]:
 
 
 def _long_text_words(info: ModelInfo) -> str:
-    lt = info.long_text_settings()
+    lt = info.long_text
     if info.task == "ner":
         return "the words past it get the tag O"
     if lt.mode == "head_tail":
@@ -435,8 +436,8 @@ def render_card(directory: str | Path, *, shown_as: str | None = None) -> str:
         lines = section(f)
         if lines:
             body += ["", *lines]
-    sources = ["distill.json", "metrics.json", "train_config.json"] + ["validation.json"] * bool(f.validation) + \
-        ["bench/bench.json"] * bool(f.bench)
+    sources = [layout.MODEL_INFO, layout.METRICS_FILE, layout.TRAIN_CONFIG_FILE] + \
+        [layout.VALIDATION_FILE] * bool(f.validation) + [str(BENCH_FILE)] * bool(f.bench)
     body += ["", f"<sub>Written by distill/model_card.py from {', '.join(sources)}; every figure above is copied "
              "from those files.</sub>"]
     return "---\n" + yaml.safe_dump(front_matter(f), sort_keys=False, allow_unicode=True) + "---\n\n" + \

@@ -209,7 +209,7 @@ def predict_logits(model: Model, texts: list[str], batch_size: int) -> np.ndarra
     if batch_size < 1:
         raise PredictError(f"--batch_size={batch_size}: expected at least 1")
     encoded = encode(model.tokenizer, Split(texts=texts, labels=None, source="input"), None, model.info.max_length,
-                     long_text=model.info.long_text_settings())
+                     long_text=model.info.long_text)
     order = np.argsort(encoded.lengths, kind="stable")  # (R_rows,) model row at each sorted position
     type_ids = "token_type_ids" in model.input_names
     out = []

@@ -178,7 +178,7 @@ def score_split(teacher: SavedTeacher, *, name: str, split: Split, data_files: l
     def score(start: int, stop: int) -> np.ndarray:
         # one row per document whatever info.long_text (chunks: the forward averages them)
         chunk = encode(teacher.tokenizer, split.subset(np.arange(start, stop)), np.full(stop - start, IGNORE_INDEX),
-                       info.max_length, long_text=info.long_text_settings())
+                       info.max_length, long_text=info.long_text)
         return forward(chunk, settings.batch_size)
 
     cache = CacheSpec(directory=layout.logits_dir(teacher.directory), name=name if what == "logits" else

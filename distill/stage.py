@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from distill import layout
 from distill.config import atomic_write_text
 from distill.model_card import write_card
 
@@ -15,6 +16,6 @@ def finish_stage(out: Path, result: dict) -> None:
     JSON files (README.md, distill/model_card.py), then drop the resume checkpoint: the model is
     complete, so its resume state is no longer needed; it goes last, so that a crash before it
     leaves a run that can resume."""
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / layout.METRICS_FILE, json.dumps(result, indent=2) + "\n")
     write_card(out)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)

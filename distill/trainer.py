@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from distill import layout
 from distill.artifacts import ModelInfo, write_model_info
 from distill.config import ConfigError, atomic_write_text, save_config
 from distill.data import Split
@@ -494,7 +495,7 @@ def save_model_dir(model: nn.Module, tokenizer, directory: Path, *, config: obje
     require_free(model_dir, tensor_bytes(model.state_dict()), what="the model's weights")
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
-    save_config(config, model_dir / "train_config.json")
+    save_config(config, model_dir / layout.TRAIN_CONFIG_FILE)
     write_model_info(model_dir, info)
     for file in model_dir.iterdir():
         with open(file, "rb") as handle:

@@ -93,7 +93,7 @@ def collect(strategy: str, out: Path) -> dict:
     """One strategy's row: the teacher's figures and lr, the student's when it has finished."""
     teacher = layout.teacher_dir(out)
     m = json.loads((teacher / layout.METRICS_FILE).read_text())
-    saved_cfg = json.loads((teacher / "train_config.json").read_text())
+    saved_cfg = json.loads((teacher / layout.TRAIN_CONFIG_FILE).read_text())
     row = {
         "strategy": strategy, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
         "trainable_parameters": m["trainable_parameters"], "parameters": m["parameters"],

@@ -640,7 +640,7 @@ def model_inputs(run_dir: Path, model: str, cfg: BenchConfig, machine: Machine, 
     ner = info.task == "ner"  # a token classifier: rows are dev sentences, quality is entity F1
     data = load_ner_dataset(info.data) if ner else load_dataset(info.data)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    long_text = info.long_text_settings()
+    long_text = info.long_text
     if ner:
         b1, fixed, batches, warm, lengths, rows_per_text = prepare_inputs(
             tokenizer, [" ".join(s) for s in data.dev.sentences], None, max_length, cfg, long_text, data.dev)

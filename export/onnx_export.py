@@ -676,7 +676,7 @@ def read_dev_rows(model_dir: Path, info, model_config, tokenizer, *, max_length:
     dataset = load_dataset(info.data)
     labels = label_ids_for_model(model_config, dataset, model_dir)
     texts, pairs = dataset.dev.texts, dataset.dev.text_pairs
-    order, batches, groups = dev_batches(tokenizer, texts, pairs, max_length, batch_size, info.long_text_settings())
+    order, batches, groups = dev_batches(tokenizer, texts, pairs, max_length, batch_size, info.long_text)
     return DevRows(source=dataset.dev.source, size=len(dataset.dev), texts=texts, pairs=pairs, labels=labels,
                    batches=batches, order=order, groups=groups, ner=None)
 
@@ -689,7 +689,7 @@ def model_report(model: str, model_dir: Path, info, ctx: ValidationContext, *, m
     report: dict = {
         "model_dir": str(model_dir), "dev_source": dev.source, "dev_rows": dev.size,
         "max_length": max_length, "trained_max_length": info.max_length,
-        "long_text": info.long_text_settings().to_dict(), "dev_model_rows": len(dev.order),
+        "long_text": info.long_text.to_dict(), "dev_model_rows": len(dev.order),
         "num_labels": ctx.num_labels, "task": info.task,
         REFERENCE: dev.ner.scores(reference) if dev.ner is not None else
         {"accuracy": float((reference.argmax(1) == dev.labels).mean())},

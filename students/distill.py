@@ -340,11 +340,11 @@ class Classification:
         if cfg.trim_vocab:
             model, tokenizer, trimmed = trim_vocab(cfg, inputs, model, tokenizer, rows.split)
         return Student(model=model, tokenizer=tokenizer, description=description,
-                       long_text=cfg.long_text_settings().to_dict(), figures=trimmed)
+                       long_text=cfg.long_text_settings(), figures=trimmed)
 
     def encode_rows(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows, student: Student) -> ClassSets:
         """The rows in the student's tokens (the training rows through a token store); prints the data checks."""
-        long_text, tokenizer, data = cfg.long_text_settings(), student.tokenizer, inputs.data
+        long_text, tokenizer, data = student.long_text, student.tokenizer, inputs.data
         if inputs.rank != 0 and dist.is_initialized():
             dist.barrier()  # rank 0 builds the token store first; the others then find it built
         train_set = encode(tokenizer, rows.split, rows.labels, cfg.max_length, long_text=long_text,
@@ -378,13 +378,13 @@ class Classification:
         if cfg.w_attn > 0 and not same_tokens:
             raise ConfigError("--w_attn: attention maps can only be compared when the student reads the teacher's "
                               "tokens (its tokenizer and max_length); use --w_hidden ([CLS] states) instead")
-        long_text, teacher_long_text = cfg.long_text_settings(), teacher.long_text_settings()
+        long_text, teacher_long_text = cfg.long_text_settings(), teacher.long_text
         same_batches = same_tokens and long_text == teacher_long_text
         if not same_batches and long_text != teacher_long_text and (
                 cfg.w_attn > 0 or "chunks" in (long_text.mode, teacher_long_text.mode)):
             raise ConfigError(f"--long_text={long_text.mode}: the online teacher must read the student's rows "
                               f"({'attention maps' if cfg.w_attn > 0 else 'chunks'}); give the student the teacher's "
-                              f"long_text settings {teacher.long_text}")
+                              f"long_text settings {teacher.long_text.to_dict()}")
         model = load_classifier(str(inputs.teacher_dir), id2label=teacher.id2label,
                                 attn_implementation="eager" if cfg.w_attn > 0 else None)
         return OnlineTeacher(model=model.to(inputs.device).eval(), rows=None if same_batches else encode(
@@ -429,7 +429,7 @@ class Classification:
         return {**classification_metrics(logits, sets.dev.document_labels, inputs.teacher.labels),
                 "w_hidden": cfg.w_hidden, "w_attn": cfg.w_attn,
                 "layer_source": cfg.layer_source if rows.use.layers_on else None, "online": rows.use.online,
-                "long_text": student.long_text, "train_model_rows": len(sets.train), "data_checks": sets.data_checks,
+                "long_text": student.long_text.to_dict(), "train_model_rows": len(sets.train), "data_checks": sets.data_checks,
                 **student.figures}
 
     def scores(self, result: dict) -> str:
@@ -525,7 +525,7 @@ def teacher_task(argv: list[str]) -> str | None:
     args, rest = parser.parse_known_args(argv)
     given = [o.split("=", 1)[1] for o in rest if "=" in o and override_key(o) == "teacher_dir"]
     teacher_dir = Path(given[-1]) if given else layout.teacher_dir(args.run_dir)
-    return read_model_info(teacher_dir).task if (teacher_dir / "distill.json").is_file() else None
+    return read_model_info(teacher_dir).task if (teacher_dir / layout.MODEL_INFO).is_file() else None
 
 
 def main(argv: list[str]) -> int:

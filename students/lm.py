@@ -219,7 +219,7 @@ def _finish(run: StudentRun, cfg: LMStudentConfig, *, data, top1: np.ndarray, de
               "world_size": summary["world_size"], "device": str(device), "torch_threads": torch.get_num_threads(),
               **loop_figures(summary, run.wall)}
     result["train_tokens_per_s"] = round(result["tokens_seen"] / max(summary["train_seconds"], 1e-9), 1)
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / layout.METRICS_FILE, json.dumps(result, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     print(f"{out.name} done: held-out perplexity {figures['perplexity']:.2f}, teacher top-1 agreement "
           f"{figures['teacher_top1_agreement']:.4f}, {result['tokens_seen']:,} tokens seen at "

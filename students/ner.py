@@ -52,6 +52,7 @@ from distill.ner import (
 from distill.ner_data import NerDataset, TokenSplit, load_ner_dataset
 from distill.ner_transfer import read_ner_transfer
 from distill.scoring import split_files
+from distill.tokens import LongText
 from students.build import build_student
 from students.config import NER_PRESETS, StudentConfig
 from students.stage import StageInputs, Student, check_labels, control_settings, transfer_names
@@ -210,7 +211,7 @@ class Ner:
         model, tokenizer_source, description = build_student(cfg, teacher_dir=inputs.teacher_dir,
                                                              id2label=inputs.teacher.id2label, task="ner")
         return Student(model=model, tokenizer=AutoTokenizer.from_pretrained(tokenizer_source),
-                       description=description, long_text={}, figures={})
+                       description=description, long_text=LongText(), figures={})
 
     def encode_rows(self, cfg: StudentConfig, inputs: StageInputs, rows: Rows, student: Student) -> NerSets:
         """The sentences in the student's own sub-tokens; the transfer words pseudo-labelled if asked."""

@@ -27,6 +27,7 @@ from distill.artifacts import ModelInfo, read_model_info
 from distill.config import ConfigError
 from distill.data import Dataset, Split
 from distill.ner_data import NerDataset, TokenSplit
+from distill.tokens import LongText
 from distill.trainer import holdout_indices, setup_distributed
 from students.config import StudentConfig
 
@@ -61,7 +62,7 @@ class Student:
     model: nn.Module  # the student (a task's loss step may wrap it; only this is saved)
     tokenizer: Any  # its tokenizer, saved beside it
     description: dict  # how students/build.py made it: metrics.json's "student", distill.json's architecture
-    long_text: dict  # distill.json's long_text: how it reads rows over max_length ({}: truncate, ner)
+    long_text: LongText  # how it reads rows over max_length (distill.json's long_text; ner: truncate)
     figures: dict  # what building it reports in metrics.json (trim_vocab's counts; {} when none)
 
 

@@ -45,7 +45,7 @@ from distill.scoring import (
     score_split,
     split_files,
 )
-from distill.tokens import Encoded, encode
+from distill.tokens import Encoded, LongText, encode
 from distill.trainer import TrainConfig, classification_evaluate, holdout_split, predict_logits
 from distill.transfer import AUGMENTED, UNLABELED, UNUSED_TRAIN, read_transfer, resolve_sources
 from teachers.stage import Opened, Rows, run_teacher
@@ -253,8 +253,8 @@ class ClassificationTeacher:
             append_mean_pooling_layer(model)  # frozen: the head then reads the mean-pooled states (modeling.py)
         return model
 
-    def long_text(self, cfg: TeacherConfig) -> dict:
-        return cfg.long_text_settings().to_dict()
+    def long_text(self, cfg: TeacherConfig) -> LongText:
+        return cfg.long_text_settings()
 
     def rows(self, run: Opened, params: dict) -> Rows:
         cfg, data, tokenizer = run.cfg, run.data, run.tokenizer
@@ -310,7 +310,7 @@ class ClassificationTeacher:
 
     def metrics(self, run: Opened, rows: Rows, dev_logits: np.ndarray) -> dict:
         return {**classification_metrics(dev_logits, rows.dev_set.document_labels, run.labels.names),
-                "long_text": self.long_text(run.cfg), "train_model_rows": len(rows.train_set),
+                "long_text": self.long_text(run.cfg).to_dict(), "train_model_rows": len(rows.train_set),
                 "data_checks": rows.checks}
 
     def done_line(self, result: dict, out: Path) -> str:
@@ -331,10 +331,10 @@ def cache_line(name: str, report: dict, out: Path) -> str:
 def already_trained(out: Path, cfg: TeacherConfig) -> bool:
     """True when ``out`` holds a finished teacher trained with ``cfg``'s training settings. A
     finished teacher with other settings is an error: expensive work is never overwritten."""
-    if not (out / "metrics.json").exists() or (out / "checkpoint").exists():
+    if not (out / layout.METRICS_FILE).exists() or (out / "checkpoint").exists():
         return False
     # both resolved: a config saved before a default existed (lr, pooling) compares by the value it had
-    saved, cfg = resolve_defaults(load_config(TeacherConfig, out / "train_config.json")), resolve_defaults(cfg)
+    saved, cfg = resolve_defaults(load_config(TeacherConfig, out / layout.TRAIN_CONFIG_FILE)), resolve_defaults(cfg)
     changed = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in asdict(cfg)
                if k not in SCORING_ONLY + PROVENANCE + ("restart",) and getattr(saved, k) != getattr(cfg, k)]
     if changed:

@@ -94,9 +94,9 @@ SCORING_ONLY = ("target_rule", "target_k", "target_temperature", "batch_size", "
 def saved_teacher(out: Path, cfg: LMTeacherConfig) -> bool:
     """True when ``out`` holds the teacher saved with ``cfg``'s data and model settings; one saved
     with others is an error (its caches and checks would be mixed up with these)."""
-    if not (out / "train_config.json").is_file() or not list(out.glob("*.safetensors")):
+    if not (out / layout.TRAIN_CONFIG_FILE).is_file() or not list(out.glob("*.safetensors")):
         return False
-    saved = load_config(LMTeacherConfig, out / "train_config.json")
+    saved = load_config(LMTeacherConfig, out / layout.TRAIN_CONFIG_FILE)
     changed = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in dataclasses.asdict(cfg)
                if k not in SCORING_ONLY and getattr(saved, k) != getattr(cfg, k)]
     if changed:
@@ -145,7 +145,7 @@ def run_lm(cfg: LMTeacherConfig, run_dir: Path) -> dict:
             dist.barrier()
     else:  # the scoring settings may have changed: record the ones used now
         if rank == 0:
-            save_config(cfg, out / "train_config.json")
+            save_config(cfg, out / layout.TRAIN_CONFIG_FILE)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).to(device).eval()
     caches = {}
     for name, store, spec_ in (("train", data.train, targets),
@@ -165,7 +165,7 @@ def run_lm(cfg: LMTeacherConfig, run_dir: Path) -> dict:
     result = {"task": "lm", "base_model": cfg.base_model, "source": source, "parameters": int(model.num_parameters()),
               "vocab_size": int(model.config.vocab_size), "data": data.report, "cache": caches, "check": check,
               "device": str(device), "torch_threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb()}
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / layout.METRICS_FILE, json.dumps(result, indent=2) + "\n")
     print(f"teacher check: held-out perplexity {check['heldout_perplexity']:.2f} over {check['tokens']:,} tokens "
           f"({check['blocks']} blocks), next-token accuracy {check['next_token_accuracy']:.4f}")
     for c in check["continuations"]:

@@ -46,6 +46,7 @@ from distill.ner import (
 from distill.ner_data import NerDataset, NerSpec, TokenSplit, load_ner_dataset
 from distill.ner_transfer import check_sources, file_keys, read_ner_transfer
 from distill.scoring import SavedTeacher, split_files
+from distill.tokens import LongText
 from distill.trainer import holdout_indices
 from distill.transfer import resolve_sources
 from teachers.stage import Opened, Rows
@@ -91,8 +92,8 @@ class NerTeacher:
     def model(self, cfg, labels: LabelMap):
         return load_classifier(cfg.base_model, id2label=labels.id2label, dropout=cfg.dropout, task="ner")
 
-    def long_text(self, cfg) -> dict:
-        return {}  # sentences are cut at the end (check_ner_settings refuses the rest): distill.json's default
+    def long_text(self, cfg) -> LongText:
+        return LongText()  # sentences are cut at the end (check_ner_settings refuses the rest)
 
     def rows(self, run: Opened, params: dict) -> Rows:
         cfg, data, names = run.cfg, run.data, run.labels.names

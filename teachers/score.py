@@ -31,15 +31,15 @@ def main(argv: list[str]) -> int:
     run_dir = Path(args.run_dir)
     teacher_dir = layout.teacher_dir(run_dir)
     info = read_model_info(teacher_dir, hint="make teacher")
-    if not (teacher_dir / "metrics.json").exists():
-        raise StageInputError(teacher_dir / "metrics.json", "the teacher has not finished training", "make teacher")
+    if not (teacher_dir / layout.METRICS_FILE).exists():
+        raise StageInputError(teacher_dir / layout.METRICS_FILE, "the teacher has not finished training", "make teacher")
     keys = [override_key(o) for o in overrides]
     not_scoring = [k for k in keys if k not in SCORING_ONLY]
     if not_scoring:
         raise ConfigError(f"--{not_scoring[0]}: score takes only what changes what is scored "
                           f"({', '.join(SCORING_ONLY)}); train a new teacher for the rest")
-    saved = load_config(TeacherConfig, teacher_dir / "train_config.json")
-    if "scorer" not in json.loads((teacher_dir / "train_config.json").read_text()):
+    saved = load_config(TeacherConfig, teacher_dir / layout.TRAIN_CONFIG_FILE)
+    if "scorer" not in json.loads((teacher_dir / layout.TRAIN_CONFIG_FILE).read_text()):
         saved = dataclasses.replace(saved, scorer="pytorch")  # a teacher from before scorers: keep its caches' scorer
     cfg = apply_overrides(dataclasses.replace(saved, transfer=[]), overrides)
     print(f"score: {teacher_dir} already has {', '.join(info.transfer) or 'no transfer sets'}; adding "

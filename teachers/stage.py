@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distill import layout
 from distill.artifacts import ModelInfo, claim_run_dir, read_model_info, write_model_info
 from distill.data import LabelMap, write_skipped_rows
 from distill.modeling import (
@@ -38,7 +39,7 @@ from distill.modeling import (
 )
 from distill.scoring import SavedTeacher
 from distill.stage import finish_stage
-from distill.tokens import Encoded
+from distill.tokens import Encoded, LongText
 from distill.trainer import loop_figures, save_model_dir, setup_distributed, train
 
 LOOP_KEYS = ("train_seconds", "samples_seen", "best_step", "total_steps", "stopped_early", "world_size", "history")
@@ -97,8 +98,8 @@ class TeacherTask(Protocol):
     def model(self, cfg, labels: LabelMap) -> torch.nn.Module:
         """The base model with this task's head, before the strategy is applied."""
 
-    def long_text(self, cfg) -> dict:
-        """How long texts are cut, as distill.json records it ({}: truncate)."""
+    def long_text(self, cfg) -> LongText:
+        """How long texts are cut (distill.json's long_text)."""
 
     def rows(self, run: Opened, params: dict) -> Rows:
         """The rows encoded for the model; ``params``: count_parameters of it (for the opening line)."""
@@ -171,7 +172,7 @@ def open_run(task: TeacherTask, cfg, out: Path, *, trained: bool) -> Opened:
         write_skipped_rows(out, data)
     tokenizer = AutoTokenizer.from_pretrained(source)
     sources, notes = task.transfer_sources(cfg, spec, data, tokenizer)
-    if trained and (out / "distill.json").exists():  # sets scored earlier stay (python -m distill score adds more)
+    if trained and (out / layout.MODEL_INFO).exists():  # sets scored earlier stay (python -m distill score adds more)
         earlier = read_model_info(out).transfer
         sources = {**{n: {k: v for k, v in e.items() if k != "counts"} for n, e in earlier.items()}, **sources}
     for note in notes if rank == 0 else []:
@@ -199,7 +200,7 @@ def train_or_reuse(task: TeacherTask, run: Opened, *, model, rows: Rows, info: M
     cfg, out = run.cfg, run.out
     if run.trained:
         print(f"teacher: {out} is already trained with these settings; scoring only what is missing")
-        summary = json.loads((out / "metrics.json").read_text())["loop"]
+        summary = json.loads((out / layout.METRICS_FILE).read_text())["loop"]
         if run.rank == 0:
             write_model_info(out, info)  # transfer sets added since are what later stages read
         return summary

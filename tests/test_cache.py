@@ -672,8 +672,9 @@ def test_cache_parts_are_the_parts_caches_were_written_with(env):
     from distill.data import DataSpec
     from distill.ner import sentence_split
     from distill.ner_data import NerSpec, TokenSplit
+    from distill.tokens import LongText
 
-    long_text = {"mode": "head_tail", "head_tokens": None, "chunk_overlap": 0}
+    long_text = LongText("head_tail")
     info = ModelInfo(role="teacher", task="classification", labels=LABELS, max_length=64, data=DataSpec(path="d"),
                      long_text=long_text, scorers={"train": "onnx-fp32-o2"})
     files = [str(env.data)]

@@ -171,7 +171,7 @@ def test_model_info_without_long_text_reads_as_truncate(tmp_path):
     raw["data"].pop("dedupe")  # a distill.json written before either existed
     path.write_text(json.dumps(raw))
     read = read_model_info(tmp_path)
-    assert read.long_text_settings() == LongText() and read.data.dedupe is False
+    assert read.long_text == LongText() and read.data.dedupe is False
 
 
 # ----------------------------------------------------------------------------- dedupe and the stages
@@ -254,7 +254,7 @@ def test_teacher_warns_records_and_caches_one_row_per_document(chunk_run):
     assert metrics["train_model_rows"] > 64 and sum(map(sum, metrics["confusion_matrix"])) == 24
     assert np.load(run_dir / "teacher" / "logits" / "train.npy").shape == (64, 2)  # one row per document
     info = read_model_info(run_dir / "teacher")
-    assert info.long_text_settings() == LongText("chunks", chunk_overlap=2)
+    assert info.long_text == LongText("chunks", chunk_overlap=2)
 
 
 def test_student_on_chunks_reads_document_logits_and_records_checks(chunk_run, tmp_path, capsys):
@@ -290,7 +290,7 @@ def test_predict_and_export_tokenise_as_the_model_was_trained(chunk_run, long_do
 
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
-    chunks = read_model_info(teacher_dir).long_text_settings()
+    chunks = read_model_info(teacher_dir).long_text
     want = predict_logits(model, encode(tokenizer, data.dev, None, 16, long_text=chunks), batch_size=8,
                           device=torch.device("cpu"))  # (24, 2) per document
     loaded = predict_stage.load_model(teacher_dir)

@@ -97,11 +97,13 @@ def test_the_kernel_does_not_import_the_reference():
 
 
 def test_the_run_layout_is_spelt_in_one_place():
-    """Stage folders, the ONNX folder and bench's variant names come from distill/layout.py; no module
-    rebuilds them by hand (``run_dir / "teacher"``, ``... / "onnx" / model``, ``"ort_int8"``)."""
+    """Stage folders, the ONNX folder, bench's variant names and the JSON files a model folder holds
+    come from distill/layout.py; no module rebuilds them by hand (``run_dir / "teacher"``,
+    ``... / "onnx" / model``, ``"ort_int8"``, ``out / "metrics.json"``)."""
     import re
 
-    by_hand = re.compile(r'/ "(teacher|student|student_ce|onnx|logits|bench)"(?!\w)|"(pytorch_fp32|ort_fp32_o2|ort_int8|ort_fp32)"')
+    by_hand = re.compile(r'/ "(teacher|student|student_ce|onnx|logits|bench)"(?!\w)|"(pytorch_fp32|ort_fp32_o2|ort_int8|ort_fp32)"'
+                         r'|/ "(metrics|train_config|distill|validation)\.json"')
     found = []
     for package in PACKAGES:
         for path in sorted((ROOT / package).glob("*.py")):
