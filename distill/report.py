@@ -13,7 +13,7 @@ from pathlib import Path
 
 from distill import layout
 from distill.config import atomic_save_figure, atomic_write_text
-from distill.tasks import task_of
+from distill.tasks import Task, task_of
 
 MODELS = ((layout.TEACHER, "Teacher"), (layout.STUDENT, "KD student"), (layout.STUDENT_CE, "CE-only student"))
 
@@ -51,22 +51,7 @@ def write_report(run_dir: Path) -> Path:
                 f"{m['train_rows']:,} | {m.get('steps_done', m['total_steps']):,} | {m['train_samples_per_s']:.1f} | "
                 f"{m['train_time_s']:.0f} |"
             )
-        student, control = metrics["student"], metrics["student_ce"]
-        if student and control:
-            gain = student["accuracy"] - control["accuracy"]
-            lines += ["", f"**KD gain over CE-only** (same student and seed; the control trains on the labelled "
-                          f"rows alone, the KD student also on {student['transfer_rows']:,} teacher-scored rows): "
-                          f"{100 * gain:+.2f} points of dev accuracy "
-                          f"({100 * (student['macro_f1'] - control['macro_f1']):+.2f} macro-F1). One seed: "
-                          "`make compare` measures it over several."]
-        if student:
-            s = student["student"]
-            lines += ["", f"Student: `{s['kind']}`" + (f", teacher layers kept {s['layers_kept']} of "
-                                                       f"{s['teacher_layers']}" if s["kind"] == "subset" else "")
-                      + f"; T = {student['temperature']}, w_kd = {student['w_kd']}, w_ce = {student['w_ce']}, "
-                        f"w_hidden = {student['w_hidden']}, w_attn = {student['w_attn']}; "
-                        f"{student['labelled_rows']:,} labelled rows + {student['transfer_rows']:,} teacher-scored rows "
-                        f"({', '.join(student['transfer']) or 'no transfer set'})."]
+        lines += kd_lines(metrics, task_of("classification"))
         if rates:
             lines += ["", "CPU inference samples/s: PyTorch eager fp32 at batch 32, from the bench stage "
                           "(bench/bench.md has every variant)."]
@@ -83,6 +68,28 @@ def write_report(run_dir: Path) -> Path:
     path = run_dir / layout.REPORT_FILE
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def kd_lines(metrics: dict, task: Task) -> list[str]:
+    """What distillation gave over the CE-only control (same student and seed) and the KD student's
+    recipe: one text for both tasks, in the task's figure and unit (rows or sentences)."""
+    student, control, unit, lines = metrics["student"], metrics["student_ce"], task.example, []
+    if student and control:
+        extra = student.get("transfer_rows", 0)
+        also = f", the KD student also on {extra:,} teacher-scored {unit}" if extra else ""
+        lines += ["", f"**KD gain over CE-only** (same student and seed; the control trains on the labelled {unit} "
+                      f"alone{also}): {100 * (student[task.score] - control[task.score]):+.2f} points of "
+                      f"{task.score_name} ({100 * (student['macro_f1'] - control['macro_f1']):+.2f} macro-F1). "
+                      "One seed: `make compare` measures it over several."]
+    if student:
+        s = student["student"]
+        layers = f", teacher layers kept {s['layers_kept']} of {s['teacher_layers']}" if s["kind"] == "subset" else ""
+        weights = ", ".join(f"{k} = {student[k]}" for k in ("w_kd", "w_ce", "w_hidden", "w_attn") if k in student)
+        words = f", {student['train_words']:,} words" if "train_words" in student else ""
+        lines += ["", f"Student: `{s['kind']}`{layers}; T = {student['temperature']}, {weights}; "
+                      f"{student['labelled_rows']:,} labelled {unit} + {student['transfer_rows']:,} teacher-scored "
+                      f"{unit} ({', '.join(student['transfer']) or 'no transfer set'}){words}."]
+    return lines
 
 
 def ner_lines(metrics: dict, rates: dict) -> list[str]:
@@ -108,19 +115,7 @@ def ner_lines(metrics: dict, rates: dict) -> list[str]:
     for kind in types:
         cells = [f"{metrics[n]['per_type'].get(kind, {}).get('f1', 0.0):.4f}" for n, _ in present]
         lines.append(f"| {kind} | {teacher['per_type'][kind]['support']} | " + " | ".join(cells) + " |")
-    student, control = metrics["student"], metrics["student_ce"]
-    if student and control:
-        extra = student.get("transfer_rows", 0)
-        lines += ["", f"**KD gain over CE-only** (same student and seed; the control trains on the labelled "
-                      f"sentences alone{f', the KD student also on {extra:,} teacher-scored ones' if extra else ''}): "
-                      f"{100 * (student['f1'] - control['f1']):+.2f} points of entity F1. One seed: "
-                      "`make compare` measures it over several."]
-    if student:
-        s = student["student"]
-        lines += ["", f"Student: `{s['kind']}`" + (f", teacher layers kept {s['layers_kept']} of "
-                                                   f"{s['teacher_layers']}" if s["kind"] == "subset" else "")
-                  + f"; T = {student['temperature']}, w_kd = {student['w_kd']}, w_ce = {student['w_ce']}; "
-                    f"{student['train_words']:,} words of {student['train_rows']:,} sentences."]
+    lines += kd_lines(metrics, task_of("ner"))
     schedules = [schedule_line(title, metrics[name]) for name, title in MODELS[1:] if metrics[name]]
     if schedules:
         lines += ["", "Schedules (the passes each student got):", ""] + schedules
