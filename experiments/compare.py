@@ -39,6 +39,8 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -231,6 +233,16 @@ def plot(summary: dict, teacher_acc: float, path: Path, metric: str = "dev accur
     atomic_save_figure(fig, path)
 
 
+_SAY = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One whole line on stdout: two arm-seeds running at once (--jobs) otherwise interleave theirs."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def task_arms(arms: list[str], teacher, *, given: bool) -> list[str]:
     """The arms to run for this teacher: classification any of ARMS; a tagger those of NER_ARMS, and
     by default (``given`` False) without pseudo when the teacher scored no transfer set (pseudo would
@@ -282,15 +294,15 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path
             floor = CE_MIN_EPOCHS if teacher.task == "classification" else None
             epochs, why = matched_ce_epochs([layout.student_dir(out / a / f"seed{seed}") for a in cfg.arms if a != "ce"],
                                             floor=floor)
-            print(f"compare: ce seed {seed} trains {why}", flush=True)
-        print(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})", flush=True)
+            say(f"compare: ce seed {seed} trains {why}")
+        say(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})")
         status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir=teacher_dir, run_dir=arm_dir, extra=extra,
                                                epochs=epochs), log=arm_dir / "log.txt", threads=cfg.threads)
         if status != 0:
             failures.append(f"{arm} seed {seed}: exit status {status}, see {arm_dir / 'log.txt'}")
-            print(f"compare: {failures[-1]}", flush=True)
+            say(f"compare: {failures[-1]}")
         else:
-            print(f"compare: {arm} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
+            say(f"compare: {arm} seed {seed} done in {time.perf_counter() - t0:.0f}s")
 
     # seed-major: a partial run already has whole seeds to compare; finished arm-seeds are kept. A ce arm
     # matched to the other arms' samples runs after them (a second round), so their figures exist
