@@ -96,12 +96,10 @@ def open_caches(teacher_dir: Path, info: ModelInfo, data: Dataset, names: list[s
     """The teacher's logits for the training split and the named transfer sets, each checked
     against its fingerprint and text hashes, the rows of each transfer set, and (``cls``) the
     cached per-layer [CLS] states of the same rows. ``logits=False`` (the teacher runs online):
-    only the rows; a cache that is unfinished or absent is then no obstacle."""
+    only the rows; a cache that is unfinished or absent is then no obstacle. ``names``: sets the
+    teacher scored (``students.stage.transfer_names`` checked them)."""
     splits = {"train": data.train}
     for name in names:
-        if name not in info.transfer:
-            raise ConfigError(f"--transfer={name}: the teacher scored no transfer set of that name "
-                              f"(it has: {', '.join(info.transfer) or 'none'}; see {teacher_dir / 'distill.json'})")
         splits[name] = read_transfer(info.transfer[name], dataset=data, spec=info.data)[0]
     caches, states = [], []
     for name, split in splits.items():

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from distill import layout
 from distill.artifacts import ModelInfo, read_model_info
 from distill.config import ConfigError
 from distill.data import Dataset, Split
@@ -162,7 +163,7 @@ def transfer_names(cfg: StudentConfig, inputs: StageInputs) -> list[str]:
     unknown = [n for n in names if n not in scored]
     if unknown:
         raise ConfigError(f"--transfer={unknown[0]}: the teacher scored no transfer set of that name (it has: "
-                          f"{', '.join(scored) or 'none'}; see {inputs.teacher_dir / 'distill.json'})")
+                          f"{', '.join(scored) or 'none'}; see {inputs.teacher_dir / layout.MODEL_INFO})")
     return names
 
 
