@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.config import atomic_write_text
-from distill.data import Split, file_digest
+from distill.data import Split, file_digest, jsonl_lines
 from distill.errors import PipelineError
 from distill.tokens import NO_LABEL, Encoded
 
@@ -103,24 +104,23 @@ def _read_text(path: Path, encoding: str) -> str:
 
 
 def _read_table(path: Path, spec: LMDataSpec) -> list[str]:
+    # lines end at "\n" (and "\r\n") only: str.splitlines would also break a document at U+2028,
+    # U+0085 or \x0c, which real text holds (distill/data.py jsonl_lines says the same for JSONL)
     text = _read_text(path, spec.encoding)
     if path.suffix == ".txt":
-        return [line for line in text.splitlines() if line.strip()]
+        return [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
     if path.suffix == ".jsonl":
         out = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise LMDataError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        for line in jsonl_lines(text):
+            if line.problem:
+                raise LMDataError(f"{path}, line {line.line}: {line.problem}")
+            row = line.record
             if not isinstance(row, dict) or not isinstance(row.get(spec.text_column), str):
-                raise LMDataError(f"{path}, line {number}: no string field {spec.text_column!r}")
+                raise LMDataError(f"{path}, line {line.line}: no string field {spec.text_column!r}")
             out.append(row[spec.text_column])
         return out
     csv.field_size_limit(1 << 30)
-    reader = csv.reader(text.splitlines(keepends=True), delimiter="\t" if path.suffix == ".tsv" else ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
     header = next(reader, None)
     if not header or spec.text_column not in header:
         raise LMDataError(f"{path}, line 1: no column {spec.text_column!r} in the header {header}")

@@ -101,9 +101,21 @@ def test_sources_folder_jsonl_tsv_csv(tmp_path):
     assert read_documents(LMDataSpec(path=str(tmp_path / "t.csv")))[0] == ["a, b", "c"]
 
 
+def test_line_separators_inside_a_document_do_not_split_it(tmp_path):
+    # U+2028, U+0085 and \x0c are line breaks to str.splitlines, not to a JSONL/TSV/text file
+    doc = "before\u2028after\u0085end\x0cform"
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": doc}, ensure_ascii=False) + "\n" + '{"text": "two"}\n',
+                                      encoding="utf-8")
+    assert read_documents(LMDataSpec(path=str(tmp_path / "d.jsonl")))[0] == [doc, "two"]
+    (tmp_path / "d.tsv").write_text(f"text\tlabel\r\n{doc}\t1\r\ntwo\t0\r\n", encoding="utf-8", newline="")
+    assert read_documents(LMDataSpec(path=str(tmp_path / "d.tsv")))[0] == [doc, "two"]
+    (tmp_path / "d.txt").write_text(f"{doc}\r\ntwo\n", encoding="utf-8", newline="")
+    assert read_documents(LMDataSpec(path=str(tmp_path / "d.txt")))[0] == [doc, "two"]
+
+
 def test_bad_sources_are_one_line_errors(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n', encoding="utf-8")
-    with pytest.raises(LMDataError, match=r"bad.jsonl, line 2: not JSON"):
+    with pytest.raises(LMDataError, match=r"bad.jsonl, line 2: not valid JSON"):
         read_documents(LMDataSpec(path=str(tmp_path / "bad.jsonl")))
     (tmp_path / "t.tsv").write_text("body\nx\n", encoding="utf-8")
     with pytest.raises(LMDataError, match=r"t.tsv, line 1: no column 'text'"):
