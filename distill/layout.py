@@ -31,6 +31,7 @@ TRAIN_CONFIG_FILE = "train_config.json"  # the config a model was trained with (
 MODEL_INFO = "distill.json"  # every model folder's facts (distill/artifacts.py)
 BENCH = "bench"  # the benchmark's folder in a run
 REPORT_FILE = "report.md"
+COMPARE_SETTINGS_FILE = "settings.json"  # what compare's finished arm-seeds were trained with (experiments/compare.py)
 
 
 def stage_dir(run_dir: str | Path, model: str) -> Path:

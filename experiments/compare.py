@@ -6,7 +6,8 @@
 Needs a finished teacher in ``<run-dir>/teacher`` (``make teacher``), with transfer sets scored.
 Each arm trains the same student from the same start, for each seed, in its own resumable run
 directory ``<run-dir>/compare/<arm>/seed<k>/student`` (a separate process: one arm failing or
-being killed loses nothing else; rerun the command to finish what is missing). ``--jobs=2
+being killed loses nothing else; rerun the command to finish what is missing; a rerun with other
+settings is refused in one line, since finished arm-seeds are kept: ``compare/settings.json``). ``--jobs=2
 --threads=1`` runs two arm-seeds at once, one thread each (what a 2-core machine does best):
 
     ce          CE on the labelled rows alone: what a user does without a teacher
@@ -59,7 +60,7 @@ from distill.config import (
 from distill.lock import stage_lock
 from distill.procs import run_stage
 from distill.tasks import task_of
-from students.config import NER_PRESETS
+from students.config import NER_PRESETS, StudentConfig
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
 ARMS = {
@@ -275,7 +276,29 @@ def main(argv: list[str]) -> int:
     if cfg.jobs < 1:
         raise ConfigError(f"--jobs={cfg.jobs}: expected 1 or more")
     with stage_lock(out):  # one compare per folder: two would train the same arm-seeds into one place
+        claim_settings(out, cfg, extra=extra, teacher_dir=teacher_dir)
         return _run(cfg, teacher_dir=teacher_dir, teacher=teacher, out=out, extra=extra, argv=argv)
+
+
+def claim_settings(out: Path, cfg: CompareConfig, *, extra: list[str], teacher_dir: Path) -> None:
+    """Record what this folder's arm-seeds are trained with, or refuse a run with other settings: a
+    finished arm-seed is kept, not retrained, so a second call with other overrides would put arms
+    trained two ways into one table. Seeds, arms, jobs, threads and the student settings a resume
+    may change (progress, eval_dev, ...) may change between calls."""
+    neutral = {*StudentConfig.resume_neutral, "eval_dev"}  # eval_dev: dev logged, never used to choose
+    extra = [o for o in extra if override_key(o) not in neutral]
+    settings = {"teacher_dir": str(teacher_dir.resolve()), "preset": cfg.preset, "holdout_rows": cfg.holdout_rows,
+                "ce_epochs": cfg.ce_epochs, "ce_patience": cfg.ce_patience, "student_overrides": sorted(extra)}
+    path = out / layout.COMPARE_SETTINGS_FILE
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in settings.items() if before.get(key) != value]
+        if changed:
+            raise ConfigError(f"{path}: this folder's arm-seeds were trained with other settings ({'; '.join(changed)});"
+                              " use another --run-dir, or remove the folder to retrain")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
 def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path, extra: list[str],

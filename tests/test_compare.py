@@ -9,7 +9,8 @@ import shutil
 
 import pytest
 
-from experiments.compare import CompareConfig, matched_ce_epochs, render, sentence, summarise
+from distill.config import ConfigError
+from experiments.compare import CompareConfig, claim_settings, matched_ce_epochs, render, sentence, summarise
 
 
 def result(acc: float, steps: int = 10) -> dict:
@@ -64,6 +65,22 @@ def test_the_ce_arm_is_given_the_steps_of_the_largest_other_arm(tmp_path):
     assert "640 steps the kd arm" in why
     assert matched_ce_epochs([_arm(tmp_path, "big", total_steps=20, labelled=640, batch=32)], floor=4)[0] == 4
     assert matched_ce_epochs([tmp_path / "missing" / "seed0" / "student"], floor=None)[0] is None  # the preset's
+
+
+def test_a_second_call_with_other_settings_is_refused_before_it_mixes_arms(tmp_path):
+    out, teacher = tmp_path / "compare", tmp_path / "teacher"
+    claim_settings(out, CompareConfig(), extra=["--temperature=2"], teacher_dir=teacher)
+    # more seeds, other arms, jobs and threads: the same arm-seeds, so accepted
+    claim_settings(out, CompareConfig(seeds=5, arms=["kd"], jobs=2, threads=1),
+                   extra=["--progress=false", "--temperature=2", "--eval_dev=true"], teacher_dir=teacher)
+    with pytest.raises(ConfigError, match=r"settings.json: .*student_overrides .*--temperature=0.5") as err:
+        claim_settings(out, CompareConfig(), extra=["--temperature=0.5"], teacher_dir=teacher)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"ce_epochs None -> 20"):
+        claim_settings(out, CompareConfig(ce_epochs=20), extra=["--temperature=2"], teacher_dir=teacher)
+    with pytest.raises(ConfigError, match=r"teacher_dir"):
+        claim_settings(out, CompareConfig(), extra=["--temperature=2"], teacher_dir=tmp_path / "other")
+    assert json.loads((out / "settings.json").read_text())["student_overrides"] == ["--temperature=2"]  # kept
 
 
 @pytest.mark.slow
