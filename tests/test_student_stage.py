@@ -14,7 +14,7 @@ import pytest
 from distill.config import ConfigError
 from distill.data import Split
 from students.config import NER_PRESETS, PRESETS, StudentConfig
-from students.distill import CLASSIFICATION, student_task, teacher_use, training_split
+from students.distill import CLASSIFICATION, soft_target_line, student_task, teacher_use, training_split
 from students.ner import NER
 from students.stage import StageInputs, check_labels, control_settings, transfer_names
 
@@ -96,3 +96,17 @@ def test_training_split_samples_the_transfer_rows_and_keeps_their_teacher_rows(t
     assert capped_rows[2:].tolist() == sorted(capped_rows[2:].tolist())  # set order kept
     again, _ = training_split(StudentConfig(transfer_rows=2), where, labelled, sets)
     assert again.texts == capped.texts  # seeded by the data seed
+
+
+def test_the_soft_target_line_says_when_a_teacher_barely_commits():
+    # two classes: the top probability at T is the sigmoid of margin / T (a second formula)
+    unsure = np.array([[0.0, 0.35], [0.35, 0.0], [0.1, 0.0]] * 5, dtype=np.float32)  # (15, 2) margins 0.35, 0.35, 0.1
+    line = soft_target_line(unsure, 2.0)
+    assert f"median top probability {1 / (1 + np.exp(-0.35 / 2)):.3f} over 15 rows" in line
+    assert "uniform 0.500" in line and "--pseudo_labels=true" in line
+    sure = np.array([[4.0, -2.0], [-3.0, 3.0]], dtype=np.float16)  # (2, 2) margins 6: 0.9526 at T 2
+    line = soft_target_line(sure, 2.0)
+    assert f"median top probability {1 / (1 + np.exp(-3.0)):.3f}" in line and "pseudo" not in line
+    assert "pseudo" in soft_target_line(sure, 20.0)  # a high T flattens even a sure teacher's targets
+    three = np.array([[9.0, 0.0, 0.0]], dtype=np.float32)  # (1, 3): 1 / (1 + 2 e^-9)
+    assert f"{1 / (1 + 2 * np.exp(-9.0)):.3f}" in soft_target_line(three, 1.0)
