@@ -297,7 +297,6 @@ def claim_settings(out: Path, cfg: CompareConfig, *, extra: list[str], teacher_d
             raise ConfigError(f"{path}: this folder's arm-seeds were trained with other settings ({'; '.join(changed)});"
                               " use another --run-dir, or remove the folder to retrain")
         return
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 

@@ -51,6 +51,7 @@ from distill.lock import stage_lock
 from distill.losses import kd_loss
 from distill.metrics import classification_metrics
 from distill.modeling import count_parameters, load_classifier
+from distill.predict import softmax
 from distill.scoring import cls_cache_name, split_files
 from distill.stage import finish_stage
 from distill.tokens import Encoded, encode
@@ -150,9 +151,7 @@ def soft_target_line(logits: np.ndarray, temperature: float) -> str:
     pointer to pseudo-labels when that is nearer uniform than one-hot. logits: (R, C) the training rows'.
     (A teacher fitted on 500 rows had a median margin of 0.35 logits, top probability 0.54 at T 2: its
     soft targets lost to the CE control at every T tried, its argmax won by 5.7 points: docs/RESULTS.md.)"""
-    z = logits.astype(np.float64) / temperature  # (R, C)
-    z -= z.max(axis=1, keepdims=True)
-    top = 1.0 / np.exp(z).sum(axis=1)  # (R,) the largest softmax probability: exp(0) / sum
+    top = softmax(logits.astype(np.float64) / temperature).max(axis=1)  # (R,) the largest probability
     classes = logits.shape[1]
     median, halfway = float(np.median(top)), 1 / classes + (1 - 1 / classes) / 2
     line = (f"teacher soft targets at T {temperature:g}: median top probability {median:.3f} over {len(top):,} rows "
