@@ -321,7 +321,7 @@ class Classification:
 
     def settings(self, cfg: StudentConfig, *, role: str) -> StudentConfig:
         if role == "student_ce":
-            cfg = control_settings(cfg, w_hidden=0.0, w_attn=0.0, online=False, patience=cfg.ce_patience)
+            cfg = control_settings(cfg, w_hidden=0.0, w_attn=0.0, online=False)
         teacher_use(cfg)  # the layer-loss settings checked before any data is read
         return cfg
 

@@ -149,10 +149,10 @@ def check_labels(teacher_dir: Path, expected: list[str], found: list[str], *, wh
 
 
 def control_settings(cfg: StudentConfig, **more: Any) -> StudentConfig:
-    """The CE-only control's settings: the labelled rows, CE only, its own epochs; ``more``: the
-    task's further changes."""
+    """The CE-only control's settings: the labelled rows, CE only, its own epochs and early stopping
+    (``--ce_epochs``, ``--ce_patience``, for every task); ``more``: the task's further changes."""
     return dataclasses.replace(cfg, w_kd=0.0, w_ce=1.0, use_transfer=False, pseudo_labels=False,
-                               epochs=cfg.ce_epochs or cfg.epochs, **more)
+                               epochs=cfg.ce_epochs or cfg.epochs, patience=cfg.ce_patience, **more)
 
 
 def transfer_names(cfg: StudentConfig, inputs: StageInputs) -> list[str]:

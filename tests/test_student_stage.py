@@ -40,8 +40,10 @@ def test_the_control_is_ce_only_on_the_labelled_rows():
     assert (control.epochs, control.patience, control.w_hidden, control.w_attn, control.online) == (4, 0, 0.0, 0.0,
                                                                                                   False)
     assert CLASSIFICATION.settings(cfg, role="student") is cfg
-    ner = NER.settings(StudentConfig(w_kd=0.7, epochs=8, ce_epochs=None, patience=3), role="student_ce")
-    assert (ner.w_kd, ner.w_ce, ner.use_transfer, ner.epochs, ner.patience) == (0.0, 1.0, False, 8, 3)
+    # a tagger's control reads the same --ce_epochs / --ce_patience (it once took --patience instead)
+    ner = NER.settings(StudentConfig(w_kd=0.7, epochs=8, ce_epochs=None, patience=3, ce_patience=2), role="student_ce")
+    assert (ner.w_kd, ner.w_ce, ner.use_transfer, ner.epochs, ner.patience) == (0.0, 1.0, False, 8, 2)
+    assert NER.settings(StudentConfig(patience=3), role="student").patience == 3  # the KD student keeps its own
     assert control_settings(cfg, seed=5).seed == 5  # a task's further changes
 
 
