@@ -18,7 +18,8 @@ positions at a time (the Triton kernel on CUDA). ``role="student_ce"`` (written 
 ``--student_ce=false``) is the control: the same student, blocks, steps and seed, CE only, so
 both have seen the same tokens. Checkpoints are chosen on the held-out perplexity of the first
 ``select_blocks`` held-out blocks (score 1 / perplexity); ``metrics.json`` reports held-out
-perplexity, next-token accuracy and top-1 agreement with the teacher on every held-out block.
+perplexity, next-token accuracy and top-1 agreement with the teacher on every held-out block, and
+``README.md`` is its model card (distill/lm_card.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from distill.artifacts import ModelInfo, read_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text
 from distill.kd_defaults import IGNORE_INDEX
 from distill.lm_cache import TargetCache, TargetSpec, open_targets
+from distill.lm_card import write_lm_card
 from distill.lm_data import load_lm_data
 from distill.lm_loss import DEFAULT_CHUNK, LossWeights, SparseTargets, lm_kd_loss
 from distill.lm_model import HiddenStates, student_heldout
@@ -203,7 +205,7 @@ def train_lm_student(cfg: LMStudentConfig, *, teacher_dir: Path, out: Path, role
 
 def _finish(run: StudentRun, cfg: LMStudentConfig, *, data, top1: np.ndarray, device) -> dict:
     """The best checkpoint on every held-out block (``top1`` (B_h, L - 1): the teacher's argmax at
-    each position of ``data.heldout``); metrics.json."""
+    each position of ``data.heldout``); metrics.json and the model card (README.md, distill/lm_card.py)."""
     from transformers import AutoModelForCausalLM
 
     out, summary = run.out, run.summary
@@ -219,7 +221,10 @@ def _finish(run: StudentRun, cfg: LMStudentConfig, *, data, top1: np.ndarray, de
               "world_size": summary["world_size"], "device": str(device), "torch_threads": torch.get_num_threads(),
               **loop_figures(summary, run.wall)}
     result["train_tokens_per_s"] = round(result["tokens_seen"] / max(summary["train_seconds"], 1e-9), 1)
+    # not distill.stage.finish_stage: its card (distill/model_card.py) has no lm task. The same order:
+    # metrics.json, the card, then the resume checkpoint, so that a crash before the end can resume
     atomic_write_text(out / layout.METRICS_FILE, json.dumps(result, indent=2) + "\n")
+    write_lm_card(out)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     print(f"{out.name} done: held-out perplexity {figures['perplexity']:.2f}, teacher top-1 agreement "
           f"{figures['teacher_top1_agreement']:.4f}, {result['tokens_seen']:,} tokens seen at "

@@ -15,7 +15,8 @@ targets of every training position, distill/lm_cache.py: rule and k as set), ``l
 (top-k at T = 1 whatever the training rule: the student's agreement with the teacher reads its
 top-1), and ``metrics.json``: the data counts, the caches' bytes per token and scoring tokens/s, and
 the teacher's check (held-out perplexity and next-token accuracy over ``check_blocks`` held-out
-blocks, greedy continuations of ``check_prompts``).
+blocks, greedy continuations of ``check_prompts``), and ``README.md``, its model card from those
+files (distill/lm_card.py).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ import torch
 import torch.distributed as dist
 
 from distill import layout
-from distill.artifacts import ModelInfo
+from distill.artifacts import ModelInfo, write_model_info
 from distill.config import ConfigError, apply_overrides, atomic_write_text, load_config, save_config
 from distill.lm_cache import TargetCache, TargetSpec, score_targets
+from distill.lm_card import write_lm_card
 from distill.lm_data import LMDataSpec, data_lines, load_lm_data
 from distill.lm_model import causal_lm_source, heldout_perplexity
 from distill.trainer import peak_rss_mb, save_model_dir, setup_distributed
@@ -143,9 +145,10 @@ def run_lm(cfg: LMTeacherConfig, run_dir: Path) -> dict:
             del model
         if dist.is_initialized():
             dist.barrier()
-    else:  # the scoring settings may have changed: record the ones used now
-        if rank == 0:
+    else:  # the scoring settings may have changed: record the ones used now (distill.json's targets are
+        if rank == 0:  # what the students open the cache with: a stale k there would refuse the new cache)
             save_config(cfg, out / layout.TRAIN_CONFIG_FILE)
+            write_model_info(out, info)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).to(device).eval()
     caches = {}
     for name, store, spec_ in (("train", data.train, targets),
@@ -166,6 +169,7 @@ def run_lm(cfg: LMTeacherConfig, run_dir: Path) -> dict:
               "vocab_size": int(model.config.vocab_size), "data": data.report, "cache": caches, "check": check,
               "device": str(device), "torch_threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb()}
     atomic_write_text(out / layout.METRICS_FILE, json.dumps(result, indent=2) + "\n")
+    write_lm_card(out)  # README.md from the files just written (distill/lm_card.py)
     print(f"teacher check: held-out perplexity {check['heldout_perplexity']:.2f} over {check['tokens']:,} tokens "
           f"({check['blocks']} blocks), next-token accuracy {check['next_token_accuracy']:.4f}")
     for c in check["continuations"]:

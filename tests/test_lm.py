@@ -217,6 +217,7 @@ def test_teacher_stage_writes_targets_and_its_check(teacher_run):
     assert metrics["check"]["continuations"][0]["prompt"] == "the film"
     info = json.loads((teacher / "distill.json").read_text())
     assert info["task"] == "lm" and info["architecture"]["targets"]["k"] == 5
+    assert "pipeline_tag: text-generation" in (teacher / "README.md").read_text()  # its card (distill/lm_card.py)
 
 
 def test_cached_targets_are_the_teachers(teacher_run):
@@ -260,6 +261,27 @@ def test_stale_and_corrupted_targets_are_refused(teacher_run, tmp_path):
                                  spec=TargetSpec(k=5)))
 
 
+def test_a_reused_teacher_records_the_targets_it_scores_now(teacher_run, corpus, tiny_llama, tmp_path):
+    """Rerun with another k: the saved teacher is reused, its cache rescored, and distill.json (what the
+    students open the cache with) says the new k, so the new cache opens and is not refused as stale."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from teachers.finetune import main
+
+    shutil.copytree(teacher_run / "teacher", tmp_path / "teacher")
+    assert main(teacher_args(tmp_path, corpus, tiny_llama, "--target_k=3")) == 0
+    teacher = tmp_path / "teacher"
+    info = json.loads((teacher / "distill.json").read_text())
+    assert info["architecture"]["targets"]["k"] == 3
+    spec = LMDataSpec(**info["data"])
+    data = load_lm_data(spec, AutoTokenizer.from_pretrained(teacher), teacher / "tokens")
+    targets = open_targets(TargetCache(teacher_dir=teacher, name="train", store=data.train, data_files=data.files,
+                                       spec=TargetSpec(**info["architecture"]["targets"])))
+    assert targets.batch(np.array([0]))[0].shape[-1] == 3
+
+
 def test_an_interrupted_cache_resumes_to_the_same_bytes(teacher_run, corpus, tiny_llama, tmp_path):
     from teachers.finetune import main
 
@@ -282,6 +304,7 @@ def test_student_stage_kd_and_ce_control(teacher_run):
     assert "kd" in kd["history"][-1] and "kd" not in ce["history"][-1]
     assert 0 <= kd["teacher_top1_agreement"] <= 1 and kd["heldout_perplexity"] > 1
     assert "KD against CE-only" in (teacher_run / "report.md").read_text()
+    assert (teacher_run / "student" / "README.md").is_file() and (teacher_run / "student_ce" / "README.md").is_file()
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(teacher_run / "student")  # an ordinary HF causal LM folder
