@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from distill import layout
@@ -70,6 +69,7 @@ from students.stage import (
     control_settings,
     open_stage,
     plan_line,
+    rank0_first,
     stage_figures,
     transfer_names,
 )
@@ -362,12 +362,8 @@ class Classification:
     def encode_rows(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows, student: Student) -> ClassSets:
         """The rows in the student's tokens (the training rows through a token store); prints the data checks."""
         long_text, tokenizer, data = student.long_text, student.tokenizer, inputs.data
-        if inputs.rank != 0 and dist.is_initialized():
-            dist.barrier()  # rank 0 builds the token store first; the others then find it built
-        train_set = encode(tokenizer, rows.split, rows.labels, cfg.max_length, long_text=long_text,
-                           store=inputs.store / "student")
-        if inputs.rank == 0 and dist.is_initialized():
-            dist.barrier()
+        train_set = rank0_first(inputs.rank, lambda: encode(tokenizer, rows.split, rows.labels, cfg.max_length,
+                                                            long_text=long_text, store=inputs.store / "student"))
         eval_set, dev_set = (encode(tokenizer, split, data.label_map.encode(split), cfg.max_length, long_text=long_text)
                              for split in (inputs.eval_rows, data.dev))
         checks, lines = stage_data_checks(
@@ -404,9 +400,10 @@ class Classification:
                               f"long_text settings {teacher.long_text.to_dict()}")
         model = load_classifier(str(inputs.teacher_dir), id2label=teacher.id2label,
                                 attn_implementation="eager" if cfg.w_attn > 0 else None)
-        return OnlineTeacher(model=model.to(inputs.device).eval(), rows=None if same_batches else encode(
+        own_rows = None if same_batches else rank0_first(inputs.rank, lambda: encode(  # its own token store
             teacher_tok, rows.split, rows.labels, teacher.max_length, long_text=teacher_long_text,
             store=inputs.store / "teacher"))
+        return OnlineTeacher(model=model.to(inputs.device).eval(), rows=own_rows)
 
     def loss(self, cfg: StudentConfig, inputs: StageInputs, rows: ClassRows, student: Student, sets: ClassSets,
              teacher: OnlineTeacher | None) -> tuple[nn.Module, ClassificationLoss]:

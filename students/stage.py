@@ -148,6 +148,17 @@ def check_labels(teacher_dir: Path, expected: list[str], found: list[str], *, wh
         raise ConfigError(f"{teacher_dir / 'distill.json'}: {what} {expected} but the data now has {found}")
 
 
+def rank0_first(rank: int, build: Callable[[], Any]) -> Any:
+    """``build()`` on rank 0 first, then on every other rank of a torchrun job: a token store under the
+    run's folder is written once, by rank 0, and the others find it built instead of writing it too."""
+    if rank != 0 and dist.is_initialized():
+        dist.barrier()
+    out = build()
+    if rank == 0 and dist.is_initialized():
+        dist.barrier()
+    return out
+
+
 def control_settings(cfg: StudentConfig, **more: Any) -> StudentConfig:
     """The CE-only control's settings: the labelled rows, CE only, its own epochs and early stopping
     (``--ce_epochs``, ``--ce_patience``, for every task); ``more``: the task's further changes."""

@@ -112,3 +112,29 @@ def test_the_soft_target_line_says_when_a_teacher_barely_commits():
     assert "pseudo" in soft_target_line(sure, 20.0)  # a high T flattens even a sure teacher's targets
     three = np.array([[9.0, 0.0, 0.0]], dtype=np.float32)  # (1, 3): 1 / (1 + 2 e^-9)
     assert f"{1 / (1 + 2 * np.exp(-9.0)):.3f}" in soft_target_line(three, 1.0)
+
+
+@pytest.mark.parametrize("rank, order", [(0, ["build", "barrier"]), (1, ["barrier", "build"])])
+def test_rank0_builds_a_token_store_before_the_other_ranks(monkeypatch, rank, order):
+    """Under torchrun rank 0 writes the store and only then do the others read it (the online
+    teacher's store was built by every rank at once); without a process group: no barrier."""
+    import students.stage as stage
+
+    events = []
+
+    class FakeDist:
+        @staticmethod
+        def is_initialized():
+            return True
+
+        @staticmethod
+        def barrier():
+            events.append("barrier")
+
+    monkeypatch.setattr(stage, "dist", FakeDist)
+    assert stage.rank0_first(rank, lambda: events.append("build") or 7) == 7
+    assert events == order
+    monkeypatch.undo()
+    events.clear()
+    stage.rank0_first(rank, lambda: events.append("build"))
+    assert events == ["build"]
