@@ -158,7 +158,7 @@ def _teacher_about(f: LMCardFacts) -> list[str]:
     m, arch = f.metrics, f.info.architecture
     params = f", {m['parameters']:,} parameters" if _number(m.get("parameters")) else ""
     vocab = f", vocabulary {m['vocab_size']:,}" if _number(m.get("vocab_size")) else ""
-    # metrics.json's cache is what was scored this time; distill.json keeps the settings of the first save
+    # metrics.json's cache: what was scored, with its size and completeness (distill.json holds only the settings)
     cache = _at(m, ("cache", "train")) or arch.get("targets") or {}
     size = f"; {cache['bytes_per_token']} bytes per token" if _number(cache.get("bytes_per_token")) else ""
     positions = f", {cache['positions']:,} training positions" if _number(cache.get("positions")) else ""
