@@ -65,6 +65,8 @@ class TrainConfig:
     dropout: float | None = None  # override the model's dropout probabilities (None: keep)
     # evaluation, early stopping, checkpoints
     evals_per_epoch: int = 1  # evaluations (checkpoint choices) per epoch
+    evals: int | None = None  # evaluations over the whole run instead, evenly spaced, the last at its end
+    #                           (None: evals_per_epoch in every epoch; a run of many short epochs needs few)
     patience: int = 2  # stop after this many evaluations without a better accuracy (0: never)
     holdout_rows: int = 0  # choose checkpoints on this many training rows held back (seeded); 0: on dev (flatters dev)
     eval_batch_size: int = 128  # batch size for dev evaluation and scoring
@@ -274,9 +276,7 @@ def train(
     steps_per_epoch = len(train_set) // cfg.batch_size
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = max(1, int(cfg.warmup_ratio * total_steps))
-    # evaluate evals_per_epoch times an epoch, evenly, the last at the epoch's end
-    eval_steps = {epoch * steps_per_epoch + round(k * steps_per_epoch / cfg.evals_per_epoch)
-                  for epoch in range(cfg.epochs) for k in range(1, cfg.evals_per_epoch + 1)}
+    eval_steps = evaluation_steps(cfg, steps_per_epoch=steps_per_epoch)
     optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckpt_dir = out_dir / "checkpoint"
@@ -371,11 +371,23 @@ def check_loop_settings(cfg: TrainConfig, *, rows: int, world: int) -> None:
     """Raise ``ConfigError`` for settings the loop's batch arithmetic cannot run with."""
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ConfigError(f"--batch_size={cfg.batch_size}, --epochs={cfg.epochs}: both must be 1 or more")
+    if cfg.evals_per_epoch < 1 or (cfg.evals is not None and cfg.evals < 1):
+        raise ConfigError(f"--evals_per_epoch={cfg.evals_per_epoch}, --evals={cfg.evals}: evaluations must be 1 or more")
     if cfg.batch_size % world:
         raise ConfigError(f"--batch_size={cfg.batch_size}: does not split evenly over {world} processes")
     if rows < cfg.batch_size:
         raise ConfigError(f"--batch_size={cfg.batch_size}: there are only {rows} training rows, fewer than one "
                           f"batch; lower --batch_size to {rows} or less, or give more rows")
+
+
+def evaluation_steps(cfg: TrainConfig, *, steps_per_epoch: int) -> set[int]:
+    """The steps after which the loop evaluates (and may keep a checkpoint): ``evals`` times over the
+    whole run when set, else ``evals_per_epoch`` times an epoch; evenly spaced, the last at the end."""
+    if cfg.evals is not None:
+        total = steps_per_epoch * cfg.epochs
+        return {round(k * total / cfg.evals) for k in range(1, cfg.evals + 1)}
+    return {epoch * steps_per_epoch + round(k * steps_per_epoch / cfg.evals_per_epoch)
+            for epoch in range(cfg.epochs) for k in range(1, cfg.evals_per_epoch + 1)}
 
 
 def non_finite_message(figures: dict[str, float], *, step: int, total_steps: int, ckpt_dir: Path) -> str:

@@ -22,8 +22,9 @@ scored by dev entity F1 (seqeval, micro) instead of accuracy, every arm on the N
 schedule (students/config.py NER_PRESETS).
 
 The ce arm's schedule: unless ``ce_epochs`` is given, as many passes over its labelled rows as
-give it the optimizer steps the largest other arm of its seed was given (``matched_ce_epochs``:
-the kd arm reads the transfer rows too, so its epochs are longer), at least 4 for classification;
+give it the optimizer steps the largest other arm of its seed was given (``matched_ce_schedule``:
+the kd arm reads the transfer rows too, so its epochs are longer) and as many evaluations as that
+arm, at least 4 epochs for classification;
 the ce arms run after the others for that. A fixed 4 epochs was the default before: on 500
 labelled rows it never left the majority class while the kd arm read 20,000 (docs/RESULTS.md).
 
@@ -85,7 +86,7 @@ class CompareConfig:
     # the ce arm at its best: more passes over its fewer rows, the lr schedule run to its end, and the
     # best of its checkpoints on the holdout rows (early stopping at 4 evaluations stopped it at
     # 0.5-1.5 epochs, still near the peak lr: a starved control). By default it is given the samples
-    # the largest other arm of its seed was given (matched_ce_epochs): a fixed 4 epochs over 500
+    # the largest other arm of its seed was given (matched_ce_schedule): a fixed 4 epochs over 500
     # labelled rows never left the majority class while KD read 20,000 transfer rows (docs/RESULTS.md)
     ce_epochs: int | None = None  # the ce arm's epochs (None: matched to the other arms' samples, at least
     #                               CE_MIN_EPOCHS for classification, the preset's epochs for a tagger)
@@ -97,31 +98,51 @@ class CompareConfig:
 
 
 def arm_args(arm: str, seed: int, cfg: CompareConfig, *, teacher_dir: Path, run_dir: Path, extra: list[str],
-             epochs: int | None = None) -> list[str]:
-    """The student-stage command line of one arm and seed; ``epochs``: the ce arm's (None: the preset's)."""
+             schedule: CeSchedule | None = None) -> list[str]:
+    """The student-stage command line of one arm and seed; ``schedule``: the ce arm's (None: the preset's)."""
     own = list(ARMS[arm])
     if arm == "ce":
-        own += [f"--epochs={epochs}"] * (epochs is not None) + [f"--patience={cfg.ce_patience}"]
+        if schedule is not None and schedule.epochs is not None:
+            own.append(f"--epochs={schedule.epochs}")
+        if schedule is not None and schedule.evals is not None:
+            own.append(f"--evals={schedule.evals}")
+        own.append(f"--patience={cfg.ce_patience}")
     return ["--run-dir", str(run_dir), "--preset", cfg.preset, f"--teacher_dir={teacher_dir}", "--student_ce=false",
             f"--holdout_rows={cfg.holdout_rows}", f"--seed={seed}", "--progress=false", *extra, *own]
 
 
-def matched_ce_epochs(others: list[Path], *, floor: int | None) -> tuple[int | None, str]:
-    """(epochs, why) of the ce arm of one seed, given the student folders of its seed's other arms:
+@dataclass(frozen=True)
+class CeSchedule:
+    """The ce arm's schedule for one seed."""
+    epochs: int | None  # passes over its labelled rows (None: the preset's)
+    evals: int | None  # evaluations over the whole run (None: the preset's evals_per_epoch in every epoch)
+    why: str  # one line for the log
+
+
+def matched_ce_schedule(others: list[Path], *, floor: int | None) -> CeSchedule:
+    """The ce arm's schedule for one seed, given the student folders of its seed's other arms:
     enough passes over its labelled rows that its lr schedule spans at least the optimizer steps the
     largest of them was given (its ``total_steps``: epochs x rows // batch, planned, early stop or
-    not), and at least ``floor`` (None: the preset's epochs). Arms not finished are not counted."""
+    not), and at least ``floor`` (None: the preset's epochs). Matched on steps, it is also given
+    that arm's number of evaluations (checkpoint choices), spread over its run: the preset's
+    evaluations per epoch over 128 short epochs made 512 evaluations of the holdout rows, and the
+    control 2.7 times as slow as the arm it was matched to. Arms not finished are not counted."""
     planned = []
     for folder in others:
         metrics, config = folder / layout.METRICS_FILE, folder / layout.TRAIN_CONFIG_FILE
         if metrics.exists() and config.exists():
-            m, batch = json.loads(metrics.read_text()), json.loads(config.read_text())["batch_size"]
-            planned.append((m["total_steps"], m["labelled_rows"] // batch, folder.parent.parent.name))
+            m, c = json.loads(metrics.read_text()), json.loads(config.read_text())
+            evals = c.get("evals") or c.get("epochs", 1) * c.get("evals_per_epoch", 1)
+            planned.append((m["total_steps"], m["labelled_rows"] // c["batch_size"], evals, folder.parent.parent.name))
     if not planned:
-        return floor, "no other arm of this seed finished: " + (f"{floor} epochs" if floor else "the preset's epochs")
-    steps, per_epoch, arm = max(planned)
-    epochs = max(-(-steps // max(per_epoch, 1)), floor or 1)
-    return epochs, f"{epochs} epochs: the {steps} steps the {arm} arm was given"
+        return CeSchedule(floor, None, "no other arm of this seed finished: "
+                          + (f"{floor} epochs" if floor else "the preset's epochs"))
+    steps, per_epoch, evals, arm = max(planned)
+    matched = -(-steps // max(per_epoch, 1))
+    if floor is not None and floor > matched:  # the floor decides: the preset's evaluations per epoch
+        return CeSchedule(floor, None, f"{floor} epochs (the floor; the {arm} arm was given {steps} steps)")
+    return CeSchedule(matched, evals, f"{matched} epochs and {evals} evaluations: the {steps} steps and the "
+                      f"evaluations the {arm} arm was given")
 
 
 def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int, score: str = "accuracy") -> dict:
@@ -311,15 +332,15 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path
         """One arm-seed as its own process (its own run directory and log); a failure is recorded."""
         arm_dir = out / arm / f"seed{seed}"
         t0 = time.perf_counter()
-        epochs = cfg.ce_epochs
-        if arm == "ce" and epochs is None:  # the samples its seed's other arms were given (they ran first)
+        schedule = CeSchedule(cfg.ce_epochs, None, f"--ce_epochs={cfg.ce_epochs}")
+        if arm == "ce" and cfg.ce_epochs is None:  # the steps its seed's other arms were given (they ran first)
             floor = CE_MIN_EPOCHS if teacher.task == "classification" else None
-            epochs, why = matched_ce_epochs([layout.student_dir(out / a / f"seed{seed}") for a in cfg.arms if a != "ce"],
-                                            floor=floor)
-            say(f"compare: ce seed {seed} trains {why}")
+            schedule = matched_ce_schedule([layout.student_dir(out / a / f"seed{seed}") for a in cfg.arms if a != "ce"],
+                                           floor=floor)
+            say(f"compare: ce seed {seed} trains {schedule.why}")
         say(f"compare: {arm} seed {seed} -> {arm_dir} (log: {arm_dir / 'log.txt'})")
         status = run_stage("distill", arm_args(arm, seed, cfg, teacher_dir=teacher_dir, run_dir=arm_dir, extra=extra,
-                                               epochs=epochs), log=arm_dir / "log.txt", threads=cfg.threads)
+                                               schedule=schedule), log=arm_dir / "log.txt", threads=cfg.threads)
         if status != 0:
             failures.append(f"{arm} seed {seed}: exit status {status}, see {arm_dir / 'log.txt'}")
             say(f"compare: {failures[-1]}")

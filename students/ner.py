@@ -253,7 +253,7 @@ class Ner:
         metrics = ner_metrics(logits, sets.dev, inputs.data.dev, inputs.teacher.labels)
         return {"task": "ner", "entity_f1": metrics["f1"], **metrics, "transfer_used": rows.transfer,
                 "pseudo_labelled_words": sets.pseudo, "epochs": cfg.epochs, "patience": cfg.patience,
-                "evals_per_epoch": cfg.evals_per_epoch, "train_words": int(sets.words.kept.sum()),
+                "evals_per_epoch": cfg.evals_per_epoch, "evals": cfg.evals, "train_words": int(sets.words.kept.sum()),
                 "words_without_teacher_logits": sets.no_teacher, "train_alignment": sets.words.summary()}
 
     def scores(self, result: dict) -> str:

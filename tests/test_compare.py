@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from distill.config import ConfigError
-from experiments.compare import CompareConfig, claim_settings, matched_ce_epochs, render, sentence, summarise
+from experiments.compare import CompareConfig, arm_args, claim_settings, matched_ce_schedule, render, sentence, summarise
 
 
 def result(acc: float, steps: int = 10) -> dict:
@@ -48,23 +48,31 @@ def test_a_difference_within_its_spread_says_so_and_missing_seeds_are_left_out()
     assert "Failed runs" in md and "kd seed 0" in md
 
 
-def _arm(tmp_path, arm: str, *, total_steps: int, labelled: int, batch: int):
+def _arm(tmp_path, arm: str, *, total_steps: int, labelled: int, batch: int, epochs: int = 1, evals_per_epoch: int = 4):
     folder = tmp_path / arm / "seed0" / "student"
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"total_steps": total_steps, "labelled_rows": labelled}))
-    (folder / "train_config.json").write_text(json.dumps({"batch_size": batch}))
+    (folder / "train_config.json").write_text(json.dumps({"batch_size": batch, "epochs": epochs,
+                                                          "evals_per_epoch": evals_per_epoch, "evals": None}))
     return folder
 
 
-def test_the_ce_arm_is_given_the_steps_of_the_largest_other_arm(tmp_path):
-    # 500 labelled rows at batch 32: 15 steps an epoch; kd planned 640 steps over its 20,500 rows
-    kd = _arm(tmp_path, "kd", total_steps=640, labelled=500, batch=32)
-    pseudo = _arm(tmp_path, "pseudo", total_steps=300, labelled=500, batch=32)
-    epochs, why = matched_ce_epochs([pseudo, kd], floor=4)
-    assert epochs == 43 and 43 * (500 // 32) >= 640 > 42 * (500 // 32)  # rounded up, never fewer steps
-    assert "640 steps the kd arm" in why
-    assert matched_ce_epochs([_arm(tmp_path, "big", total_steps=20, labelled=640, batch=32)], floor=4)[0] == 4
-    assert matched_ce_epochs([tmp_path / "missing" / "seed0" / "student"], floor=None)[0] is None  # the preset's
+def test_the_ce_arm_is_given_the_steps_and_evaluations_of_the_largest_other_arm(tmp_path):
+    # 500 labelled rows at batch 32: 15 steps an epoch; kd planned 640 steps over its 20,500 rows, 3 epochs x 4 evals
+    kd = _arm(tmp_path, "kd", total_steps=640, labelled=500, batch=32, epochs=3)
+    pseudo = _arm(tmp_path, "pseudo", total_steps=300, labelled=500, batch=32, epochs=5)
+    schedule = matched_ce_schedule([pseudo, kd], floor=4)
+    assert schedule.epochs == 43 and 43 * (500 // 32) >= 640 > 42 * (500 // 32)  # rounded up, never fewer steps
+    assert schedule.evals == 12, "kd's 3 x 4 evaluations, not 43 x 4"
+    assert "640 steps" in schedule.why and "kd arm" in schedule.why
+    args = arm_args("ce", 0, CompareConfig(), teacher_dir=tmp_path, run_dir=tmp_path, extra=[], schedule=schedule)
+    assert "--epochs=43" in args and "--evals=12" in args
+    floored = matched_ce_schedule([_arm(tmp_path, "big", total_steps=20, labelled=640, batch=32)], floor=4)
+    assert (floored.epochs, floored.evals) == (4, None)  # the floor decides: the preset's evaluations per epoch
+    missing = matched_ce_schedule([tmp_path / "missing" / "seed0" / "student"], floor=None)
+    assert (missing.epochs, missing.evals) == (None, None)  # the preset's
+    plain = arm_args("ce", 0, CompareConfig(), teacher_dir=tmp_path, run_dir=tmp_path, extra=[], schedule=missing)
+    assert not any(a.startswith(("--epochs=", "--evals=")) for a in plain)
 
 
 def test_a_second_call_with_other_settings_is_refused_before_it_mixes_arms(tmp_path):

@@ -17,6 +17,7 @@ from distill.trainer import (
     TrainConfig,
     check_loop_settings,
     epoch_batches,
+    evaluation_steps,
     format_log_line,
     get_lr,
     train,
@@ -120,7 +121,37 @@ def test_a_non_finite_gradient_stops_training_even_without_clipping(tmp_path):
     assert isinstance(err.value, PipelineError) and model.w.item() == 0.0  # the update was not made
 
 
+class _Line(torch.nn.Module):
+    """x @ w: a smooth toy loss whose training the loop can run to its end."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1, 1))
+
+    def forward(self, x):
+        return SimpleNamespace(logits=x @ self.w)
+
+
+@pytest.mark.parametrize("evals_per_epoch, evals, expected", [
+    (2, None, [3, 6, 9, 12, 15, 18, 21, 24, 27, 30]),  # 5 epochs of 6 steps, 2 an epoch
+    (1, 3, [10, 20, 30]),  # 3 over the whole run, whatever the epochs
+    (4, 4, [8, 15, 22, 30]),  # evals wins over evals_per_epoch; rounded, the last at the end
+])
+def test_the_loop_evaluates_at_the_steps_its_settings_name(tmp_path, evals_per_epoch, evals, expected):
+    cfg = TrainConfig(batch_size=2, epochs=5, evals_per_epoch=evals_per_epoch, evals=evals, patience=0,
+                      progress=False, save_every_steps=0)
+    assert sorted(evaluation_steps(cfg, steps_per_epoch=6)) == expected
+    seen = []
+    model = _Line()
+    train(model, cfg=cfg, train_set=_Rows(12), evaluate=lambda m: seen.append(1) or {"score": float(len(seen))},
+          eval_name="dev", loss_fn=lambda out, rows, batch: (out.logits.square().mean(), {}), out_dir=tmp_path,
+          save_best=lambda m, d: None)
+    assert len(seen) == len(expected)
+
+
 def test_batch_settings_the_loop_cannot_run_with():
+    with pytest.raises(ConfigError, match=r"^--evals_per_epoch=1, --evals=0: evaluations must be 1 or more$"):
+        check_loop_settings(TrainConfig(evals=0), rows=100, world=1)
     with pytest.raises(ConfigError) as err:
         check_loop_settings(TrainConfig(batch_size=15), rows=100, world=2)
     assert str(err.value) == "--batch_size=15: does not split evenly over 2 processes"
