@@ -10,7 +10,15 @@ import shutil
 import pytest
 
 from distill.config import ConfigError
-from experiments.compare import CompareConfig, arm_args, claim_settings, matched_ce_schedule, render, sentence, summarise
+from experiments.compare import (
+    CompareConfig,
+    arm_args,
+    claim_settings,
+    matched_ce_schedule,
+    render,
+    sentence,
+    summarise,
+)
 
 
 def result(acc: float, steps: int = 10) -> dict:
