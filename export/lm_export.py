@@ -41,6 +41,7 @@ import numpy as np
 
 from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
+from distill.int8 import DEFAULT_TARGET
 from distill.layout import FP32, INT8, LM_EXPORT_VARIANTS, REFERENCE, VALIDATION_FILE, stage_dir
 from distill.layout import onnx_root as run_onnx_root
 from export.onnx_export import (
@@ -77,7 +78,9 @@ class LMExportConfig:
     int8_max_ppl_ratio: float = 1.1  # int8: held-out perplexity at most this times fp32's
     # int8 settings read by export/onnx_export.py's quantise_int8 (same meaning as ExportConfig's)
     int8_per_channel: bool = True  # one weight scale per output channel
-    int8_reduce_range: bool = False  # 7-bit weights (CPUs without VNNI)
+    # how weights are quantised for the CPUs that will serve the model (distill/int8.py): portable (7-bit,
+    # no saturation on any x86 path) | vnni (8-bit, VNNI CPUs only) | u8u8
+    int8_target: str = DEFAULT_TARGET
     int8_operators: list[str] = field(default_factory=lambda: ["MatMul"])  # op types quantised
     # regex of node names kept in fp32: all but the q/k/v/o/gate/up projections (llama names). Quantising
     # every MatMul (and the embedding Gather) took SmolLM2's held-out perplexity to 1.95 x fp32 with 51 %

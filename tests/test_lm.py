@@ -402,3 +402,79 @@ def test_two_process_ddp_matches_one_process(teacher_run, tmp_path):
     a, b = _weights(tmp_path / "one" / "student"), _weights(tmp_path / "two" / "student")
     for key in a:  # the same updates; only the order of float sums differs
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
+
+
+# ---- export and bench ------------------------------------------------------------------------------
+
+EXPORT_ARGS = ["--prefix_tokens=8", "--step_tokens=6", "--validate_blocks=2", "--threads=1"]
+
+
+@pytest.fixture(scope="module")
+def exported_run(teacher_run, tmp_path_factory) -> Path:
+    """A copy of the teacher run with a student trained, then both exported (fp32 and int8)."""
+    import shutil
+
+    from distill.__main__ import main as cli
+    from students.distill import main
+
+    run_dir = tmp_path_factory.mktemp("lm_export")
+    shutil.copytree(teacher_run / "teacher", run_dir / "teacher", symlinks=True)
+    assert main(student_args(run_dir)) == 0
+    # a random 2-block llama's next-token distributions are near-uniform: argmax near-ties flip under
+    # int8, so its agreement bound is loosened here; the fp32 bounds are the export's own
+    assert cli(["export", "--run-dir", str(run_dir), *EXPORT_ARGS, "--int8_min_agreement=0",
+                "--int8_max_ppl_ratio=10"]) == 0
+    return run_dir
+
+
+def test_export_writes_validated_causal_lms_with_their_kv_cache(exported_run):
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    from distill.layout import REFERENCE, onnx_variant_dir, validation_path
+
+    for model in ("teacher", "student"):
+        report = json.loads(validation_path(exported_run, model).read_text())
+        assert report["passed"] and report["installed"]
+        fp32 = report["variants"]["fp32"]["figures"]
+        assert fp32["full_max_abs_diff"] <= 1e-3 and fp32["cached_max_abs_diff"] <= 1e-3
+        assert fp32["positions"] == 2 * 14 and fp32["perplexity"] == pytest.approx(report[REFERENCE]["perplexity"], rel=1e-4)
+        for variant in ("fp32", "int8"):
+            ort = ORTModelForCausalLM.from_pretrained(onnx_variant_dir(exported_run, model, variant), use_cache=True)
+            ids = torch.tensor([[5, 17, 40, 9]])
+            out = ort.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
+            assert out.shape == (1, 7) and torch.equal(out[:, :4], ids)
+
+
+def test_a_failed_check_installs_nothing_and_names_the_check(exported_run, tmp_path, capsys):
+    import shutil
+
+    from distill.__main__ import main as cli
+    from distill.layout import onnx_model_dir
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported_run / "teacher", run_dir / "teacher", symlinks=True)
+    assert cli(["export", "--run-dir", str(run_dir), *EXPORT_ARGS, "--fp32_max_abs_diff=-1"]) != 0
+    err = capsys.readouterr().err
+    assert "teacher/fp32 full_max_abs_diff" in err and "teacher/fp32 cached_max_abs_diff" in err  # every failure
+    assert not onnx_model_dir(run_dir, "teacher").exists()
+    assert (onnx_model_dir(run_dir, "teacher").parent / "teacher.failed" / "validation.json").is_file()
+
+
+def test_bench_times_every_model_and_variant_against_the_teacher(exported_run):
+    from distill.layout import BENCH_FP32, BENCH_INT8, BENCH_PYTORCH
+    from export.lm_bench import main as bench
+
+    assert bench(["--run-dir", str(exported_run), "--threads=1", "--prompts=2", "--warmup=1", "--prompt_tokens=8",
+                  "--new_tokens=3"]) == 0
+    result = json.loads((exported_run / "bench" / "bench.json").read_text())
+    rows = {(r["model"], r["variant"]): r for r in result["rows"]}
+    assert set(rows) == {(m, v) for m in ("teacher", "student") for v in (BENCH_PYTORCH, BENCH_FP32, BENCH_INT8)}
+    assert rows[("teacher", BENCH_PYTORCH)]["gen_speedup_vs_teacher_pytorch"] == 1.0
+    for r in rows.values():
+        assert r["generated_tokens_per_s"] > 0 and r["prompt_tokens_per_s"] > 0 and len(r["first_generated"]) == 3
+        teacher = rows[("teacher", r["variant"])]["generated_tokens_per_s"]
+        assert r["gen_speedup_vs_teacher_same_variant"] == pytest.approx(r["generated_tokens_per_s"] / teacher)
+    # the same greedy loop in both runtimes: ORT fp32 generates PyTorch's tokens (the trained student's
+    # top tokens are far apart; the random teacher's near-uniform ones are not compared)
+    assert rows[("student", BENCH_FP32)]["first_generated"] == rows[("student", BENCH_PYTORCH)]["first_generated"]
+    assert "| student | ort_int8 |" in (exported_run / "bench" / "bench.md").read_text()
