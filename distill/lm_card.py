@@ -11,6 +11,13 @@ model_card, and the stages' import graph must stay free of cycles (tests/test_st
 
 Who writes them: teachers/lm.py once the teacher's metrics.json is written; students/lm.py
 ``_finish`` once a student's is, before the resume checkpoint is dropped.
+
+The ONNX variants (``<run>/onnx/<model>/fp32``, ``int8``) get theirs from ``write_lm_variant_card``:
+export/lm_export.py writes it in the staging folder once the variant's checks are in its
+validation.json, export/lm_bench.py rewrites it once bench.json has the variant's speed. It says
+what the variant is (its int8 target from quantization.json), the export's checks with their
+figures and bounds, the generation speed when bench.json is newer than the model.onnx, and how to
+load it with ``ORTModelForCausalLM``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from distill import layout
 from distill.artifacts import ModelInfo, read_model_info
 from distill.config import ConfigError, atomic_write_text
 from distill.lm_assets import SMOLLM2
-from distill.model_card import CARD_FILE, _figure_table, _num, _read, _teacher_of
+from distill.model_card import BENCH_FILE, CARD_FILE, _bench_rows, _figure_table, _num, _read, _teacher_of
 
 PIPELINE_TAG = "text-generation"
 METRIC_IDS = ("perplexity", "accuracy")  # Hugging Face evaluate ids of the figures below
@@ -309,4 +316,161 @@ def write_lm_card(directory: str | Path) -> Path:
     """Render and write ``directory``'s README.md (atomically); returns its path."""
     path = Path(directory) / CARD_FILE
     atomic_write_text(path, render_lm_card(directory))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the ONNX variants
+
+
+VARIANT_WORDS = {layout.FP32: "optimum's causal-LM export with its key/value cache (task text-generation-with-past), "
+                              "weights as the PyTorch model's",
+                 layout.INT8: "the fp32 export with dynamic int8 weights (activations quantised per call)"}
+CHECK_WORDS = {"loads_with_optimum": "loads with ORTModelForCausalLM, past key/values as inputs",
+               "full_max_abs_diff": "max |Δlogit| against PyTorch, one full forward",
+               "cached_max_abs_diff": "max |Δlogit| against PyTorch, one token at a time through the KV cache",
+               "agreement": "share of positions whose argmax is PyTorch's",
+               "perplexity_ratio": "held-out perplexity over the fp32 export's"}
+
+
+@dataclass
+class LMVariantFacts:
+    """What one ONNX variant's card says, as read from the export's and bench's files."""
+
+    directory: Path  # <run>/onnx/<model>/<variant> (or its staging folder)
+    shown_as: str  # the path the card names (the installed one, while it is written in staging)
+    variant: str  # fp32 | int8
+    name: str  # teacher | student | student_ce
+    model: LMCardFacts  # the PyTorch folder it was exported from
+    validation: dict  # ../validation.json: this model's report
+    quantization: dict | None  # quantization.json (int8)
+    bench: list[dict]  # its row of the run's last bench, when newer than model.onnx; else []
+
+
+def gather_variant(directory: str | Path) -> LMVariantFacts:
+    from distill.int8 import read_quantization
+
+    directory = Path(directory)
+    validation = _read(directory.parent / layout.VALIDATION_FILE)
+    if not validation or validation.get("task") != "lm":
+        raise ConfigError(f"{directory.parent / layout.VALIDATION_FILE}: not an lm export's report")
+    model_dir, variant = Path(validation["model_dir"]), directory.name
+    return LMVariantFacts(directory=directory, shown_as=str(Path(validation.get("location", directory.parent)) / variant),
+                          variant=variant, name=model_dir.name, model=gather(model_dir), validation=validation,
+                          quantization=read_quantization(directory),
+                          bench=_bench_rows(directory.parents[2], model_dir.name, variant,
+                                            after=[directory / layout.ONNX_FILE]))
+
+
+def _variant_figures(v: LMVariantFacts) -> dict:
+    return v.validation.get("variants", {}).get(v.variant, {}).get("figures", {})
+
+
+def variant_front_matter(v: LMVariantFacts) -> dict:
+    tags = ["distill", v.name.replace("_", "-"), PIPELINE_TAG, "onnx", v.variant] + ["quantized"] * (v.variant == layout.INT8)
+    meta = {"library_name": "onnxruntime", "pipeline_tag": PIPELINE_TAG, "base_model": str(v.model.directory),
+            "datasets": [str(v.model.info.data.path)], "tags": tags}
+    ppl = _variant_figures(v).get("perplexity")
+    if _number(ppl):
+        meta["model-index"] = [{"name": f"{v.name}-onnx-{v.variant}", "results": [{
+            "task": {"type": PIPELINE_TAG}, "dataset": {"name": str(v.model.info.data.path), "type": "text",
+                                                         "split": SPLIT},
+            "metrics": [{"type": "perplexity", "value": ppl,
+                         "name": f"perplexity on the export check's {_variant_figures(v).get('positions')} held-out positions"}]}]}]
+    return meta
+
+
+def variant_about(v: LMVariantFacts) -> list[str]:
+    q = v.quantization
+    target = (f" Its int8 target is **{q['name']}** ({q.get('summary', '')}), with "
+              f"{'one weight scale per output channel' if q.get('per_channel') else 'one weight scale per tensor'}, "
+              f"in the {'/'.join(q.get('operators') or ['?'])} nodes the export's `--int8_exclude` does not keep in "
+              "fp32; `quantization.json` records it, the nodes kept and the CPU that validated it." if q else "")
+    return [f"The **{v.variant}** ONNX Runtime variant of `{v.model.directory}` (the run's {v.name}): "
+            f"{VARIANT_WORDS.get(v.variant, v.variant)}. Written by `make export`, "
+            + ("installed only after every check below passed." if v.validation.get("installed") else
+               f"and **not installed: it failed the checks below** ({'; '.join(v.validation.get('failures', []))}); "
+               "kept for inspection only.") + target, ""]
+
+
+def checks_section(v: LMVariantFacts) -> list[str]:
+    """The export's checks of this variant, each with its figure and bound, from validation.json."""
+    record = v.validation.get("variants", {}).get(v.variant, {})
+    tokens = v.validation.get("validation_tokens") or [None, None]
+    cfg = v.validation.get("check_tokens") or {}
+    split = (f"; the first {cfg['prefix']} given at once, then {cfg['step']} one at a time"
+             if _number(cfg.get("prefix")) and _number(cfg.get("step")) else "")
+    lines = ["## Export checks", "",
+             f"On {tokens[0]} held-out blocks, their first {tokens[1]} tokens{split} (`validation.json`):", "",
+             "| check | what it compares | figure | bound | passed |", "|---|---|---|---|---|"]
+    for c in record.get("checks", []):
+        figure = _num(c.get("figure"), ".3g") if _number(c.get("figure")) else "–"
+        bound = _num(c.get("threshold"), ".3g") if _number(c.get("threshold")) else "–"
+        lines.append(f"| {c['name']} | {CHECK_WORDS.get(c['name'], c['name'])} | {figure} | {bound} | "
+                     f"{'yes' if c.get('passed') else '**no**'} |")
+    ppl, ref = _variant_figures(v).get("perplexity"), (v.validation.get(layout.REFERENCE) or {}).get("perplexity")
+    if _number(ppl) and _number(ref):
+        lines += ["", f"Perplexity on those positions: {ppl:.4f} (PyTorch fp32 {ref:.4f}); "
+                      f"file {_num(record.get('file_mb'), '.1f')} MB."]
+    return lines
+
+
+def variant_bench_section(v: LMVariantFacts) -> list[str]:
+    if not v.bench:
+        return ["## Generation speed", "", "Not timed since this export was written: `make bench` adds it here."]
+    r, meta = v.bench[0], _read(v.directory.parents[2] / BENCH_FILE) or {}
+    cfg = meta.get("config") or {}
+    return ["## Generation speed (`make bench`)", "",
+            f"Batch 1, greedy, {cfg.get('prompts', '?')} held-out prompts of {cfg.get('prompt_tokens', '?')} tokens, "
+            f"{cfg.get('new_tokens', '?')} generated tokens each (medians); {meta.get('threads', '?')} thread(s), "
+            f"{meta.get('cpu_model', '?')}, load {_num(meta.get('load_before'), '.1f')}; {meta.get('date', '?')}:", "",
+            "| prompt tokens/s | generated tokens/s | ms / token | × teacher PyTorch | × teacher, same variant |",
+            "|---|---|---|---|---|",
+            f"| {_num(r.get('prompt_tokens_per_s'), ',.0f')} | {_num(r.get('generated_tokens_per_s'), ',.1f')} | "
+            f"{_num(r.get('ms_per_token_p50'), '.2f')} | {_num(r.get('gen_speedup_vs_teacher_pytorch'), '.1f')} | "
+            f"{_num(r.get('gen_speedup_vs_teacher_same_variant'), '.1f')} |"]
+
+
+def variant_usage_section(v: LMVariantFacts) -> list[str]:
+    path = v.shown_as
+    return ["## How to load", "", "```python", "from optimum.onnxruntime import ORTModelForCausalLM",
+            "from transformers import AutoTokenizer", "",
+            f'model = ORTModelForCausalLM.from_pretrained("{path}", use_cache=True)',
+            f'tokenizer = AutoTokenizer.from_pretrained("{path}")',
+            f"ids = tokenizer({json.dumps(DEFAULT_PROMPT)}, return_tensors=\"pt\", add_special_tokens=False)",
+            "out = model.generate(**ids, max_new_tokens=24, do_sample=False, "
+            "pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)",
+            "print(tokenizer.decode(out[0, ids.input_ids.shape[1]:]))", "```"]
+
+
+def variant_limits_section(v: LMVariantFacts) -> list[str]:
+    positions = _variant_figures(v).get("positions")
+    lines = ["## Limits", "", f"- The checks ran on {positions} held-out positions only; the PyTorch model's own "
+             f"figures (`{v.model.directory / CARD_FILE}`) are over every held-out block."]
+    if v.variant == layout.INT8:
+        lines.append("- int8 moves the logits: near-ties of the next-token distribution flip (the agreement above), "
+                     "so greedy continuations can differ from the fp32 model's; the perplexity ratio is the bound "
+                     "that protects the figures.")
+    return lines
+
+
+def render_lm_variant_card(directory: str | Path) -> str:
+    """The README.md text of an LM export's variant folder (see the module docstring)."""
+    import yaml
+
+    v = gather_variant(directory)
+    body = [f"# {v.name}-onnx-{v.variant}", "", *variant_about(v)]
+    for section in (checks_section, variant_bench_section, variant_usage_section, variant_limits_section):
+        body += [*section(v), ""]
+    sources = [layout.VALIDATION_FILE] + ["quantization.json"] * bool(v.quantization) + [str(BENCH_FILE)] * bool(v.bench)
+    body += [f"<sub>Written by distill/lm_card.py from {', '.join(sources)}; every figure above is copied from "
+             "those files.</sub>"]
+    return "---\n" + yaml.safe_dump(variant_front_matter(v), sort_keys=False, allow_unicode=True) + "---\n\n" + \
+        "\n".join(body) + "\n"
+
+
+def write_lm_variant_card(directory: str | Path) -> Path:
+    """Render and write the variant folder's README.md (atomically); returns its path."""
+    path = Path(directory) / CARD_FILE
+    atomic_write_text(path, render_lm_variant_card(directory))
     return path

@@ -45,6 +45,7 @@ from distill.layout import (
     teacher_dir,
     validation_path,
 )
+from distill.lock import stage_lock  # stdlib-only
 from export.bench import available_cores, check_load, read_cpu_peak, set_thread_env  # stdlib-only at import
 
 LM_VARIANTS = tuple((BENCH_VARIANT[sub], sub) for sub in (None, *LM_EXPORT_VARIANTS))  # (bench name, export folder)
@@ -170,7 +171,23 @@ def bench_lm(run_dir: Path, overrides: list[str], threads: int, command: str) ->
     atomic_write_text(out / "bench.json", json.dumps({"rows": rows, **meta}, indent=2) + "\n")
     atomic_write_text(out / "bench.md", render(rows, meta))
     print(f"bench: {out / 'bench.md'}")
+    refresh_variant_cards(run_dir, models)
     return rows
+
+
+def refresh_variant_cards(run_dir: Path, models: list[str]) -> None:
+    """Rewrite the exported variants' cards, which now carry these speeds, under the export's lock
+    (an export that holds it is rewriting them itself: skipped, with a line)."""
+    from distill.lm_card import write_lm_variant_card
+    from distill.lock import StageLockedError
+
+    try:
+        with stage_lock(onnx_model_dir(run_dir, models[0]).parent):
+            for model in models:
+                for sub in LM_EXPORT_VARIANTS:
+                    write_lm_variant_card(onnx_variant_dir(run_dir, model, sub))
+    except StageLockedError as err:
+        print(f"note: the ONNX variants' model cards were not refreshed: {err}", flush=True)
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -206,6 +223,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-dir", required=True, type=Path)
     args, overrides = parser.parse_known_args(argv)
     threads = apply_overrides(LMBenchConfig(), overrides).threads or available_cores()
-    set_thread_env(threads)  # before the first import of torch / onnxruntime (in bench_lm)
-    bench_lm(args.run_dir, overrides, threads, " ".join(["python -m distill bench", *argv]))
+    with stage_lock(bench_dir(args.run_dir)):  # one benchmark per run (two would also time each other)
+        set_thread_env(threads)  # before the first import of torch / onnxruntime (in bench_lm)
+        bench_lm(args.run_dir, overrides, threads, " ".join(["python -m distill bench", *argv]))
     return 0

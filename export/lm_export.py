@@ -7,6 +7,7 @@ For each of teacher, student, student_ce that exists, writes
     onnx/<model>/fp32/model.onnx   optimum's causal-LM export with past key/values (task text-generation-with-past)
     onnx/<model>/int8/model.onnx   dynamic int8 quantisation of it (export/onnx_export.py's quantise_int8)
     onnx/<model>/validation.json   the checks and figures
+    onnx/<model>/<variant>/README.md  the variant's model card (distill/lm_card.py)
 
 with config.json, generation_config.json and the tokenizer beside each, so that
 ``ORTModelForCausalLM.from_pretrained(dir)`` loads a variant. A model is built and checked in
@@ -44,6 +45,8 @@ from distill.config import apply_overrides, atomic_write_text
 from distill.int8 import DEFAULT_TARGET
 from distill.layout import FP32, INT8, LM_EXPORT_VARIANTS, REFERENCE, VALIDATION_FILE, stage_dir
 from distill.layout import onnx_root as run_onnx_root
+from distill.lm_card import write_lm_variant_card
+from distill.lock import stage_lock
 from export.onnx_export import (
     DEFAULT_MODELS,
     ONNX_FILE,
@@ -184,6 +187,7 @@ def export_lm_model(model: str, model_dir: Path, onnx_root: Path, cfg: LMExportC
     t0 = time.perf_counter()
     reference = torch_logits(model_dir, tokens)
     report: dict = {"model_dir": str(model_dir), "task": "lm", "validation_tokens": tokens.shape,
+                    "check_tokens": {"prefix": cfg.prefix_tokens, "step": cfg.step_tokens},
                     REFERENCE: {"perplexity": _perplexity(reference, tokens)}, "variants": {},
                     "timings_s": {"pytorch": round(time.perf_counter() - t0, 2)}}
     onnx_root.mkdir(parents=True, exist_ok=True)
@@ -217,6 +221,8 @@ def export_lm_model(model: str, model_dir: Path, onnx_root: Path, cfg: LMExportC
     target = onnx_root / (model if not failures else f"{model}.failed")
     report["location"], report["installed"] = str(target), not failures
     atomic_write_text(staging / VALIDATION_FILE, json.dumps(report, indent=2, default=str) + "\n")
+    for variant in report["variants"]:  # each variant's card, from the report just written
+        write_lm_variant_card(staging / variant)
     if failures:
         _move_aside(staging, target)
         print(f"{model}: FAILED validation, kept at {target}")
@@ -233,12 +239,13 @@ def run_lm_export(run_dir: Path, overrides: list[str]) -> dict:
     report: dict = {"run_dir": str(run_dir), "date": _dt.datetime.now().isoformat(timespec="seconds"),
                     "versions": versions(), "config": dataclasses.asdict(cfg), "models": {}}
     failures: list[str] = []
-    for model in models:
-        report["models"][model], failed = export_lm_model(model, stage_dir(run_dir, model), onnx_root, cfg)
-        failures += failed
-    report["passed"], report["failures"] = not failures, failures
     path = onnx_root / VALIDATION_FILE
-    atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
+    with stage_lock(onnx_root):  # one export per run: two would swap the same folders in and out
+        for model in models:
+            report["models"][model], failed = export_lm_model(model, stage_dir(run_dir, model), onnx_root, cfg)
+            failures += failed
+        report["passed"], report["failures"] = not failures, failures
+        atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
     print(f"report: {path}")
     if failures:
         raise ExportValidationError(failures, path)

@@ -445,6 +445,33 @@ def test_export_writes_validated_causal_lms_with_their_kv_cache(exported_run):
             assert out.shape == (1, 7) and torch.equal(out[:, :4], ids)
 
 
+def _card(path: Path) -> tuple[dict, str]:
+    import yaml
+
+    head, body = path.read_text().removeprefix("---\n").split("\n---\n", 1)
+    return yaml.safe_load(head), body
+
+
+def test_each_exported_variant_has_a_card_with_its_checks(exported_run):
+    from distill.layout import onnx_variant_dir, validation_path
+
+    for model in ("teacher", "student"):
+        report = json.loads(validation_path(exported_run, model).read_text())
+        for variant in ("fp32", "int8"):
+            folder = onnx_variant_dir(exported_run, model, variant)
+            meta, body = _card(folder / "README.md")
+            assert meta["library_name"] == "onnxruntime" and meta["base_model"] == str(exported_run / model)
+            [result] = meta["model-index"][0]["results"]
+            assert result["metrics"][0]["value"] == report["variants"][variant]["figures"]["perplexity"]
+            assert f'ORTModelForCausalLM.from_pretrained("{folder}", use_cache=True)' in body  # installed, not staging
+            assert "staging" not in body and "installed only after every check" in body
+            for check in report["variants"][variant]["checks"]:
+                assert f"| {check['name']} |" in body
+            figure = report["variants"][variant]["figures"]["full_max_abs_diff"]
+            assert variant == "int8" or f"| full_max_abs_diff | max |Δlogit| against PyTorch, one full forward | {figure:.3g} | 0.001 | yes |" in body
+            assert ("**portable**" in body) == (variant == "int8")
+
+
 def test_a_failed_check_installs_nothing_and_names_the_check(exported_run, tmp_path, capsys):
     import shutil
 
@@ -457,7 +484,24 @@ def test_a_failed_check_installs_nothing_and_names_the_check(exported_run, tmp_p
     err = capsys.readouterr().err
     assert "teacher/fp32 full_max_abs_diff" in err and "teacher/fp32 cached_max_abs_diff" in err  # every failure
     assert not onnx_model_dir(run_dir, "teacher").exists()
-    assert (onnx_model_dir(run_dir, "teacher").parent / "teacher.failed" / "validation.json").is_file()
+    failed = onnx_model_dir(run_dir, "teacher").parent / "teacher.failed"
+    assert (failed / "validation.json").is_file()
+    assert "not installed: it failed the checks below" in (failed / "fp32" / "README.md").read_text()
+
+
+def test_a_second_export_of_the_same_run_is_refused(exported_run, tmp_path, capsys):
+    import shutil
+
+    from distill.__main__ import main as cli
+    from distill.layout import onnx_root
+    from distill.lock import stage_lock
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported_run / "teacher", run_dir / "teacher", symlinks=True)
+    with stage_lock(onnx_root(run_dir)):  # the first export, still running
+        assert cli(["export", "--run-dir", str(run_dir), *EXPORT_ARGS]) != 0
+    assert "in use by" in capsys.readouterr().err
+    assert not (onnx_root(run_dir) / "teacher").exists()
 
 
 def test_bench_times_every_model_and_variant_against_the_teacher(exported_run):
@@ -478,3 +522,8 @@ def test_bench_times_every_model_and_variant_against_the_teacher(exported_run):
     # top tokens are far apart; the random teacher's near-uniform ones are not compared)
     assert rows[("student", BENCH_FP32)]["first_generated"] == rows[("student", BENCH_PYTORCH)]["first_generated"]
     assert "| student | ort_int8 |" in (exported_run / "bench" / "bench.md").read_text()
+    from distill.layout import onnx_variant_dir
+
+    _, body = _card(onnx_variant_dir(exported_run, "student", "int8") / "README.md")  # rewritten by the bench
+    assert "## Generation speed (`make bench`)" in body
+    assert f"| {rows[('student', BENCH_INT8)]['generated_tokens_per_s']:,.1f} |" in body
