@@ -1,8 +1,9 @@
 # The pipeline: make teacher -> make distill -> make export -> make bench (make demo runs all four).
 # Every stage target installs the environment (.venv) first when it is missing.
 #   make demo                     whole pipeline on the default assets (SST-2, all-MiniLM-L6-v2)
-#   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full|mpnet
+#   make teacher PRESET=full      any stage, with DATA=<dataset dir>, RUN=<output dir>, PRESET=quick|full|mpnet|few
 #                                 (mpnet: the 110M teacher after `make mpnet`, the packaged MiniLM-L6 as student)
+#                                 (few: a few hundred labels + label-free rows: mpnet teacher, pseudo-labels)
 #   make teacher TASK=ner DATA=<NER dir>   token classification (CoNLL/JSONL); later stages read the task from distill.json
 #   make teacher TASK=lm DATA=<text>       a causal LM (SmolLM2 after `make smollm2`) caching sparse next-token targets
 #   make distill ARGS="--temperature=4 --w_kd=0.9"   extra --key=value overrides for the stage

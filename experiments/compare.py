@@ -62,6 +62,7 @@ from distill.lock import stage_lock
 from distill.procs import run_stage
 from distill.tasks import task_of
 from students.config import NER_PRESETS, StudentConfig
+from students.stage import ControlSchedule, matched_schedule, planned_evals
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
 ARMS = {
@@ -98,7 +99,7 @@ class CompareConfig:
 
 
 def arm_args(arm: str, seed: int, cfg: CompareConfig, *, teacher_dir: Path, run_dir: Path, extra: list[str],
-             schedule: CeSchedule | None = None) -> list[str]:
+             schedule: ControlSchedule | None = None) -> list[str]:
     """The student-stage command line of one arm and seed; ``schedule``: the ce arm's (None: the preset's)."""
     own = list(ARMS[arm])
     if arm == "ce":
@@ -111,38 +112,23 @@ def arm_args(arm: str, seed: int, cfg: CompareConfig, *, teacher_dir: Path, run_
             f"--holdout_rows={cfg.holdout_rows}", f"--seed={seed}", "--progress=false", *extra, *own]
 
 
-@dataclass(frozen=True)
-class CeSchedule:
-    """The ce arm's schedule for one seed."""
-    epochs: int | None  # passes over its labelled rows (None: the preset's)
-    evals: int | None  # evaluations over the whole run (None: the preset's evals_per_epoch in every epoch)
-    why: str  # one line for the log
-
-
-def matched_ce_schedule(others: list[Path], *, floor: int | None) -> CeSchedule:
+def matched_ce_schedule(others: list[Path], *, floor: int | None) -> ControlSchedule:
     """The ce arm's schedule for one seed, given the student folders of its seed's other arms:
-    enough passes over its labelled rows that its lr schedule spans at least the optimizer steps the
-    largest of them was given (its ``total_steps``: epochs x rows // batch, planned, early stop or
-    not), and at least ``floor`` (None: the preset's epochs). Matched on steps, it is also given
-    that arm's number of evaluations (checkpoint choices), spread over its run: the preset's
-    evaluations per epoch over 128 short epochs made 512 evaluations of the holdout rows, and the
-    control 2.7 times as slow as the arm it was matched to. Arms not finished are not counted."""
+    students/stage.matched_schedule against the largest of them (its planned ``total_steps``:
+    epochs x rows // batch, early stop or not, and its planned evaluations), at least ``floor``
+    epochs (None: the preset's). Arms not finished are not counted."""
     planned = []
     for folder in others:
         metrics, config = folder / layout.METRICS_FILE, folder / layout.TRAIN_CONFIG_FILE
         if metrics.exists() and config.exists():
             m, c = json.loads(metrics.read_text()), json.loads(config.read_text())
-            evals = c.get("evals") or c.get("epochs", 1) * c.get("evals_per_epoch", 1)
-            planned.append((m["total_steps"], m["labelled_rows"] // c["batch_size"], evals, folder.parent.parent.name))
+            planned.append((m["total_steps"], m["labelled_rows"] // c["batch_size"], planned_evals(c),
+                            folder.parent.parent.name))
     if not planned:
-        return CeSchedule(floor, None, "no other arm of this seed finished: "
-                          + (f"{floor} epochs" if floor else "the preset's epochs"))
+        return ControlSchedule(floor, None, "no other arm of this seed finished: "
+                               + (f"{floor} epochs" if floor else "the preset's epochs"))
     steps, per_epoch, evals, arm = max(planned)
-    matched = -(-steps // max(per_epoch, 1))
-    if floor is not None and floor > matched:  # the floor decides: the preset's evaluations per epoch
-        return CeSchedule(floor, None, f"{floor} epochs (the floor; the {arm} arm was given {steps} steps)")
-    return CeSchedule(matched, evals, f"{matched} epochs and {evals} evaluations: the {steps} steps and the "
-                      f"evaluations the {arm} arm was given")
+    return matched_schedule(steps=steps, evals=evals, steps_per_epoch=per_epoch, floor=floor, name=f"the {arm} arm")
 
 
 def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int, score: str = "accuracy") -> dict:
@@ -332,7 +318,7 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path
         """One arm-seed as its own process (its own run directory and log); a failure is recorded."""
         arm_dir = out / arm / f"seed{seed}"
         t0 = time.perf_counter()
-        schedule = CeSchedule(cfg.ce_epochs, None, f"--ce_epochs={cfg.ce_epochs}")
+        schedule = ControlSchedule(cfg.ce_epochs, None, f"--ce_epochs={cfg.ce_epochs}")
         if arm == "ce" and cfg.ce_epochs is None:  # the steps its seed's other arms were given (they ran first)
             floor = CE_MIN_EPOCHS if teacher.task == "classification" else None
             schedule = matched_ce_schedule([layout.student_dir(out / a / f"seed{seed}") for a in cfg.arms if a != "ce"],

@@ -58,7 +58,7 @@ from distill.trainer import classification_evaluate, loop_figures, predict_logit
 from distill.transfer import read_transfer
 from distill.trim_vocab import trim_to_rows
 from students.build import build_student, freeze_word_embeddings
-from students.config import PRESETS, StudentConfig
+from students.config import CE_SCHEDULES, PRESETS, StudentConfig
 from students.ner import NER
 from students.stage import (
     StageInputs,
@@ -67,8 +67,10 @@ from students.stage import (
     check_labels,
     close_stage,
     control_settings,
+    matched_schedule,
     open_stage,
     plan_line,
+    planned_evals,
     rank0_first,
     stage_figures,
     transfer_names,
@@ -456,16 +458,23 @@ CLASSIFICATION = Classification()
 # ------------------------------------------------------------------------- the skeleton
 
 
-def train_student(cfg: StudentConfig, *, task: StudentTask, teacher_dir: Path, out: Path, role: str) -> dict:
+def train_student(cfg: StudentConfig, *, task: StudentTask, teacher_dir: Path, out: Path, role: str,
+                  match: dict | None = None) -> dict:
     """One student run, either task (the parts ``task`` plugs in: students/stage.py): the KD student
-    (``role="student"``) or the CE-only control (``role="student_ce"``: labelled rows, CE only).
-    Returns its metrics (``{}`` on ranks other than 0)."""
+    (``role="student"``) or the CE-only control (``role="student_ce"``: labelled rows, CE only;
+    ``match``: the KD student's ``total_steps`` and ``planned_evals`` under ``--ce_schedule=matched``).
+    Returns its metrics (on ranks other than 0 only its ``total_steps`` and ``planned_evals``)."""
     cfg = task.settings(cfg, role=role)
     inputs = open_stage(cfg, task, teacher_dir=teacher_dir, out=out)
     rows = task.rows(cfg, inputs)
     torch.manual_seed(cfg.seed)
     student = task.model(cfg, inputs, rows)
     sets = task.encode_rows(cfg, inputs, rows, student)
+    if match is not None:  # the control's passes over its own rows, known once they are encoded
+        schedule = matched_schedule(steps=match["total_steps"], evals=match["planned_evals"], floor=cfg.ce_epochs,
+                                    steps_per_epoch=len(sets.train) // cfg.batch_size, name="the KD student")
+        cfg = dataclasses.replace(cfg, epochs=schedule.epochs, evals=schedule.evals)
+        print(f"{out.name}: --ce_schedule=matched: {schedule.why}")
     teacher = task.online_teacher(cfg, inputs, rows, student)
     model, loss_fn = task.loss(cfg, inputs, rows, student, sets, teacher)
 
@@ -483,12 +492,13 @@ def train_student(cfg: StudentConfig, *, task: StudentTask, teacher_dir: Path, o
     summary = train(model, cfg=run_cfg, train_set=sets.train, evaluate=task.evaluate(cfg, inputs, sets),
                     eval_name=inputs.eval_name, loss_fn=loss_fn, out_dir=out, save_best=save_best)
     wall = time.perf_counter() - start
+    plan = {"total_steps": summary["total_steps"], "planned_evals": planned_evals(dataclasses.asdict(cfg))}
     if inputs.rank != 0:
-        return {}
+        return plan
 
     # the report: the best checkpoint on dev, the task's figures, then what both tasks write alike
     best = load_classifier(str(out), id2label=inputs.teacher.id2label, task=inputs.teacher.task).to(inputs.device)
-    result = {**task.report(cfg, inputs, rows, student, sets, best), **count_parameters(best),
+    result = {**plan, **task.report(cfg, inputs, rows, student, sets, best), **count_parameters(best),
               **stage_figures(cfg, inputs, rows, student=student, summary=summary, role=role),
               **loop_figures(summary, wall)}
     finish_stage(out, result)  # metrics.json, the model card, the resume checkpoint dropped
@@ -519,6 +529,8 @@ def stage_config(argv: list[str], task: StudentTask) -> tuple[StudentConfig, Pat
                           "teacher/distill.json); retrain the teacher to change the data")
     cfg = apply_overrides(task.presets[args.preset], overrides)
     check_temperature(cfg.temperature)  # T <= 0: one line now, not at the first training step
+    if cfg.ce_schedule not in CE_SCHEDULES:
+        raise ConfigError(f"--ce_schedule={cfg.ce_schedule}: choose one of {', '.join(CE_SCHEDULES)}")
     return cfg, Path(args.run_dir)
 
 
@@ -558,6 +570,8 @@ def main(argv: list[str]) -> int:
     with contextlib.ExitStack() as locks:  # both folders up front: a second run stops now, not after the first model
         for role in roles:
             locks.enter_context(stage_lock(run_dir / role))
+        plan = None
         for role in roles:
-            train_student(cfg, task=parts, teacher_dir=teacher_dir, out=run_dir / role, role=role)
+            match = plan if role == "student_ce" and cfg.ce_schedule == "matched" else None
+            plan = train_student(cfg, task=parts, teacher_dir=teacher_dir, out=run_dir / role, role=role, match=match)
     return close_stage(run_dir)

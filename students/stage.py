@@ -159,6 +159,34 @@ def rank0_first(rank: int, build: Callable[[], Any]) -> Any:
     return out
 
 
+@dataclass(frozen=True)
+class ControlSchedule:
+    """A CE-only control's schedule (compare's ce arm, or make distill's student_ce)."""
+    epochs: int | None  # passes over its labelled rows (None: the preset's)
+    evals: int | None  # evaluations over the whole run (None: the preset's evals_per_epoch in every epoch)
+    why: str  # one line for the log
+
+
+def planned_evals(cfg: dict) -> int:
+    """The evaluations a run's settings (a train_config.json, or ``dataclasses.asdict`` of one) plan."""
+    return cfg.get("evals") or cfg.get("epochs", 1) * cfg.get("evals_per_epoch", 1)
+
+
+def matched_schedule(*, steps: int, evals: int, steps_per_epoch: int, floor: int | None, name: str) -> ControlSchedule:
+    """The control matched to a run planned for ``steps`` optimizer steps and ``evals`` evaluations
+    (``name``: which run, for the log line): enough passes over its own rows (``steps_per_epoch`` a
+    pass) that its lr schedule spans at least those steps, and as many evaluations spread over
+    them; at least ``floor`` epochs (None: no floor), and when the floor decides, its preset's
+    evaluations per epoch. Equal steps and checkpoint choices: a control given fewer flatters KD
+    (4 epochs over 500 labelled rows never left the majority class while KD read 20,000 rows), one
+    evaluated every few steps pays for it (128 short epochs at 4 evaluations each made 512)."""
+    matched = -(-steps // max(steps_per_epoch, 1))
+    if floor is not None and floor > matched:
+        return ControlSchedule(floor, None, f"{floor} epochs (the floor; {name} was given {steps} steps)")
+    return ControlSchedule(matched, evals, f"{matched} epochs and {evals} evaluations: the {steps} steps and the "
+                           f"evaluations {name} was given")
+
+
 def control_settings(cfg: StudentConfig, **more: Any) -> StudentConfig:
     """The CE-only control's settings: the labelled rows, CE only, its own epochs and early stopping
     (``--ce_epochs``, ``--ce_patience``, for every task); ``more``: the task's further changes."""

@@ -152,6 +152,22 @@ def test_student_stage_outputs_and_report(teacher_run):
     assert (teacher_run / "models.png").stat().st_size > 1000
 
 
+def test_a_matched_control_gets_the_kd_students_steps_and_evaluations(teacher_run, tmp_path, capsys):
+    run_dir = _clone_teacher(teacher_run, tmp_path / "run")
+    # KD: (256 labelled + 32 transfer) // 16 x 2 epochs = 36 steps, 2 evaluations; the control's
+    # 256 // 16 = 16 steps a pass: 3 passes (48 steps, never fewer than 36), its 2 evaluations spread over them
+    assert student_stage.main(student_args(run_dir, "--ce_schedule=matched", "--ce_epochs=1")) == 0
+    student = json.loads((run_dir / "student" / "metrics.json").read_text())
+    control = json.loads((run_dir / "student_ce" / "metrics.json").read_text())
+    config = json.loads((run_dir / "student_ce" / "train_config.json").read_text())
+    assert (student["total_steps"], student["planned_evals"]) == (36, 2)
+    assert (config["epochs"], config["evals"], control["total_steps"]) == (3, 2, 48)
+    assert [row["step"] for row in control["history"]] == [24, 48]
+    assert "--ce_schedule=matched: 3 epochs and 2 evaluations: the 36 steps" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"^--ce_schedule=same: choose one of epochs, matched$"):
+        student_stage.main(student_args(run_dir, "--ce_schedule=same"))
+
+
 def test_layer_losses_online_and_from_cached_cls_states(teacher_run, tmp_path):
     run_dir = _clone_teacher(teacher_run, tmp_path / "run")
     args = ("--student_ce=false", "--epochs=1", "--use_transfer=false")

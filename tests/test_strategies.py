@@ -26,7 +26,8 @@ from teachers.finetune import (
 def test_every_strategy_has_a_default_and_the_presets_leave_lr_to_it():
     assert set(STRATEGY_DEFAULTS) == set(STRATEGIES)
     assert all(p.lr is None for p in PRESETS.values())
-    assert {name: p.preset for name, p in PRESETS.items()} == {"quick": "quick", "full": "full", "mpnet": "mpnet"}
+    assert {name: p.preset for name, p in PRESETS.items()} == {"quick": "quick", "full": "full", "mpnet": "mpnet",
+                                                               "few": "few"}
     assert set(PRESET_LR_SCALE) == set(PRESETS)
 
 
@@ -158,3 +159,20 @@ def test_strategies_end_to_end_on_the_tiny_model(tmp_path, sst2_small, tiny_bert
     # a finished teacher asked for with other training settings is an error, not silently reused
     with pytest.raises(ConfigError, match="other settings"):
         main([*args, "--strategies=full", "--top_n=10", "--lr=0.5"])
+
+
+def test_the_few_presets_are_the_few_label_recipe_measured(tmp_path):
+    from students.config import NER_PRESETS as STUDENT_NER
+    from students.config import PRESETS as STUDENT_PRESETS
+
+    teacher, _ = parse_args(["--preset", "few"])
+    student = STUDENT_PRESETS["few"]
+    assert teacher.base_model == "mpnet" and resolve_defaults(teacher).lr == resolve_defaults(parse_args(["--preset", "mpnet"])[0]).lr
+    assert teacher.max_train_rows is None and teacher.holdout_rows == student.holdout_rows == 100  # the same rows held back
+    assert (student.pseudo_labels, student.epochs, student.patience, student.ce_schedule) == (True, 3, 0, "matched")
+    assert (student.student, student.pretrained_layers, student.freeze_embeddings) == ("pretrained", 2, True)
+    assert "few" not in STUDENT_NER  # no tagger recipe was measured to gain from pseudo-labels
+    from distill.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^--preset few: no such preset for --task=ner; choose one of full, mpnet, quick$"):
+        parse_args(["--preset", "few", "--task=ner"])
