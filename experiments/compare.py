@@ -64,12 +64,13 @@ from distill.tasks import task_of
 from students.config import NER_PRESETS, StudentConfig
 from students.stage import ControlSchedule, matched_schedule, planned_evals
 
-# Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common).
+# Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common), each
+# explicit about pseudo-labels: the preset few turns them on, and its kd arm must still be soft KD.
 ARMS = {
-    "ce": ["--use_transfer=false", "--w_kd=0", "--w_ce=1"],
+    "ce": ["--use_transfer=false", "--pseudo_labels=false", "--w_kd=0", "--w_ce=1"],
     "pseudo": ["--pseudo_labels=true", "--w_kd=0", "--w_ce=1"],
-    "kd": [],
-    "kd_layers": ["--w_hidden=1", "--w_attn=1"],
+    "kd": ["--pseudo_labels=false"],
+    "kd_layers": ["--pseudo_labels=false", "--w_hidden=1", "--w_attn=1"],
 }
 NER_ARMS = ("ce", "pseudo", "kd")  # a tagger's arms: no layer losses for NER (students/ner.py)
 CE_MIN_EPOCHS = 4  # the classification ce arm's fewest epochs (its 16 checkpoints at 4 evaluations per epoch)

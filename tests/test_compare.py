@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,15 @@ def test_the_ce_arm_is_given_the_steps_and_evaluations_of_the_largest_other_arm(
     assert (missing.epochs, missing.evals) == (None, None)  # the preset's
     plain = arm_args("ce", 0, CompareConfig(), teacher_dir=tmp_path, run_dir=tmp_path, extra=[], schedule=missing)
     assert not any(a.startswith(("--epochs=", "--evals=")) for a in plain)
+
+
+def test_every_arm_says_whether_it_uses_pseudo_labels_whatever_the_preset():
+    from students.distill import stage_config, student_task
+
+    for arm in ("ce", "pseudo", "kd", "kd_layers"):
+        args = arm_args(arm, 0, CompareConfig(preset="few", holdout_rows=100), teacher_dir=Path("t"), run_dir=Path("r"), extra=[])
+        cfg, _ = stage_config(args, student_task("classification"))
+        assert cfg.pseudo_labels == (arm == "pseudo"), arm  # the preset few turns them on for its own students
 
 
 def test_a_second_call_with_other_settings_is_refused_before_it_mixes_arms(tmp_path):
