@@ -760,6 +760,7 @@ def test_ner_presets_give_the_kd_student_its_controls_passes(ner_run):
 def test_compare_arms_for_a_tagger(ner_run, ner_transfer_run):
     from distill.artifacts import read_model_info
     from experiments.compare import CompareConfig, arm_args, summarise, task_arms
+    from students.stage import ControlSchedule
 
     plain, with_sets = read_model_info(ner_run / "teacher"), read_model_info(ner_transfer_run / "teacher")
     assert task_arms(CompareConfig().arms, plain, given=False) == ["ce", "kd"]  # no transfer set: no pseudo arm
@@ -769,7 +770,7 @@ def test_compare_arms_for_a_tagger(ner_run, ner_transfer_run):
     ce = arm_args("ce", 1, CompareConfig(), teacher_dir=Path("t"), run_dir=Path("r"), extra=[])
     assert not [a for a in ce if a.startswith("--epochs=")] and "--patience=0" in ce  # the preset's epochs
     assert "--epochs=9" in arm_args("ce", 1, CompareConfig(), teacher_dir=Path("t"), run_dir=Path("r"), extra=[],
-                                    epochs=9)
+                                    schedule=ControlSchedule(9, None, "--ce_epochs=9"))
     results = {arm: {s: {"f1": f, "steps_done": 1, "samples_seen": 1, "train_rows": 1, "train_time_s": 1.0}
                      for s, f in enumerate(fs)} for arm, fs in {"ce": [0.40, 0.42], "kd": [0.45, 0.46]}.items()}
     summary = summarise(results, ["ce", "kd"], 2, "f1")
