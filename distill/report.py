@@ -22,9 +22,25 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def report_teacher_dir(run_dir: Path) -> Path:
+    """The run's teacher: ``<run>/teacher``, else the one its students were trained from
+    (``--teacher_dir`` elsewhere, as compare's arms and a second set of students use; their
+    distill.json names it)."""
+    own = layout.teacher_dir(run_dir)
+    if (own / layout.METRICS_FILE).exists():
+        return own
+    for name in (layout.STUDENT, layout.STUDENT_CE):
+        info = _load(layout.stage_dir(run_dir, name) / layout.MODEL_INFO) or {}
+        if (info.get("architecture") or {}).get("teacher"):
+            return Path(info["architecture"]["teacher"])
+    return own
+
+
 def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
-    metrics = {name: _load(layout.stage_dir(run_dir, name) / layout.METRICS_FILE) for name, _ in MODELS}
+    teacher_dir = report_teacher_dir(run_dir)
+    metrics = {name: _load((teacher_dir if name == layout.TEACHER else layout.stage_dir(run_dir, name))
+                           / layout.METRICS_FILE) for name, _ in MODELS}
     if (metrics["teacher"] or {}).get("task") == "lm":  # a causal LM: perplexity and agreement (distill/lm_report.py)
         from distill.lm_report import lm_report
 
@@ -33,6 +49,8 @@ def write_report(run_dir: Path) -> Path:
     rates = {r["model"]: round(r["throughput_ex_s"], 1) for r in bench_rows if r["variant"] == layout.BENCH_PYTORCH}
     teacher = metrics["teacher"]
     lines = [f"# Distillation report: `{run_dir}`", ""]
+    if teacher is not None and teacher_dir != layout.teacher_dir(run_dir):
+        lines += [f"The teacher: `{teacher_dir}` (`--teacher_dir`).", ""]
     if teacher is None:
         lines += ["No teacher yet: run `make teacher`."]
     elif teacher.get("task") == "ner":

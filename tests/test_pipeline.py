@@ -153,10 +153,13 @@ def test_student_stage_outputs_and_report(teacher_run):
 
 
 def test_a_matched_control_gets_the_kd_students_steps_and_evaluations(teacher_run, tmp_path, capsys):
-    run_dir = _clone_teacher(teacher_run, tmp_path / "run")
+    run_dir = tmp_path / "run"  # the teacher stays where it is (--teacher_dir)
     # KD: (256 labelled + 32 transfer) // 16 x 2 epochs = 36 steps, 2 evaluations; the control's
     # 256 // 16 = 16 steps a pass: 3 passes (48 steps, never fewer than 36), its 2 evaluations spread over them
-    assert student_stage.main(student_args(run_dir, "--ce_schedule=matched", "--ce_epochs=1")) == 0
+    assert student_stage.main(student_args(run_dir, "--ce_schedule=matched", "--ce_epochs=1",
+                                           f"--teacher_dir={teacher_run / 'teacher'}")) == 0
+    report = (run_dir / "report.md").read_text()  # the report finds the teacher the students name
+    assert f"The teacher: `{teacher_run / 'teacher'}` (`--teacher_dir`)." in report and "KD gain over CE-only" in report
     student = json.loads((run_dir / "student" / "metrics.json").read_text())
     control = json.loads((run_dir / "student_ce" / "metrics.json").read_text())
     config = json.loads((run_dir / "student_ce" / "train_config.json").read_text())
