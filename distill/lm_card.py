@@ -404,8 +404,8 @@ def checks_section(v: LMVariantFacts) -> list[str]:
              f"On {tokens[0]} held-out blocks, their first {tokens[1]} tokens{split} (`validation.json`):", "",
              "| check | what it compares | figure | bound | passed |", "|---|---|---|---|---|"]
     for c in record.get("checks", []):
-        figure = _num(c.get("figure"), ".3g") if _number(c.get("figure")) else "–"
-        bound = _num(c.get("threshold"), ".3g") if _number(c.get("threshold")) else "–"
+        figure = _num(c.get("figure"), ".4g") if _number(c.get("figure")) else "–"
+        bound = _num(c.get("threshold"), ".4g") if _number(c.get("threshold")) else "–"
         lines.append(f"| {c['name']} | {CHECK_WORDS.get(c['name'], c['name'])} | {figure} | {bound} | "
                      f"{'yes' if c.get('passed') else '**no**'} |")
     ppl, ref = _variant_figures(v).get("perplexity"), (v.validation.get(layout.REFERENCE) or {}).get("perplexity")

@@ -42,7 +42,6 @@ import numpy as np
 
 from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
-from distill.int8 import DEFAULT_TARGET
 from distill.layout import FP32, INT8, LM_EXPORT_VARIANTS, REFERENCE, VALIDATION_FILE, stage_dir
 from distill.layout import onnx_root as run_onnx_root
 from distill.lm_card import write_lm_variant_card
@@ -82,8 +81,11 @@ class LMExportConfig:
     # int8 settings read by export/onnx_export.py's quantise_int8 (same meaning as ExportConfig's)
     int8_per_channel: bool = True  # one weight scale per output channel
     # how weights are quantised for the CPUs that will serve the model (distill/int8.py): portable (7-bit,
-    # no saturation on any x86 path) | vnni (8-bit, VNNI CPUs only) | u8u8
-    int8_target: str = DEFAULT_TARGET
+    # no saturation on any x86 path) | vnni (8-bit, VNNI CPUs only) | u8u8 (8-bit unsigned, no saturation on any
+    # path). u8u8, not the classifiers' portable: SmolLM2's held-out perplexity (the default exclusions, 128
+    # positions, AVX2 AMD EPYC) was 1.126 x fp32 with 7-bit weights, refused by the bound below, and 1.099 x with
+    # u8u8 (vnni's 8-bit s8: 1.025 x on a VNNI Xeon, where it cannot saturate; docs/RESULTS.md)
+    int8_target: str = "u8u8"
     int8_operators: list[str] = field(default_factory=lambda: ["MatMul"])  # op types quantised
     # regex of node names kept in fp32: all but the q/k/v/o/gate/up projections (llama names). Quantising
     # every MatMul (and the embedding Gather) took SmolLM2's held-out perplexity to 1.95 x fp32 with 51 %

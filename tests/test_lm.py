@@ -454,6 +454,7 @@ def _card(path: Path) -> tuple[dict, str]:
 
 def test_each_exported_variant_has_a_card_with_its_checks(exported_run):
     from distill.layout import onnx_variant_dir, validation_path
+    from export.lm_export import LMExportConfig
 
     for model in ("teacher", "student"):
         report = json.loads(validation_path(exported_run, model).read_text())
@@ -468,8 +469,8 @@ def test_each_exported_variant_has_a_card_with_its_checks(exported_run):
             for check in report["variants"][variant]["checks"]:
                 assert f"| {check['name']} |" in body
             figure = report["variants"][variant]["figures"]["full_max_abs_diff"]
-            assert variant == "int8" or f"| full_max_abs_diff | max |Δlogit| against PyTorch, one full forward | {figure:.3g} | 0.001 | yes |" in body
-            assert ("**portable**" in body) == (variant == "int8")
+            assert variant == "int8" or f"| full_max_abs_diff | max |Δlogit| against PyTorch, one full forward | {figure:.4g} | 0.001 | yes |" in body
+            assert (f"**{LMExportConfig().int8_target}**" in body) == (variant == "int8")  # its target, from quantization.json
 
 
 def test_a_failed_check_installs_nothing_and_names_the_check(exported_run, tmp_path, capsys):
