@@ -148,9 +148,10 @@ def teacher_use(cfg: StudentConfig) -> TeacherUse:
                       online=cfg.online or (layers_on and not cached_layers))
 
 
-def soft_target_line(logits: np.ndarray, temperature: float) -> str:
+def soft_target_line(logits: np.ndarray, temperature: float, *, pseudo_labels: bool = False) -> str:
     """How sure the teacher's soft targets are at ``temperature``: their median top probability, with a
-    pointer to pseudo-labels when that is nearer uniform than one-hot. logits: (R, C) the training rows'.
+    pointer to pseudo-labels (unless ``pseudo_labels``: already on) when that is nearer uniform than
+    one-hot. logits: (R, C) the training rows'.
     (A teacher fitted on 500 rows had a median margin of 0.35 logits, top probability 0.54 at T 2: its
     soft targets lost to the CE control at every T tried, its argmax won by 5.7 points: docs/RESULTS.md.)"""
     top = softmax(logits.astype(np.float64) / temperature).max(axis=1)  # (R,) the largest probability
@@ -159,8 +160,9 @@ def soft_target_line(logits: np.ndarray, temperature: float) -> str:
     line = (f"teacher soft targets at T {temperature:g}: median top probability {median:.3f} over {len(top):,} rows "
             f"(uniform {1 / classes:.3f})")
     if median < halfway:
-        line += ("; nearer uniform than one-hot, so the KD term moves the student little: "
-                 "a teacher this unsure may teach better through --pseudo_labels=true")
+        line += "; nearer uniform than one-hot, so the KD term moves the student little" + (
+            " (the transfer rows also carry its argmax: --pseudo_labels=true)" if pseudo_labels else
+            ": a teacher this unsure may teach better through --pseudo_labels=true")
     return line
 
 
@@ -344,7 +346,7 @@ class Classification:
         else:
             extra = np.full(len(split) - len(labelled), IGNORE_INDEX, dtype=np.int64)
         if logits is not None and cfg.w_kd > 0 and inputs.rank == 0:
-            print(soft_target_line(logits[teacher_rows], cfg.temperature))
+            print(soft_target_line(logits[teacher_rows], cfg.temperature, pseudo_labels=cfg.pseudo_labels))
         return ClassRows(split=split, labels=np.concatenate([data.label_map.encode(labelled), extra]),
                          teacher_rows=teacher_rows, labelled=len(labelled), transfer_sets=list(transfer),
                          logits=logits, cls=cls, use=use)

@@ -110,6 +110,7 @@ def test_the_soft_target_line_says_when_a_teacher_barely_commits():
     line = soft_target_line(sure, 2.0)
     assert f"median top probability {1 / (1 + np.exp(-3.0)):.3f}" in line and "pseudo" not in line
     assert "pseudo" in soft_target_line(sure, 20.0)  # a high T flattens even a sure teacher's targets
+    assert "may teach better" not in soft_target_line(unsure, 2.0, pseudo_labels=True)  # already on: no advice
     three = np.array([[9.0, 0.0, 0.0]], dtype=np.float32)  # (1, 3): 1 / (1 + 2 e^-9)
     assert f"{1 / (1 + 2 * np.exp(-9.0)):.3f}" in soft_target_line(three, 1.0)
 
