@@ -12,7 +12,7 @@ model_card, and the stages' import graph must stay free of cycles (tests/test_st
 Who writes them: teachers/lm.py once the teacher's metrics.json is written; students/lm.py
 ``_finish`` once a student's is, before the resume checkpoint is dropped.
 
-The ONNX variants (``<run>/onnx/<model>/fp32``, ``int8``) get theirs from ``write_lm_variant_card``:
+The ONNX variants (``<run>/onnx/<model>/fp32``, ``int8``) get theirs from the same ``write_lm_card``:
 export/lm_export.py writes it in the staging folder once the variant's checks are in its
 validation.json, export/lm_bench.py rewrites it once bench.json has the variant's speed. It says
 what the variant is (its int8 target from quantization.json), the export's checks with their
@@ -297,8 +297,6 @@ def limits_section(f: LMCardFacts) -> list[str]:
 
 def render_lm_card(directory: str | Path) -> str:
     """The README.md text of an LM model folder (see the module docstring for what it reads)."""
-    import yaml  # as distill/model_card.py: only the card needs it
-
     f = gather(directory)
     about = _teacher_about(f) if f.info.role == layout.TEACHER else _student_about(f)
     body = [f"# {f.directory.name}", "", *about]
@@ -307,15 +305,24 @@ def render_lm_card(directory: str | Path) -> str:
     sources = [layout.MODEL_INFO, layout.METRICS_FILE, layout.TRAIN_CONFIG_FILE]
     body += ["", f"<sub>Written by distill/lm_card.py from {', '.join(sources)}"
              f"{' (and the teacher’s)' if f.teacher else ''}; every figure above is copied from those files.</sub>"]
-    # the header as distill/model_card.py writes it, so that both kinds of card read alike
-    return "---\n" + yaml.safe_dump(front_matter(f), sort_keys=False, allow_unicode=True) + "---\n\n" + \
-        "\n".join(body) + "\n"
+    return _card_text(front_matter(f), body)
+
+
+def _card_text(meta: dict, body: list[str]) -> str:
+    """YAML front matter, then the Markdown body: the header as distill/model_card.py writes it, so
+    that every kind of card reads alike."""
+    import yaml  # as distill/model_card.py: only the card needs it
+
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(body) + "\n"
 
 
 def write_lm_card(directory: str | Path) -> Path:
-    """Render and write ``directory``'s README.md (atomically); returns its path."""
-    path = Path(directory) / CARD_FILE
-    atomic_write_text(path, render_lm_card(directory))
+    """Render and write ``directory``'s README.md (atomically): an ONNX variant's card when the
+    folder holds a model.onnx, else the PyTorch model folder's. Returns its path."""
+    directory = Path(directory)
+    render = render_lm_variant_card if (directory / layout.ONNX_FILE).is_file() else render_lm_card
+    path = directory / CARD_FILE
+    atomic_write_text(path, render(directory))
     return path
 
 
@@ -456,8 +463,6 @@ def variant_limits_section(v: LMVariantFacts) -> list[str]:
 
 def render_lm_variant_card(directory: str | Path) -> str:
     """The README.md text of an LM export's variant folder (see the module docstring)."""
-    import yaml
-
     v = gather_variant(directory)
     body = [f"# {v.name}-onnx-{v.variant}", "", *variant_about(v)]
     for section in (checks_section, variant_bench_section, variant_usage_section, variant_limits_section):
@@ -465,12 +470,4 @@ def render_lm_variant_card(directory: str | Path) -> str:
     sources = [layout.VALIDATION_FILE] + ["quantization.json"] * bool(v.quantization) + [str(BENCH_FILE)] * bool(v.bench)
     body += [f"<sub>Written by distill/lm_card.py from {', '.join(sources)}; every figure above is copied from "
              "those files.</sub>"]
-    return "---\n" + yaml.safe_dump(variant_front_matter(v), sort_keys=False, allow_unicode=True) + "---\n\n" + \
-        "\n".join(body) + "\n"
-
-
-def write_lm_variant_card(directory: str | Path) -> Path:
-    """Render and write the variant folder's README.md (atomically); returns its path."""
-    path = Path(directory) / CARD_FILE
-    atomic_write_text(path, render_lm_variant_card(directory))
-    return path
+    return _card_text(variant_front_matter(v), body)

@@ -178,14 +178,14 @@ def bench_lm(run_dir: Path, overrides: list[str], threads: int, command: str) ->
 def refresh_variant_cards(run_dir: Path, models: list[str]) -> None:
     """Rewrite the exported variants' cards, which now carry these speeds, under the export's lock
     (an export that holds it is rewriting them itself: skipped, with a line)."""
-    from distill.lm_card import write_lm_variant_card
+    from distill.lm_card import write_lm_card
     from distill.lock import StageLockedError
 
     try:
         with stage_lock(onnx_model_dir(run_dir, models[0]).parent):
             for model in models:
                 for sub in LM_EXPORT_VARIANTS:
-                    write_lm_variant_card(onnx_variant_dir(run_dir, model, sub))
+                    write_lm_card(onnx_variant_dir(run_dir, model, sub))
     except StageLockedError as err:
         print(f"note: the ONNX variants' model cards were not refreshed: {err}", flush=True)
 

@@ -44,7 +44,7 @@ from distill.artifacts import MODEL_INFO, read_model_info
 from distill.config import apply_overrides, atomic_write_text
 from distill.layout import FP32, INT8, LM_EXPORT_VARIANTS, REFERENCE, VALIDATION_FILE, stage_dir
 from distill.layout import onnx_root as run_onnx_root
-from distill.lm_card import write_lm_variant_card
+from distill.lm_card import write_lm_card
 from distill.lock import stage_lock
 from export.onnx_export import (
     DEFAULT_MODELS,
@@ -224,7 +224,7 @@ def export_lm_model(model: str, model_dir: Path, onnx_root: Path, cfg: LMExportC
     report["location"], report["installed"] = str(target), not failures
     atomic_write_text(staging / VALIDATION_FILE, json.dumps(report, indent=2, default=str) + "\n")
     for variant in report["variants"]:  # each variant's card, from the report just written
-        write_lm_variant_card(staging / variant)
+        write_lm_card(staging / variant)
     if failures:
         _move_aside(staging, target)
         print(f"{model}: FAILED validation, kept at {target}")
