@@ -15,6 +15,8 @@ settings is refused in one line, since finished arm-seeds are kept: ``compare/se
                 (self-training: what the teacher's labels give without its soft targets)
     kd          KD + CE: the labelled rows and the transfer rows with the teacher's soft targets
     kd_layers   kd + the hidden-state and attention losses of mapped layers (teacher online)
+    pseudo_kd   kd whose transfer rows also carry the teacher's argmax as a label (the preset few's
+                student; run only when named in --arms)
 
 A token-classification teacher (task ner) gets the arms ``ce``, ``pseudo`` and ``kd`` (``pseudo``
 and ``kd`` read its per-word transfer sets: distill/ner_transfer.py; without any, ``ce`` and ``kd``),
@@ -71,7 +73,9 @@ ARMS = {
     "pseudo": ["--pseudo_labels=true", "--w_kd=0", "--w_ce=1"],
     "kd": ["--pseudo_labels=false"],
     "kd_layers": ["--pseudo_labels=false", "--w_hidden=1", "--w_attn=1"],
+    "pseudo_kd": ["--pseudo_labels=true"],  # the transfer rows' argmax labels and soft targets (the preset few's)
 }
+DEFAULT_ARMS = ("ce", "pseudo", "kd", "kd_layers")  # what runs without --arms (pseudo_kd on request)
 NER_ARMS = ("ce", "pseudo", "kd")  # a tagger's arms: no layer losses for NER (students/ner.py)
 CE_MIN_EPOCHS = 4  # the classification ce arm's fewest epochs (its 16 checkpoints at 4 evaluations per epoch)
 BASELINES = ("ce", "pseudo")  # the arms every other arm is compared against, seed by seed
@@ -82,7 +86,7 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 @dataclass
 class CompareConfig:
     seeds: int = 3  # seeds per arm (0, 1, ..., seeds - 1)
-    arms: list[str] = field(default_factory=lambda: list(ARMS))  # which arms, of ce, pseudo, kd, kd_layers
+    arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))  # which arms, of ARMS
     holdout_rows: int | None = None  # training rows held back to choose checkpoints on (dev is only reported;
     #                                  None: 1,000 for classification, the NER preset's 200 for a tagger)
     # the ce arm at its best: more passes over its fewer rows, the lr schedule run to its end, and the

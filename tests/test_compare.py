@@ -87,10 +87,14 @@ def test_the_ce_arm_is_given_the_steps_and_evaluations_of_the_largest_other_arm(
 def test_every_arm_says_whether_it_uses_pseudo_labels_whatever_the_preset():
     from students.distill import stage_config, student_task
 
-    for arm in ("ce", "pseudo", "kd", "kd_layers"):
-        args = arm_args(arm, 0, CompareConfig(preset="few", holdout_rows=100), teacher_dir=Path("t"), run_dir=Path("r"), extra=[])
-        cfg, _ = stage_config(args, student_task("classification"))
-        assert cfg.pseudo_labels == (arm == "pseudo"), arm  # the preset few turns them on for its own students
+    for preset in ("few", "quick"):
+        for arm in ("ce", "pseudo", "kd", "kd_layers", "pseudo_kd"):
+            args = arm_args(arm, 0, CompareConfig(preset=preset, holdout_rows=100), teacher_dir=Path("t"),
+                            run_dir=Path("r"), extra=[])
+            cfg, _ = stage_config(args, student_task("classification"))
+            assert cfg.pseudo_labels == (arm in ("pseudo", "pseudo_kd")), (preset, arm)
+            assert (cfg.w_kd > 0) == (arm not in ("ce", "pseudo")), (preset, arm)  # pseudo_kd keeps the soft targets
+    assert "pseudo_kd" not in CompareConfig().arms  # named arms only
 
 
 def test_a_second_call_with_other_settings_is_refused_before_it_mixes_arms(tmp_path):
