@@ -390,6 +390,12 @@ def evaluation_steps(cfg: TrainConfig, *, steps_per_epoch: int) -> set[int]:
             for epoch in range(cfg.epochs) for k in range(1, cfg.evals_per_epoch + 1)}
 
 
+def planned_evals(cfg: dict) -> int:
+    """How many evaluations ``evaluation_steps`` plans for a run's settings (a train_config.json, or
+    ``dataclasses.asdict`` of a TrainConfig): kept beside it so that the two cannot drift apart."""
+    return cfg.get("evals") or cfg.get("epochs", 1) * cfg.get("evals_per_epoch", 1)
+
+
 def non_finite_message(figures: dict[str, float], *, step: int, total_steps: int, ckpt_dir: Path) -> str:
     """The one line that says which figures of ``step`` were not finite and what was kept."""
     bad = ", ".join(f"{k} {v}" for k, v in figures.items() if not math.isfinite(v))

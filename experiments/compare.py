@@ -63,8 +63,9 @@ from distill.config import (
 from distill.lock import stage_lock
 from distill.procs import run_stage
 from distill.tasks import task_of
+from distill.trainer import planned_evals
 from students.config import NER_PRESETS, StudentConfig
-from students.stage import ControlSchedule, matched_schedule, planned_evals
+from students.stage import ControlSchedule, matched_schedule
 
 # Each arm is a list of student-stage overrides on top of the shared ones (CompareConfig.common), each
 # explicit about pseudo-labels: the preset few turns them on, and its kd arm must still be soft KD.

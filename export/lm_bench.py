@@ -39,6 +39,7 @@ from distill.layout import (
     bench_dir,
     onnx_file,
     onnx_model_dir,
+    onnx_root,
     onnx_variant_dir,
     read_validation,
     stage_dir,
@@ -182,7 +183,7 @@ def refresh_variant_cards(run_dir: Path, models: list[str]) -> None:
     from distill.lock import StageLockedError
 
     try:
-        with stage_lock(onnx_model_dir(run_dir, models[0]).parent):
+        with stage_lock(onnx_root(run_dir)):
             for model in models:
                 for sub in LM_EXPORT_VARIANTS:
                     write_lm_card(onnx_variant_dir(run_dir, model, sub))

@@ -54,7 +54,14 @@ from distill.predict import softmax
 from distill.scoring import cls_cache_name, split_files
 from distill.stage import finish_stage
 from distill.tokens import Encoded, encode
-from distill.trainer import classification_evaluate, loop_figures, predict_logits, save_model_dir, train
+from distill.trainer import (
+    classification_evaluate,
+    loop_figures,
+    planned_evals,
+    predict_logits,
+    save_model_dir,
+    train,
+)
 from distill.transfer import read_transfer
 from distill.trim_vocab import trim_to_rows
 from students.build import build_student, freeze_word_embeddings
@@ -70,7 +77,6 @@ from students.stage import (
     matched_schedule,
     open_stage,
     plan_line,
-    planned_evals,
     rank0_first,
     stage_figures,
     transfer_names,

@@ -167,11 +167,6 @@ class ControlSchedule:
     why: str  # one line for the log
 
 
-def planned_evals(cfg: dict) -> int:
-    """The evaluations a run's settings (a train_config.json, or ``dataclasses.asdict`` of one) plan."""
-    return cfg.get("evals") or cfg.get("epochs", 1) * cfg.get("evals_per_epoch", 1)
-
-
 def matched_schedule(*, steps: int, evals: int, steps_per_epoch: int, floor: int | None, name: str) -> ControlSchedule:
     """The control matched to a run planned for ``steps`` optimizer steps and ``evals`` evaluations
     (``name``: which run, for the log line): enough passes over its own rows (``steps_per_epoch`` a
