@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -294,7 +294,7 @@ def train(
     model.train()
     lengths = np.asarray(train_set.lengths)  # (R,)
     batches: list[np.ndarray] = []
-    window = new_window()
+    window = LogWindow()
     stop_at = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
     while state.step < stop_at and not state.stopped_early:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
@@ -323,12 +323,7 @@ def train(
         dt = time.perf_counter() - t0
         state.train_seconds += dt
         state.samples_seen += cfg.batch_size
-        window["loss"] += step_figures["loss"]
-        for key, value in parts.items():
-            window["parts"][key] = window["parts"].get(key, 0.0) + value
-        window["n"] += 1
-        window["samples"] += cfg.batch_size
-        window["seconds"] += dt
+        window.add(step_figures["loss"], parts, samples=cfg.batch_size, seconds=dt)
         bar.update(1)
         bar.set_postfix(loss=f"{step_figures['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
 
@@ -342,17 +337,12 @@ def train(
             else:
                 state.evals_since_best += 1
                 state.stopped_early = 0 < cfg.patience <= state.evals_since_best
-            n = max(window["n"], 1)
-            row = {
-                "step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "loss": window["loss"] / n,
-                **{key: value / n for key, value in window["parts"].items()}, "lr": lr,
-                "samples_per_s": window["samples"] / max(window["seconds"], 1e-9), "eval_set": eval_name,
-                "eval": {k: v for k, v in figures.items() if k != "score"}, "best": improved,
-            }
+            row = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), **window.means(), "lr": lr,
+                   "eval_set": eval_name, "eval": {k: v for k, v in figures.items() if k != "score"}, "best": improved}
             history.append(row)
             if rank == 0:
                 tqdm.write(format_log_line(row, total_steps, early_stop=state.stopped_early))
-            window = new_window()
+            window = LogWindow()
             checkpoint()
         elif cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
             checkpoint()
@@ -440,9 +430,28 @@ def resume(ckpt_dir: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.
     return state, history
 
 
-def new_window() -> dict:
-    """Sums over the steps since the last log line."""
-    return {"loss": 0.0, "parts": {}, "n": 0, "samples": 0, "seconds": 0.0}
+@dataclass
+class LogWindow:
+    """Sums over the steps since the last log line: the loss, each of its terms, rows and seconds."""
+    loss: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)  # LOSS_PARTS name -> sum over the steps
+    steps: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, parts: dict[str, float], *, samples: int, seconds: float) -> None:
+        self.loss += loss
+        for key, value in parts.items():
+            self.parts[key] = self.parts.get(key, 0.0) + value
+        self.steps += 1
+        self.samples += samples
+        self.seconds += seconds
+
+    def means(self) -> dict[str, float]:
+        """The log row's loss figures: the mean loss and terms per step, and rows per second."""
+        n = max(self.steps, 1)
+        return {"loss": self.loss / n, **{key: value / n for key, value in self.parts.items()},
+                "samples_per_s": self.samples / max(self.seconds, 1e-9)}
 
 
 def format_log_line(row: dict, total_steps: int, *, early_stop: bool) -> str:

@@ -68,6 +68,7 @@ from students.build import build_student, freeze_word_embeddings
 from students.config import CE_SCHEDULES, PRESETS, StudentConfig
 from students.ner import NER
 from students.stage import (
+    RunPlan,
     StageInputs,
     Student,
     StudentTask,
@@ -467,10 +468,10 @@ CLASSIFICATION = Classification()
 
 
 def train_student(cfg: StudentConfig, *, task: StudentTask, teacher_dir: Path, out: Path, role: str,
-                  match: dict | None = None) -> dict:
+                  match: RunPlan | None = None) -> dict:
     """One student run, either task (the parts ``task`` plugs in: students/stage.py): the KD student
     (``role="student"``) or the CE-only control (``role="student_ce"``: labelled rows, CE only;
-    ``match``: the KD student's ``total_steps`` and ``planned_evals`` under ``--ce_schedule=matched``).
+    ``match``: the KD student's plan, under ``--ce_schedule=matched``).
     Returns its metrics (on ranks other than 0 only its ``total_steps`` and ``planned_evals``)."""
     cfg = task.settings(cfg, role=role)
     inputs = open_stage(cfg, task, teacher_dir=teacher_dir, out=out)
@@ -479,7 +480,7 @@ def train_student(cfg: StudentConfig, *, task: StudentTask, teacher_dir: Path, o
     student = task.model(cfg, inputs, rows)
     sets = task.encode_rows(cfg, inputs, rows, student)
     if match is not None:  # the control's passes over its own rows, known once they are encoded
-        schedule = matched_schedule(steps=match["total_steps"], evals=match["planned_evals"], floor=cfg.ce_epochs,
+        schedule = matched_schedule(steps=match.total_steps, evals=match.planned_evals, floor=cfg.ce_epochs,
                                     steps_per_epoch=len(sets.train) // cfg.batch_size, name="the KD student")
         cfg = dataclasses.replace(cfg, epochs=schedule.epochs, evals=schedule.evals)
         print(f"{out.name}: --ce_schedule=matched: {schedule.why}")
@@ -581,5 +582,6 @@ def main(argv: list[str]) -> int:
         plan = None
         for role in roles:
             match = plan if role == "student_ce" and cfg.ce_schedule == "matched" else None
-            plan = train_student(cfg, task=parts, teacher_dir=teacher_dir, out=run_dir / role, role=role, match=match)
+            result = train_student(cfg, task=parts, teacher_dir=teacher_dir, out=run_dir / role, role=role, match=match)
+            plan = RunPlan(total_steps=result["total_steps"], planned_evals=result["planned_evals"])
     return close_stage(run_dir)

@@ -160,6 +160,13 @@ def rank0_first(rank: int, build: Callable[[], Any]) -> Any:
 
 
 @dataclass(frozen=True)
+class RunPlan:
+    """What a student run was planned to do: what ``--ce_schedule=matched`` gives its control."""
+    total_steps: int  # optimizer steps over the whole run
+    planned_evals: int  # checkpoint evaluations over the whole run (distill/trainer.py planned_evals)
+
+
+@dataclass(frozen=True)
 class ControlSchedule:
     """A CE-only control's schedule (compare's ce arm, or make distill's student_ce)."""
     epochs: int | None  # passes over its labelled rows (None: the preset's)

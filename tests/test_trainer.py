@@ -13,6 +13,7 @@ from distill.config import ConfigError
 from distill.errors import PipelineError
 from distill.metrics import classification_metrics
 from distill.trainer import (
+    LogWindow,
     NonFiniteError,
     TrainConfig,
     check_loop_settings,
@@ -83,6 +84,14 @@ def test_log_line_shows_the_parts_the_stage_has():
     assert "ce 0.3000 | kd 0.1000 | hidden 0.2500 | attn 0.0500 | lr" in line
     line = format_log_line({**row, "kd": 0.1, "best": False}, 10, early_stop=True)
     assert "kd 0.1000" in line and line.endswith("early stop")
+
+
+def test_log_window_means_are_per_step_and_speed_is_rows_over_seconds():
+    window = LogWindow()
+    window.add(1.0, {"ce": 0.6, "kd": 0.4}, samples=32, seconds=2.0)
+    window.add(3.0, {"ce": 1.4}, samples=32, seconds=6.0)  # a step without a kd term still counts
+    assert window.means() == pytest.approx({"loss": 2.0, "ce": 1.0, "kd": 0.2, "samples_per_s": 8.0})
+    assert LogWindow().means() == {"loss": 0.0, "samples_per_s": 0.0}  # no steps: no division by zero
 
 
 class _Rows:
