@@ -81,6 +81,12 @@ class ModelInfo:
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.labels))
 
+    @property
+    def teacher_dir(self) -> Path | None:
+        """The folder of the teacher a student was trained from (None: a teacher, or no record)."""
+        teacher = self.architecture.get("teacher")
+        return Path(teacher) if teacher else None
+
 
 
 def write_model_info(directory: Path, info: ModelInfo) -> Path:

@@ -98,9 +98,9 @@ def _bench_rows(run_dir: Path, name: str, variant: str | None, *, after: list[Pa
 
 def _teacher_of(info: ModelInfo) -> dict:
     """A student's teacher as its files describe it ({} for a teacher)."""
-    if info.role == TEACHER or not info.architecture.get("teacher"):
+    teacher_dir = info.teacher_dir
+    if info.role == TEACHER or teacher_dir is None:
         return {}
-    teacher_dir = Path(info.architecture["teacher"])
     teacher = read_model_info(teacher_dir) if (teacher_dir / MODEL_INFO).is_file() else None
     return {"dir": str(teacher_dir), "info": teacher, "metrics": _read(teacher_dir / METRICS_FILE) or {}}
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from distill import layout
+from distill.artifacts import read_model_info
 from distill.config import atomic_save_figure, atomic_write_text
 from distill.tasks import Task, task_of
 
@@ -30,9 +31,10 @@ def report_teacher_dir(run_dir: Path) -> Path:
     if (own / layout.METRICS_FILE).exists():
         return own
     for name in (layout.STUDENT, layout.STUDENT_CE):
-        info = _load(layout.stage_dir(run_dir, name) / layout.MODEL_INFO) or {}
-        if (info.get("architecture") or {}).get("teacher"):
-            return Path(info["architecture"]["teacher"])
+        student = layout.stage_dir(run_dir, name)
+        teacher = read_model_info(student).teacher_dir if (student / layout.MODEL_INFO).is_file() else None
+        if teacher is not None:
+            return teacher
     return own
 
 
