@@ -254,6 +254,16 @@ class LoopState:
     train_seconds: float = 0.0  # wall time spent in training steps (not eval), across resumes
     samples_seen: int = 0  # training examples processed (global), across resumes
 
+    def record(self, score: float, *, patience: int) -> bool:
+        """An evaluation at ``self.step``: True when it beats the best so far (its checkpoint is the
+        one to keep); otherwise one more without gain, and early stop after ``patience`` (0: never)."""
+        if score > self.best_score:
+            self.best_score, self.best_step, self.evals_since_best = score, self.step, 0
+            return True
+        self.evals_since_best += 1
+        self.stopped_early = 0 < patience <= self.evals_since_best
+        return False
+
 
 def train(
     model: nn.Module,
@@ -329,14 +339,9 @@ def train(
 
         if state.step in eval_steps or (state.step == stop_at and stop_at < total_steps):
             figures = evaluate(model)
-            improved = figures["score"] > state.best_score
-            if improved:
-                state.best_score, state.best_step, state.evals_since_best = figures["score"], state.step, 0
-                if rank == 0:
-                    save_best(unwrap(model), out_dir)
-            else:
-                state.evals_since_best += 1
-                state.stopped_early = 0 < cfg.patience <= state.evals_since_best
+            improved = state.record(figures["score"], patience=cfg.patience)
+            if improved and rank == 0:
+                save_best(unwrap(model), out_dir)
             row = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), **window.means(), "lr": lr,
                    "eval_set": eval_name, "eval": {k: v for k, v in figures.items() if k != "score"}, "best": improved}
             history.append(row)

@@ -14,6 +14,7 @@ from distill.errors import PipelineError
 from distill.metrics import classification_metrics
 from distill.trainer import (
     LogWindow,
+    LoopState,
     NonFiniteError,
     TrainConfig,
     check_loop_settings,
@@ -92,6 +93,17 @@ def test_log_window_means_are_per_step_and_speed_is_rows_over_seconds():
     window.add(3.0, {"ce": 1.4}, samples=32, seconds=6.0)  # a step without a kd term still counts
     assert window.means() == pytest.approx({"loss": 2.0, "ce": 1.0, "kd": 0.2, "samples_per_s": 8.0})
     assert LogWindow().means() == {"loss": 0.0, "samples_per_s": 0.0}  # no steps: no division by zero
+
+
+def test_loop_state_keeps_the_best_and_stops_after_patience_evaluations_without_gain():
+    state = LoopState(step=10)
+    assert state.record(0.5, patience=2) and (state.best_score, state.best_step) == (0.5, 10)
+    state.step = 20
+    assert not state.record(0.5, patience=2) and not state.stopped_early  # a tie is no gain
+    state.step = 30
+    assert not state.record(0.4, patience=2) and state.stopped_early and state.best_step == 10
+    never = LoopState()
+    assert not any(never.record(-1.0, patience=0) for _ in range(5)) and not never.stopped_early
 
 
 class _Rows:
