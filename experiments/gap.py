@@ -80,6 +80,7 @@ STUDENTS = {
     # trained twice as fast on one thread)
     "paraphrase_l3_frozen_e3": ["--student=pretrained", "--pretrained=paraphrase-l3", "--freeze_embeddings=true",
                                 "--epochs=3"],
+    "minilm_l3_frozen_e3": ["--student=pretrained", "--pretrained_layers=3", "--freeze_embeddings=true", "--epochs=3"],
 }
 ARMS = ("ce", "kd")  # compare's arms: labels alone, and distillation
 TEACHER, REFERENCE = layout.TEACHER, "reference"  # their names in <run-dir>/gap/models
