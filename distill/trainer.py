@@ -339,7 +339,9 @@ def train(
 
         if state.step in eval_steps or (state.step == stop_at and stop_at < total_steps):
             figures = evaluate(model)
-            improved = state.record(figures["score"], patience=cfg.patience)
+            # the last evaluation stops nothing (the schedule is over): patience 0, so that a run which
+            # ended without gain there is not reported as stopped early
+            improved = state.record(figures["score"], patience=cfg.patience if state.step < stop_at else 0)
             if improved and rank == 0:
                 save_best(unwrap(model), out_dir)
             row = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), **window.means(), "lr": lr,

@@ -200,3 +200,17 @@ def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_one(tmp_path):
     assert str(err.value) == (f"{tmp_path / 'checkpoint.tmp'}: the disk filled while writing it (about 1,234 "
                               "bytes); the previous checkpoint is kept; free some space and rerun")
     assert (target / "state.json").read_text() == "step 2" and not (tmp_path / "checkpoint.tmp").exists()
+
+
+@pytest.mark.parametrize("scores, steps, stopped", [
+    ([3.0, 2.0, 1.0], 18, False),  # no gain at the last two evaluations: the run is over, not stopped early
+    ([3.0, 2.0, 1.0, 0.0, 0.0], 18, True),  # no gain twice with two evaluations to go: stopped at step 18
+])
+def test_early_stop_is_reported_only_when_steps_were_left(tmp_path, scores, steps, stopped):
+    cfg = TrainConfig(batch_size=2, epochs=len(scores), evals_per_epoch=1, patience=2, progress=False,
+                      save_every_steps=0)
+    left = list(scores)
+    summary = train(_Line(), cfg=cfg, train_set=_Rows(12), evaluate=lambda m: {"score": left.pop(0)},
+                    eval_name="dev", loss_fn=lambda out, rows, batch: (out.logits.square().mean(), {}),
+                    out_dir=tmp_path, save_best=lambda m, d: None)
+    assert (summary["step"], summary["stopped_early"], summary["best_step"]) == (steps, stopped, 6)
