@@ -27,7 +27,7 @@ The ce arm's schedule: unless ``ce_epochs`` is given, as many passes over its la
 give it the optimizer steps the largest other arm of its seed was given (``matched_ce_schedule``:
 the kd arm reads the transfer rows too, so its epochs are longer) and as many evaluations as that
 arm, at least 4 epochs for classification;
-the ce arms run after the others for that. A fixed 4 epochs was the default before: on 500
+each ce arm runs after its seed's other arms for that. A fixed 4 epochs was the default before: on 500
 labelled rows it never left the majority class while the kd arm read 20,000 (docs/RESULTS.md).
 
 Checkpoints are chosen on ``holdout_rows`` training rows held back (the same rows for every arm
@@ -313,6 +313,27 @@ def claim_settings(out: Path, cfg: CompareConfig, *, extra: list[str], teacher_d
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
+def run_jobs(todo: list[tuple[str, int]], train_arm, *, jobs: int, matched: bool) -> None:
+    """Run ``train_arm(arm, seed)`` for each job, ``jobs`` at a time, seed-major (a partial run already
+    has whole seeds to compare). A ce arm matched to its seed's other arms (``matched``) is queued after
+    every other job and starts once its own seed's others are done (their figures set its schedule),
+    not after every seed's: with 3 seeds on 2 workers, ce seed 0 runs beside the last kd seed."""
+    first = [j for j in todo if not (matched and j[0] == "ce")]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait on the subprocesses
+        started = {job: pool.submit(train_arm, *job) for job in first}
+
+        def after_its_seed(arm: str, seed: int) -> None:
+            # its seed's other jobs were queued first, so they are running or done: waiting cannot deadlock
+            for (_, other_seed), future in started.items():
+                if other_seed == seed:
+                    future.result()
+            train_arm(arm, seed)
+
+        waiting = [pool.submit(after_its_seed, *job) for job in todo if job not in first]
+        for future in [*started.values(), *waiting]:
+            future.result()  # train_arm records its own failures; this re-raises a bug in it
+
+
 def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path, extra: list[str],
          argv: list[str]) -> int:
     """Train the missing arm-seeds, then write the report; 1 when a run failed."""
@@ -339,15 +360,9 @@ def _run(cfg: CompareConfig, *, teacher_dir: Path, teacher: ModelInfo, out: Path
         else:
             say(f"compare: {arm} seed {seed} done in {time.perf_counter() - t0:.0f}s")
 
-    # seed-major: a partial run already has whole seeds to compare; finished arm-seeds are kept. A ce arm
-    # matched to the other arms' samples runs after them (a second round), so their figures exist
     todo = [(arm, seed) for seed in range(cfg.seeds) for arm in cfg.arms
             if not (layout.student_dir(out / arm / f"seed{seed}") / layout.METRICS_FILE).exists()]
-    matched = cfg.ce_epochs is None and len(cfg.arms) > 1
-    rounds = [[j for j in todo if j[0] != "ce"], [j for j in todo if j[0] == "ce"]] if matched else [todo]
-    for jobs in rounds:
-        with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:  # threads only wait on the subprocesses
-            list(pool.map(lambda job: train_arm(*job), jobs))
+    run_jobs(todo, train_arm, jobs=cfg.jobs, matched=cfg.ce_epochs is None and len(cfg.arms) > 1)
     failures.sort()
     results: dict[str, dict[int, dict]] = {}
     for seed in range(cfg.seeds):

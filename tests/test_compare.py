@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from experiments.compare import (
     claim_settings,
     matched_ce_schedule,
     render,
+    run_jobs,
     sentence,
     summarise,
 )
@@ -82,6 +84,28 @@ def test_the_ce_arm_is_given_the_steps_and_evaluations_of_the_largest_other_arm(
     assert (missing.epochs, missing.evals) == (None, None)  # the preset's
     plain = arm_args("ce", 0, CompareConfig(), teacher_dir=tmp_path, run_dir=tmp_path, extra=[], schedule=missing)
     assert not any(a.startswith(("--epochs=", "--evals=")) for a in plain)
+
+
+def test_a_matched_ce_arm_starts_once_its_own_seed_is_done_not_every_seed():
+    log, lock, ce0_started = [], threading.Lock(), threading.Event()
+
+    def train_arm(arm: str, seed: int) -> None:
+        with lock:
+            log.append(("start", arm, seed))
+        if (arm, seed) == ("ce", 0):
+            ce0_started.set()
+        if (arm, seed) == ("kd", 2):  # the last kd seed: ce seed 0 must be able to run beside it
+            assert ce0_started.wait(timeout=30), "ce seed 0 waited for every seed's kd arm"
+        with lock:
+            log.append(("end", arm, seed))
+
+    run_jobs([(arm, seed) for seed in range(3) for arm in ("ce", "kd")], train_arm, jobs=2, matched=True)
+    assert sorted(log) == sorted([(e, a, s) for e in ("start", "end") for a in ("ce", "kd") for s in range(3)])
+    for seed in range(3):  # its schedule is read from its seed's kd arm: that one has finished
+        assert log.index(("end", "kd", seed)) < log.index(("start", "ce", seed))
+    order = []
+    run_jobs([("ce", 0), ("kd", 0)], lambda arm, seed: order.append(arm), jobs=1, matched=False)
+    assert order == ["ce", "kd"]  # not matched (--ce_epochs given): the queue's order, no waiting
 
 
 def test_every_arm_says_whether_it_uses_pseudo_labels_whatever_the_preset():
