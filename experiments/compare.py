@@ -150,6 +150,7 @@ def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int, 
             "samples_seen": {s: results[arm][s]["samples_seen"] for s in accs},
             "train_rows": {s: results[arm][s]["train_rows"] for s in accs},
             "train_time_s": {s: results[arm][s]["train_time_s"] for s in accs},
+            "passes": passes_curve([results[arm][s] for s in accs], score),
         }
     for i, base in enumerate(BASELINES):
         for arm in arms:
@@ -166,6 +167,22 @@ def summarise(results: dict[str, dict[int, dict]], arms: list[str], seeds: int, 
                 "ci_excludes_zero": None if half is None else (mean - half > 0 or mean + half < 0),
             }
     return summary
+
+
+def passes_curve(runs: list[dict], score: str = "accuracy") -> list[dict]:
+    """Dev ``score`` against passes over the training rows, from the runs' histories (``--eval_dev=true``
+    logs it at every evaluation: reported, never used to choose): one point per evaluation step the
+    runs share, the held-back and the dev figure averaged over them ([] without dev figures)."""
+    dev_key = f"dev_{score}"
+    by_step: dict[int, list[dict]] = {}
+    for run in runs:
+        for row in run.get("history", []):
+            if dev_key in row["eval"]:
+                by_step.setdefault(row["step"], []).append(row)
+    return [{"step": step, "epoch": rows[0]["epoch"], "n": len(rows),
+             "holdout": _mean([r["eval"][score] for r in rows]), "dev": _mean([r["eval"][dev_key] for r in rows]),
+             "dev_std": _std([r["eval"][dev_key] for r in rows])}
+            for step, rows in sorted(by_step.items()) if len(rows) == len(runs)]
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -208,6 +225,14 @@ def render(summary: dict, teacher_acc: float, cfg: CompareConfig, command: str, 
         mean = "–" if p["mean"] is None else f"{100 * p['mean']:+.2f}"
         lines.append(f"| {name} | {mean} | {_pts(p['std'])} | {ci} | {per} |")
     lines += [""] + [f"- {sentence(name, p)}" for name, p in summary["paired"].items()]
+    curves = {arm: a["passes"] for arm, a in summary["arms"].items() if a.get("passes")}
+    if curves:
+        lines += ["", f"## {metric.capitalize()} against passes (`--eval_dev=true`: reported, never used to choose)",
+                  "", "Mean over the seeds at each evaluation; the held-back rows are what checkpoints are chosen on.",
+                  "", "| arm | epoch | step | held-back (mean) | dev (mean) | dev std | n |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {arm} | {c['epoch']:.2f} | {c['step']} | {_pts(c['holdout'])} | {_pts(c['dev'])} | "
+                  f"{_pts(c['dev_std'])} | {c['n']} |" for arm, curve in curves.items() for c in curve]
     if failures:
         lines += ["", "## Failed runs (rerun the command to retry them)", ""] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"

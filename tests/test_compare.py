@@ -17,6 +17,7 @@ from experiments.compare import (
     arm_args,
     claim_settings,
     matched_ce_schedule,
+    passes_curve,
     render,
     run_jobs,
     sentence,
@@ -57,6 +58,27 @@ def test_a_difference_within_its_spread_says_so_and_missing_seeds_are_left_out()
     md = render(summary, 0.86, CompareConfig(seeds=3, arms=["ce", "pseudo"]), "python -m distill compare", ["kd seed 0"])
     assert "| ce | 82.00 | 2.83 | 80.00 | 84.00 | – |" in md
     assert "Failed runs" in md and "kd seed 0" in md
+
+
+def _history(*points: tuple[int, float, float, float | None]) -> list[dict]:
+    """History rows (step, epoch, held-back accuracy, dev accuracy or None when not logged)."""
+    return [{"step": step, "epoch": epoch, "eval": {"accuracy": held, **({} if dev is None else {"dev_accuracy": dev})}}
+            for step, epoch, held, dev in points]
+
+
+def test_the_passes_curve_averages_each_evaluation_over_the_seeds_that_logged_dev():
+    seed0 = {**result(0.80), "history": _history((10, 1.0, 0.70, 0.60), (20, 2.0, 0.80, 0.70), (30, 3.0, 0.9, 0.8))}
+    seed1 = {**result(0.82), "history": _history((10, 1.0, 0.72, 0.64), (20, 2.0, 0.82, 0.76))}  # stopped early
+    curve = passes_curve([seed0, seed1])
+    assert [(c["step"], c["epoch"], c["n"]) for c in curve] == [(10, 1.0, 2), (20, 2.0, 2)]  # step 30: one seed only
+    assert curve[1]["holdout"] == pytest.approx(0.81) and curve[1]["dev"] == pytest.approx(0.73)
+    assert curve[0]["dev_std"] == pytest.approx(math.sqrt(2) * 0.02)
+    assert passes_curve([{**result(0.8), "history": _history((10, 1.0, 0.7, None))}]) == []  # no --eval_dev
+    summary = summarise({"kd": {0: seed0, 1: seed1}}, ["kd"], 2)
+    md = render(summary, 0.9, CompareConfig(seeds=2, arms=["kd"]), "python -m distill compare", [])
+    assert "| kd | 2.00 | 20 | 81.00 | 73.00 | 4.24 | 2 |" in md
+    assert "against passes" not in render(summarise({"kd": {0: result(0.8)}}, ["kd"], 1), 0.9,
+                                           CompareConfig(seeds=1, arms=["kd"]), "c", [])
 
 
 def _arm(tmp_path, arm: str, *, total_steps: int, labelled: int, batch: int, epochs: int = 1, evals_per_epoch: int = 4):
